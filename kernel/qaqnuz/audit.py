@@ -1,0 +1,94 @@
+"""The audit log: one hash-chained JSON line per decision, appended by the server and the CLI alike.
+
+Each line carries `prev` (the previous line's hash) and `hash` = SHA-256 over `prev` and the line's
+canonical body, so removing, reordering or editing a line breaks the chain at that point. Writers take
+an exclusive `flock` and re-read the tail only when another process appended since their last write.
+Arguments are never written, only their hash. A write that fails raises: callers count it and deny.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+GENESIS = "0" * 64
+_encoder = msgspec.json.Encoder(order="sorted")
+_decoder = msgspec.json.Decoder()
+
+
+def chain_hash(prev: str, body: dict[str, Any]) -> str:
+    return hashlib.sha256(prev.encode("ascii") + b"\n" + _encoder.encode(body)).hexdigest()
+
+
+class AuditLog:
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._last_hash = GENESIS
+        self._known_size = -1
+
+    def write(self, record: dict[str, Any]) -> str:
+        """Append one record; returns its hash."""
+        with self._lock:
+            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                size = os.fstat(fd).st_size
+                if size != self._known_size:
+                    self._last_hash = _tail_hash(fd, size)
+                body = {k: v for k, v in record.items() if v is not None}
+                body["prev"] = self._last_hash
+                digest = chain_hash(self._last_hash, body)
+                line = _encoder.encode({**body, "hash": digest}) + b"\n"
+                os.write(fd, line)
+                self._last_hash = digest
+                self._known_size = size + len(line)
+                return digest
+            finally:
+                os.close(fd)
+
+
+def _tail_hash(fd: int, size: int) -> str:
+    if size == 0:
+        return GENESIS
+    chunk = min(size, 65536)
+    data = os.pread(fd, chunk, size - chunk)
+    lines = data.rstrip(b"\n").rsplit(b"\n", 1)
+    try:
+        return str(_decoder.decode(lines[-1])["hash"])
+    except (msgspec.DecodeError, KeyError, TypeError):
+        return hashlib.sha256(lines[-1]).hexdigest()  # a damaged tail still chains, and verify reports it
+
+
+def verify(path: str | Path) -> tuple[int, list[str]]:
+    """(lines checked, problems): each problem names the line number and what broke."""
+    problems: list[str] = []
+    prev = GENESIS
+    count = 0
+    try:
+        handle = Path(path).open("rb")
+    except FileNotFoundError:
+        return 0, [f"{path}: no such audit file"]
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            count = number
+            try:
+                record = _decoder.decode(raw)
+                claimed = record.pop("hash")
+            except (msgspec.DecodeError, KeyError, TypeError, AttributeError):
+                problems.append(f"line {number}: not a valid audit record")
+                prev = hashlib.sha256(raw.rstrip(b"\n")).hexdigest()
+                continue
+            if record.get("prev") != prev:
+                problems.append(f"line {number}: chain broken (a line before it was removed, added or reordered)")
+            if chain_hash(record.get("prev", ""), record) != claimed:
+                problems.append(f"line {number}: contents do not match its hash (the line was edited)")
+            prev = claimed
+    return count, problems

@@ -1,0 +1,1 @@
+"""Default providers, loaded from `qaqnuz.plugins.BUILTINS`: the safe, embedded choices."""

@@ -1,0 +1,46 @@
+"""API-key authentication against the embedded store.
+
+Malformed keys and bad checksums are rejected before any store lookup; an unknown key id still costs one
+HMAC so a caller cannot time the difference. Every failure returns None: the transport turns that into
+one fixed response.
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from qaqnuz.hookspecs import hookimpl
+from qaqnuz.keys import hash_matches, parse_key
+from qaqnuz.records import Principal, Provider, ProviderContext
+from qaqnuz.store import Store
+
+_DUMMY_HASH = "0" * 64
+
+
+@attrs.define
+class ApiKeyAuth:
+    store: Store
+    secret: bytes = attrs.field(repr=False)
+    prefix: str
+    clock: object
+
+    async def authenticate(self, credential: str | None) -> Principal | None:
+        parsed = parse_key(credential, self.prefix)
+        if parsed is None:
+            return None
+        record = self.store.get_key(parsed.key_id)
+        matched = hash_matches(self.secret, parsed.raw, record.hash if record else _DUMMY_HASH)
+        if record is None or not matched or not record.active(self.clock()):  # type: ignore[operator]
+            return None
+        return Principal(
+            key_id=record.key_id, brand=record.brand, role=record.role, scopes=frozenset(record.scopes), name=record.name
+        )
+
+
+def _factory(settings: object, ctx: ProviderContext) -> ApiKeyAuth:
+    return ApiKeyAuth(store=ctx.store, secret=ctx.server_secret, prefix=ctx.config.server.key_prefix, clock=ctx.clock)
+
+
+@hookimpl
+def qaqnuz_auth_providers() -> list[Provider]:
+    return [Provider("apikey", _factory, "API keys minted by `qaqnuz keys create`, checked against the store.")]

@@ -1,0 +1,426 @@
+"""Configuration: TOML decoded into msgspec structs, with every error reported at its location.
+
+Decoding is done field by field so one run reports every problem (`[brands.acme] plan: ...`), not just
+the first. `QAQNUZ_<SECTION>__<KEY>` environment variables override file values before validation.
+Provider settings (`[plugins.<name>]`, `[packs.<pack>]`) are validated later against the settings
+struct the provider registered, because only the plugin manager knows those types.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, get_args, get_origin
+
+import msgspec
+
+from qaqnuz.errors import ConfigError
+
+SCOPE_RE = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
+TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
+NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*(ms|s|m|h|d)\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+ENV_PREFIX = "QAQNUZ_"
+
+
+def parse_duration(text: str | float | int) -> float:
+    """'90s', '5m', '24h', '30d', '250ms' or a bare number of seconds, as seconds."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        if text < 0:
+            raise ValueError("a duration cannot be negative")
+        return float(text)
+    match = _DURATION_RE.match(str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a duration; write e.g. '250ms', '5s', '10m', '24h' or '30d'")
+    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """'60/60s' or '300/m' as (count, window seconds)."""
+    match = _RATE_RE.match(str(text))
+    if not match or int(match.group(1)) < 1:
+        raise ValueError(f"{text!r} is not a rate; write '<count>/<window>', e.g. '60/60s' or '300/m'")
+    window = float(match.group(2) or 1) * _UNITS[match.group(3)]
+    if window <= 0:
+        raise ValueError(f"{text!r} has an empty window")
+    return int(match.group(1)), window
+
+
+class Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Base for config tables: unknown keys are errors."""
+
+
+class ServerConfig(Strict):
+    name: str = "qaqnuz-mcp"
+    store: str = "sqlite:///qaqnuz.db"
+    secret_file: str = "qaqnuz.secret"
+    key_prefix: str = "qx_live_"
+    transport: str = "stdio"
+    sync_interval: str = "5s"
+    last_used_flush: str = "60s"
+    audit_file: str = "qaqnuz-audit.jsonl"
+    max_key_lifetime: str = "366d"
+    log_level: str = "info"
+
+
+class LimitsConfig(Strict):
+    per_key: str = "60/60s"
+    per_brand: str = "300/60s"
+
+
+class PlanConfig(Strict):
+    entitled: bool = False
+    max_keys: int | None = None
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+    monthly_quota: int | None = None
+
+
+class ToolSettingsConfig(Strict):
+    enabled: bool = True
+    exposable: bool = False
+    approval: bool = False
+
+
+class BrandConfig(Strict):
+    plan: str
+    roles: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    tools: dict[str, ToolSettingsConfig] = msgspec.field(default_factory=dict)
+    limits: LimitsConfig | None = None
+
+
+class ApprovalsConfig(Strict):
+    pending_ttl: str = "24h"
+    valid_for: str = "1h"
+    wait_seconds: float = 0.0
+
+
+class PluginsConfig(Strict):
+    auth: str = "apikey"
+    policies: list[str] = msgspec.field(default_factory=lambda: ["scope"])
+    limiter: str = "memory"
+    approver: str = "queue"
+
+
+#: Keys of `[plugins]` that select providers; every other key there is a `[plugins.<name>]` table.
+PLUGIN_SELECTORS = frozenset(f.name for f in msgspec.structs.fields(PluginsConfig))
+
+DEFAULT_PLANS: dict[str, dict[str, Any]] = {
+    "starter": {"entitled": False, "max_keys": 0, "limits": {"per_key": "30/60s", "per_brand": "60/60s"}},
+    "growth": {
+        "entitled": True,
+        "max_keys": 5,
+        "limits": {"per_key": "60/60s", "per_brand": "300/60s"},
+        "monthly_quota": 50_000,
+    },
+    "enterprise": {
+        "entitled": True,
+        "max_keys": 100,
+        "limits": {"per_key": "600/60s", "per_brand": "6000/60s"},
+        "monthly_quota": 5_000_000,
+    },
+}
+
+
+class Config(msgspec.Struct, kw_only=True, frozen=True):
+    """A validated configuration. Paths are absolute (resolved against the config file's folder)."""
+
+    server: ServerConfig
+    plans: dict[str, PlanConfig]
+    brands: dict[str, BrandConfig]
+    approvals: ApprovalsConfig
+    plugins: PluginsConfig
+    plugin_settings: dict[str, dict[str, Any]]
+    packs: dict[str, dict[str, Any]]
+    path: str | None = None
+    base_dir: str = "."
+
+    def resolve(self, relative: str) -> str:
+        """A path from config, made absolute against the config file's folder."""
+        return str(Path(self.base_dir, os.path.expanduser(relative)))
+
+    def store_path(self) -> str:
+        if not self.server.store.startswith("sqlite:///"):
+            raise ConfigError([f"[server] store: {self.server.store!r} is not a sqlite:/// URL"])
+        return self.resolve(self.server.store.removeprefix("sqlite:///"))
+
+    def limits_for(self, brand: str) -> LimitsConfig:
+        cfg = self.brands[brand]
+        return cfg.limits or self.plans[cfg.plan].limits
+
+
+# -- loading -----------------------------------------------------------------------------------------
+def default_config_path() -> Path:
+    """`$QAQNUZ_CONFIG`, then `./qaqnuz.toml`."""
+    return Path(os.environ.get("QAQNUZ_CONFIG") or "qaqnuz.toml")
+
+
+def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None) -> Config:
+    """Read, override from the environment and validate a config file; raise ConfigError listing all."""
+    file = Path(path) if path is not None else default_config_path()
+    try:
+        raw_text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(
+            [f"{file}: no such config file; create one with `qaqnuz init` or pass --config"]
+        ) from None
+    except OSError as exc:
+        raise ConfigError([f"{file}: cannot read the config file ({exc.strerror})"]) from None
+    return parse_config(raw_text, source=str(file), base_dir=str(file.resolve().parent), env=env)
+
+
+def parse_config(
+    text: str, *, source: str = "<config>", base_dir: str = ".", env: Mapping[str, str] | None = None
+) -> Config:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{source}: not valid TOML: {exc}"]) from None
+    problems: list[str] = []
+    apply_env_overrides(data, os.environ if env is None else env, problems)
+    config = validate(data, problems, source=source, base_dir=base_dir)
+    if problems:
+        raise ConfigError(problems)
+    assert config is not None
+    return config
+
+
+def apply_env_overrides(data: dict[str, Any], env: Mapping[str, str], problems: list[str]) -> None:
+    """`QAQNUZ_SERVER__STORE=...` sets `[server] store`; deeper paths use more `__`."""
+    for name, raw in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX) or "__" not in name:
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__")]
+        if any(not p for p in parts):
+            problems.append(f"env {name}: empty section or key; write QAQNUZ_<SECTION>__<KEY>")
+            continue
+        try:
+            value = tomllib.loads(f"v = {raw}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw  # a bare string
+        table = data
+        for part in parts[:-1]:
+            nested = table.setdefault(part, {})
+            if not isinstance(nested, dict):
+                problems.append(f"env {name}: [{'.'.join(parts[:-1])}] is not a table")
+                break
+            table = nested
+        else:
+            table[parts[-1]] = value
+
+
+TOP_LEVEL = ("server", "plans", "brands", "approvals", "plugins", "packs")
+
+
+def validate(
+    data: dict[str, Any], problems: list[str], *, source: str = "<config>", base_dir: str = "."
+) -> Config | None:
+    """Every structural and cross-reference check; problems are appended, located."""
+    for key in data:
+        if key not in TOP_LEVEL:
+            problems.append(f"{source}: [{key}]: unknown section; valid sections: {', '.join(TOP_LEVEL)}")
+
+    server = _table(data, "server", ServerConfig, "[server]", problems) or ServerConfig()
+    approvals = _table(data, "approvals", ApprovalsConfig, "[approvals]", problems) or ApprovalsConfig()
+
+    raw_plugins = data.get("plugins", {})
+    if not isinstance(raw_plugins, dict):
+        problems.append("[plugins]: must be a table")
+        raw_plugins = {}
+    selectors = {k: v for k, v in raw_plugins.items() if k in PLUGIN_SELECTORS}
+    plugin_settings: dict[str, dict[str, Any]] = {}
+    for key, value in raw_plugins.items():
+        if key in PLUGIN_SELECTORS:
+            continue
+        if isinstance(value, dict):
+            plugin_settings[key] = value
+        else:
+            problems.append(
+                f"[plugins] {key}: unknown key; valid keys: {', '.join(sorted(PLUGIN_SELECTORS))}, "
+                f"or a [plugins.<provider>] settings table"
+            )
+    plugins = _table({"plugins": selectors}, "plugins", PluginsConfig, "[plugins]", problems) or PluginsConfig()
+
+    plans: dict[str, PlanConfig] = {}
+    raw_plans = data.get("plans", {})
+    if not isinstance(raw_plans, dict):
+        problems.append("[plans]: must be a table of plans")
+        raw_plans = {}
+    for name in {*DEFAULT_PLANS, *raw_plans}:
+        merged = _merge(DEFAULT_PLANS.get(name, {}), raw_plans.get(name, {}))
+        plan = _table({name: merged}, name, PlanConfig, f"[plans.{name}]", problems)
+        if plan is not None:
+            plans[name] = plan
+            for dim in ("per_key", "per_brand"):
+                _check(lambda v=getattr(plan.limits, dim): parse_rate(v), f"[plans.{name}.limits] {dim}", problems)
+            if plan.max_keys is not None and plan.max_keys < 0:
+                problems.append(f"[plans.{name}] max_keys: must be 0 or more")
+
+    brands: dict[str, BrandConfig] = {}
+    raw_brands = data.get("brands", {})
+    if not isinstance(raw_brands, dict):
+        problems.append("[brands]: must be a table of brands")
+        raw_brands = {}
+    for name, raw in raw_brands.items():
+        where = f"[brands.{name}]"
+        if not NAME_RE.match(name):
+            problems.append(f"{where}: brand names are lower case letters, digits, '_' or '-' (max 64)")
+        brand = _table(raw_brands, name, BrandConfig, where, problems)
+        if brand is None:
+            continue
+        brands[name] = brand
+        if brand.plan not in plans:
+            problems.append(
+                f"{where} plan: undefined plan {brand.plan!r}; defined plans: {', '.join(sorted(plans))}"
+            )
+        for role, scopes in brand.roles.items():
+            if not NAME_RE.match(role):
+                problems.append(f"{where} roles.{role}: role names are lower case letters, digits, '_' or '-'")
+            for scope in scopes:
+                if not SCOPE_RE.match(scope):
+                    problems.append(
+                        f"{where} roles.{role}: invalid scope {scope!r}; scopes are '<resource>.<action>' "
+                        f"in lower case (e.g. 'orders.read'), no wildcards"
+                    )
+        for tool in brand.tools:
+            if not TOOL_NAME_RE.match(tool):
+                problems.append(f"{where} tools.{tool}: invalid tool name; use [A-Za-z0-9_.-], 1-128 chars")
+        if brand.limits is not None:
+            for dim in ("per_key", "per_brand"):
+                _check(lambda v=getattr(brand.limits, dim): parse_rate(v), f"{where} limits.{dim}", problems)
+
+    packs: dict[str, dict[str, Any]] = {}
+    raw_packs = data.get("packs", {})
+    if not isinstance(raw_packs, dict):
+        problems.append("[packs]: must be a table of packs")
+        raw_packs = {}
+    for name, raw in raw_packs.items():
+        where = f"[packs.{name}]"
+        if not isinstance(raw, dict):
+            problems.append(f"{where}: must be a table")
+        elif not isinstance(raw.get("type"), str):
+            problems.append(f"{where} type: missing; name the tool provider, e.g. type = \"sql\"")
+        else:
+            packs[name] = raw
+
+    for key in ("sync_interval", "last_used_flush", "max_key_lifetime"):
+        _check(lambda v=getattr(server, key): parse_duration(v), f"[server] {key}", problems)
+    for key in ("pending_ttl", "valid_for"):
+        _check(lambda v=getattr(approvals, key): parse_duration(v), f"[approvals] {key}", problems)
+    if approvals.wait_seconds < 0 or approvals.wait_seconds > 300:
+        problems.append("[approvals] wait_seconds: must be between 0 and 300")
+    if not server.store.startswith("sqlite:///"):
+        problems.append(f"[server] store: {server.store!r} is not supported; use sqlite:///path/to/file.db")
+    if not re.fullmatch(r"[a-z][a-z0-9]{0,15}_(?:[a-z0-9]{1,16}_)?", server.key_prefix):
+        problems.append(f"[server] key_prefix: {server.key_prefix!r} must look like 'qx_live_'")
+    if server.log_level.lower() not in {"debug", "info", "warning", "error"}:
+        problems.append("[server] log_level: one of debug, info, warning, error")
+    if problems:
+        return None
+    return Config(
+        server=server,
+        plans=plans,
+        brands=brands,
+        approvals=approvals,
+        plugins=plugins,
+        plugin_settings=plugin_settings,
+        packs=packs,
+        path=None if source.startswith("<") else str(Path(source).resolve()),
+        base_dir=base_dir,
+    )
+
+
+def decode_settings(raw: Mapping[str, Any], settings_type: type[msgspec.Struct], where: str) -> Any:
+    """Validate a provider's settings table; raises ConfigError naming each bad key."""
+    problems: list[str] = []
+    value = _table({"t": dict(raw)}, "t", settings_type, where, problems)
+    if problems:
+        raise ConfigError(problems)
+    return value
+
+
+# -- helpers -------------------------------------------------------------------------------------------
+def _merge(base: Mapping[str, Any], override: Any) -> Any:
+    if not isinstance(override, dict):
+        return override
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merge(base.get(key, {}), value) if isinstance(value, dict) else value
+    return out
+
+
+def _check(fn: Any, where: str, problems: list[str]) -> None:
+    try:
+        fn()
+    except ValueError as exc:
+        problems.append(f"{where}: {exc}")
+
+
+def _table(parent: Mapping[str, Any], key: str, struct: type[Any], where: str, problems: list[str]) -> Any:
+    """Decode `parent[key]` into `struct`, collecting one problem per bad field (not just the first)."""
+    raw = parent.get(key, {})
+    if not isinstance(raw, dict):
+        problems.append(f"{where}: must be a table, got {_kind(raw)}")
+        return None
+    fields = {f.name: f for f in msgspec.structs.fields(struct)}
+    before = len(problems)
+    for name in raw:
+        if name not in fields:
+            problems.append(f"{where} {name}: unknown key; valid keys: {', '.join(sorted(fields)) or 'none'}")
+    for name, info in fields.items():
+        if name not in raw:
+            if info.required:
+                problems.append(f"{where} {name}: missing required key")
+            continue
+        value = raw[name]
+        nested = _struct_in(info.type)
+        if nested is not None and isinstance(value, dict):
+            sub_where = f"{where[:-1]}.{name}]" if where.endswith("]") and where.startswith("[") else where
+            if _is_dict_of(info.type):
+                for sub_key in value:
+                    _table(value, sub_key, nested, f"{sub_where[:-1]}.{sub_key}]", problems)
+            else:
+                _table(raw, name, nested, sub_where, problems)
+            continue
+        try:
+            msgspec.convert(value, type=info.type, strict=True)
+        except msgspec.ValidationError as exc:
+            problems.append(f"{where} {name}: {_clean(str(exc), value)}")
+    if len(problems) > before:
+        return None
+    try:
+        return msgspec.convert(raw, type=struct, strict=True)
+    except msgspec.ValidationError as exc:  # pragma: no cover - each field was checked above
+        problems.append(f"{where}: {exc}")
+        return None
+
+
+def _struct_in(tp: Any) -> type[msgspec.Struct] | None:
+    """The Struct type behind `S`, `S | None` or `dict[str, S]`, if any."""
+    if isinstance(tp, type) and issubclass(tp, msgspec.Struct):
+        return tp
+    for arg in get_args(tp):
+        found = _struct_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def _is_dict_of(tp: Any) -> bool:
+    return get_origin(tp) is dict
+
+
+def _kind(value: Any) -> str:
+    return {str: "a string", int: "a number", float: "a number", bool: "a boolean", list: "an array"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _clean(message: str, value: Any) -> str:
+    """msgspec's message without its `$` path (we give our own location)."""
+    message = re.sub(r" - at `\$[^`]*`", "", message)
+    return message.replace("Expected `", "expected `") + f" (got {_kind(value)})"

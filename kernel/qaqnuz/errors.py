@@ -1,0 +1,53 @@
+"""Exceptions with a meaning to the kernel.
+
+Operator-facing errors (`ConfigError`, `PluginError`, `UsageError`) carry messages that say what is
+wrong and how to fix it; the CLI prints them and exits 2. Tool-facing errors (`DependencyError`,
+`TerminalError`) are how a tool asks for a specific error class: their text never reaches a caller
+unless the tool explicitly marks a message as public.
+"""
+
+from __future__ import annotations
+
+
+class QaqnuzError(Exception):
+    """Base of every error the kernel raises on purpose."""
+
+
+class UsageError(QaqnuzError):
+    """The operator asked for something impossible (bad arguments, a cap reached): exit code 2."""
+
+
+class PluginError(UsageError):
+    """A plugin could not be loaded or conflicts with another one."""
+
+
+class ConfigError(UsageError):
+    """One or more located configuration errors, all reported together."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+class StoreError(QaqnuzError):
+    """The embedded store failed; callers treat it as a denial."""
+
+
+class ToolError(Exception):
+    """Base for errors a tool raises to choose its error class.
+
+    `public` is a message the tool author vouches is safe to show the caller; without it the envelope
+    uses the class's fixed text.
+    """
+
+    def __init__(self, detail: str = "", *, public: str | None = None) -> None:
+        super().__init__(detail)
+        self.public = public
+
+
+class DependencyError(ToolError):
+    """An upstream the tool relies on failed or timed out: the caller should retry with backoff."""
+
+
+class TerminalError(ToolError):
+    """A permanent failure: the caller should surface it, not retry."""

@@ -1,0 +1,312 @@
+"""The governed path (SPEC §2): plain async code awaiting the selected providers in a fixed order.
+
+list_tools and call_tool share one visibility function, so nothing a key cannot call is ever shown to
+it, and every hidden tool fails with the same bytes as an unknown one. Every exception inside auth,
+policy, limiter or approver is a denial; every exception inside a tool is a sanitised `terminal`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import attrs
+import mcp.types as mt
+import msgspec
+
+from qaqnuz import envelope as env
+from qaqnuz.envelope import ErrorClass
+from qaqnuz.errors import DependencyError, TerminalError
+from qaqnuz.records import ApprovalStatus, CallRequest, Principal, SideEffect, ToolSettings
+from qaqnuz.registry import RegisteredTool, Snapshot
+
+if TYPE_CHECKING:
+    from qaqnuz.kernel import Kernel, Runtime
+
+log = logging.getLogger("qaqnuz.pipeline")
+_canonical = msgspec.json.Encoder(order="sorted")
+_DEFAULT_SETTINGS = ToolSettings()
+_CACHE_LIMIT = 10_000
+
+
+def args_digest(arguments: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of the arguments (sorted keys, compact)."""
+    return hashlib.sha256(_canonical.encode(arguments)).hexdigest()
+
+
+def visibility(runtime: Runtime, entry: RegisteredTool | None, principal: Principal) -> str | None:
+    """Why `principal` cannot see `entry`, or None if it can. The one check behind list and call."""
+    brand = runtime.config.brands.get(principal.brand)
+    if brand is None or not runtime.config.plans[brand.plan].entitled:
+        return "brand not entitled"
+    if entry is None:
+        return "unknown tool"
+    tool = entry.tool
+    if tool.side_effect is SideEffect.SENSITIVE:
+        return "sensitive tools are never exposed"
+    settings = runtime.tool_settings(principal.brand, tool.name)
+    if not settings.enabled:
+        return "disabled for the brand"
+    if not settings.exposable:
+        return "not exposable for the brand (opt-in)"
+    if tool.scope not in principal.scopes:
+        return f"key lacks scope {tool.scope}"
+    if tool.scope not in brand.roles.get(principal.role, ()):
+        return f"role {principal.role} ceiling lacks scope {tool.scope}"
+    return None
+
+
+@attrs.frozen
+class Outcome:
+    """What one call came to, for the envelope, the audit line and the metrics."""
+
+    step: str
+    outcome: str
+    result: env.Success | env.Failure
+    text: str
+    approval_id: str | None = None
+
+
+def _fail(step: str, cls: ErrorClass, message: str, **kw: Any) -> Outcome:
+    failure = env.failure(cls, message, **kw)
+    return Outcome(step, "denied" if step != "execution" else "failed", failure, message, failure.approval_id)
+
+
+class Pipeline:
+    def __init__(self, kernel: Kernel) -> None:
+        self.kernel = kernel
+        self._visible_cache: dict[tuple[Any, ...], list[mt.Tool]] = {}
+
+    # -- tools/list ------------------------------------------------------------------------------------
+    def list_tools(self, principal: Principal) -> list[mt.Tool]:
+        runtime, snapshot = self.kernel.runtime, self.kernel.registry.snapshot
+        key = (principal, runtime.version, snapshot.version)
+        cached = self._visible_cache.get(key)
+        if cached is not None:
+            return cached
+        tools = [
+            _wire_tool(entry)
+            for entry in snapshot.tools.values()
+            if visibility(runtime, entry, principal) is None
+        ]
+        if len(self._visible_cache) >= _CACHE_LIMIT:
+            self._visible_cache.clear()
+        self._visible_cache[key] = tools
+        return tools
+
+    def input_schema(self, name: str) -> Mapping[str, Any] | None:
+        entry = self.kernel.registry.snapshot.tools.get(name)
+        return entry.tool.input_schema if entry is not None else None
+
+    # -- tools/call ------------------------------------------------------------------------------------
+    async def call_tool(
+        self, principal: Principal, name: str, arguments: Mapping[str, Any] | None, *, transport: str = ""
+    ) -> mt.CallToolResult:
+        started = time.perf_counter()
+        runtime, snapshot = self.kernel.runtime, self.kernel.registry.snapshot
+        arguments = arguments if arguments is not None else {}
+        try:
+            digest = args_digest(arguments)
+        except (TypeError, msgspec.EncodeError):
+            digest = ""
+        entry = snapshot.tools.get(name)
+        try:
+            outcome = await self._govern(runtime, snapshot, principal, entry, arguments, digest)
+        except Exception as exc:  # a bug in the kernel itself: fail closed
+            log.error("internal error in the governed path (%s)", type(exc).__name__)
+            outcome = _fail("internal", ErrorClass.TERMINAL, env.TERMINAL_FAILED)
+        elapsed = time.perf_counter() - started
+        tool_label = name if entry is not None else "(unknown)"
+        error_class = str(outcome.result.error_class) if isinstance(outcome.result, env.Failure) else ""
+        self.kernel.metrics.call(principal.brand, tool_label, outcome.outcome, error_class, elapsed)
+        self.kernel.record(
+            brand=principal.brand,
+            key_id=principal.key_id,
+            role=principal.role,
+            tool=name,
+            args_hash=digest,
+            step=outcome.step,
+            outcome=outcome.outcome,
+            error_class=error_class or None,
+            latency_ms=round(elapsed * 1000, 3),
+            approval_id=outcome.approval_id,
+            transport=transport or None,
+        )
+        return mt.CallToolResult(
+            content=[mt.TextContent(type="text", text=outcome.text)],
+            structured_content=env.to_builtins(outcome.result),
+            is_error=isinstance(outcome.result, env.Failure),
+        )
+
+    async def _govern(
+        self,
+        runtime: Runtime,
+        snapshot: Snapshot,
+        principal: Principal,
+        entry: RegisteredTool | None,
+        arguments: Mapping[str, Any],
+        digest: str,
+    ) -> Outcome:
+        kernel = self.kernel
+        brand_cfg = runtime.config.brands.get(principal.brand)
+        # 1. entitlement
+        if brand_cfg is None or not runtime.config.plans[brand_cfg.plan].entitled:
+            return _fail("entitlement", ErrorClass.PERMISSION, env.NOT_ENTITLED)
+        # 2. rate limit, both dimensions, fail closed
+        key_limit, brand_limit = runtime.limits(principal.brand)
+        try:
+            admission = await runtime.limiter.admit(principal.key_id, key_limit, principal.brand, brand_limit)
+        except Exception as exc:
+            kernel.metrics.limiter_errors.inc()
+            log.error("rate limiter failed (%s); denying", type(exc).__name__)
+            return _fail("rate_limit", ErrorClass.RETRYABLE, env.LIMITER_UNAVAILABLE, retry_after_ms=1000)
+        if not admission.admitted:
+            kernel.metrics.rate_limit_rejections.labels(admission.dimension or "key").inc()
+            return _fail("rate_limit", ErrorClass.RETRYABLE, env.RATE_LIMITED, retry_after_ms=admission.retry_after_ms)
+        # 3. visibility: one generic answer for every reason
+        if visibility(runtime, entry, principal) is not None or entry is None:
+            return _fail("visibility", ErrorClass.PERMISSION, env.NOT_PERMITTED)
+        tool = entry.tool
+        # 4. input validation (validator compiled once per definition)
+        if not isinstance(arguments, Mapping) or not digest:
+            return _fail("validation", ErrorClass.VALIDATION, "Invalid arguments at $: expected an object.")
+        error = next(iter(sorted(entry.validator.iter_errors(arguments), key=_error_order)), None)
+        if error is not None:
+            return _fail("validation", ErrorClass.VALIDATION, validation_message(error))
+        settings = runtime.tool_settings(principal.brand, tool.name)
+        request = CallRequest(principal, tool, arguments, digest, settings, frozenset(brand_cfg.roles.get(principal.role, ())))
+        # 5. policy: every policy must allow; none installed is a deny; an exception is a deny
+        if not runtime.policies:
+            return _fail("policy", ErrorClass.PERMISSION, env.POLICY_DENIED)
+        for policy in runtime.policies:
+            try:
+                decision = await policy.decide(request)
+            except Exception as exc:
+                kernel.metrics.policy_errors.inc()
+                log.error("policy %s failed (%s); denying", type(policy).__name__, type(exc).__name__)
+                return _fail("policy", ErrorClass.PERMISSION, env.POLICY_DENIED)
+            if not decision.allow:
+                return _fail("policy", ErrorClass.PERMISSION, env.POLICY_DENIED)
+        # 6. approval gate
+        approval_id: str | None = None
+        if settings.approval:
+            gate = await self._approval(runtime, principal, tool.name, digest)
+            if isinstance(gate, Outcome):
+                return gate
+            approval_id = gate
+        # 7. execution with the tool's timeout
+        return await self._execute(principal, entry, arguments, approval_id)
+
+    async def _approval(self, runtime: Runtime, principal: Principal, tool: str, digest: str) -> Outcome | str:
+        """The approval id to execute under, or the Outcome that stops the call."""
+        approver, kernel = runtime.approver, self.kernel
+        try:
+            approval = await approver.request(
+                principal.brand, principal.key_id, tool, digest, summary={"tool": tool, "key_name": principal.name}
+            )
+            if approval.status is ApprovalStatus.PENDING and runtime.wait_seconds > 0:
+                waited = await approver.wait(approval.approval_id, runtime.wait_seconds)
+                approval = waited or approval
+            if approval.status is ApprovalStatus.APPROVED:
+                if await approver.consume(approval.approval_id):
+                    kernel.observe_decision(approval)
+                    return approval.approval_id
+                approval = attrs.evolve(approval, status=ApprovalStatus.EXPIRED)
+            if approval.status in (ApprovalStatus.DENIED, ApprovalStatus.EXPIRED):
+                await approver.close(approval.approval_id)
+                kernel.observe_decision(approval)
+                text = (env.approval_denied if approval.status is ApprovalStatus.DENIED else env.approval_expired)(
+                    approval.approval_id
+                )
+                return _fail("approval", ErrorClass.PERMISSION, text, approval_id=approval.approval_id)
+        except Exception as exc:
+            log.error("approver failed (%s); denying", type(exc).__name__)
+            return _fail("approval", ErrorClass.PERMISSION, env.APPROVAL_UNAVAILABLE)
+        kernel.approval_requested(principal.brand, approval.approval_id)
+        return _fail(
+            "approval",
+            ErrorClass.PERMISSION,
+            env.approval_required(approval.approval_id),
+            approval_id=approval.approval_id,
+        )
+
+    async def _execute(
+        self, principal: Principal, entry: RegisteredTool, arguments: Mapping[str, Any], approval_id: str | None
+    ) -> Outcome:
+        tool = entry.tool
+        try:
+            with anyio.fail_after(tool.timeout_s):
+                data = await tool.handler(arguments)
+            text, success = env.success(data, tool.max_result_bytes)
+        except DependencyError as exc:
+            log.warning("tool %s: dependency failure (%s)", tool.name, type(exc).__name__)
+            return _fail("execution", ErrorClass.DEPENDENCY, exc.public or env.DEPENDENCY_FAILED, approval_id=approval_id)
+        except TerminalError as exc:
+            log.warning("tool %s: terminal failure (%s)", tool.name, type(exc).__name__)
+            return _fail("execution", ErrorClass.TERMINAL, exc.public or env.TERMINAL_FAILED, approval_id=approval_id)
+        except TimeoutError:
+            log.warning("tool %s: timed out after %ss", tool.name, tool.timeout_s)
+            return _fail("execution", ErrorClass.DEPENDENCY, env.DEPENDENCY_FAILED, approval_id=approval_id)
+        except Exception as exc:
+            log.error("tool %s raised %s", tool.name, type(exc).__name__)
+            return _fail("execution", ErrorClass.TERMINAL, env.TERMINAL_FAILED, approval_id=approval_id)
+        self.kernel.executed(principal.brand)
+        return Outcome("execution", "executed", success, text, approval_id)
+
+
+def _wire_tool(entry: RegisteredTool) -> mt.Tool:
+    tool = entry.tool
+    return mt.Tool(
+        name=tool.name,
+        description=f"[{tool.stability}] {tool.description}",
+        input_schema=dict(tool.input_schema),
+        annotations=mt.ToolAnnotations(
+            read_only_hint=tool.side_effect is SideEffect.READ,
+            destructive_hint=tool.side_effect is not SideEffect.READ,
+            open_world_hint=tool.side_effect is SideEffect.EXTERNAL,
+        ),
+    )
+
+
+def _error_order(error: Any) -> tuple[int, str]:
+    return (len(error.absolute_path), str(list(error.absolute_path)))
+
+
+_RULE_HINTS = {
+    "type": lambda v: f"expected type {' or '.join(v) if isinstance(v, list) else v}",
+    "enum": lambda v: "must be one of the allowed values",
+    "const": lambda v: "must equal the required constant",
+    "minimum": lambda v: f"must be >= {v}",
+    "maximum": lambda v: f"must be <= {v}",
+    "exclusiveMinimum": lambda v: f"must be > {v}",
+    "exclusiveMaximum": lambda v: f"must be < {v}",
+    "minLength": lambda v: f"must be at least {v} characters",
+    "maxLength": lambda v: f"must be at most {v} characters",
+    "pattern": lambda v: "must match the required pattern",
+    "format": lambda v: f"must be a valid {v}",
+    "minItems": lambda v: f"must have at least {v} items",
+    "maxItems": lambda v: f"must have at most {v} items",
+    "uniqueItems": lambda v: "items must be unique",
+    "additionalProperties": lambda v: "unexpected properties are not allowed",
+    "unevaluatedProperties": lambda v: "unexpected properties are not allowed",
+    "multipleOf": lambda v: f"must be a multiple of {v}",
+}
+
+
+def validation_message(error: Any) -> str:
+    """Names the JSON path and the rule broken; never echoes the value given."""
+    path = error.json_path
+    rule = error.validator
+    if rule == "required":
+        present = set(error.instance) if isinstance(error.instance, Mapping) else set()
+        missing = [p for p in error.validator_value if p not in present]
+        names = ", ".join(repr(p) for p in missing)
+        return f"Invalid arguments at {path}: missing required property {names} (rule: required)."
+    hint = _RULE_HINTS.get(rule)
+    detail = hint(error.validator_value) if hint else "does not satisfy the schema"
+    return f"Invalid arguments at {path}: {detail} (rule: {rule})."
+

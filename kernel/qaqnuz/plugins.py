@@ -1,0 +1,235 @@
+"""The plugin manager: built-ins from an explicit tuple, everything else from entry points.
+
+Each kernel owns one `Plugins`; nothing here is global. Loading never renames or silently drops
+anything: a plugin that fails to import, a duplicate plugin name, or a duplicate provider name stops
+startup with an error naming the distributions involved.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata as md
+import os
+from collections.abc import Iterable, Sequence
+from types import ModuleType
+
+import attrs
+import pluggy
+
+from qaqnuz import hookspecs
+from qaqnuz.errors import PluginError
+from qaqnuz.records import Provider, ProviderKind
+
+ENTRY_POINT_GROUP = hookspecs.PROJECT
+KERNEL_DISTRIBUTION = "qaqnuz"
+
+#: Built-in plugins, always loaded first and in this order (short name, module).
+BUILTINS: tuple[tuple[str, str], ...] = (
+    ("apikey", "qaqnuz.builtin.apikey"),
+    ("scope", "qaqnuz.builtin.scope_policy"),
+    ("memory", "qaqnuz.builtin.memory_limiter"),
+    ("queue", "qaqnuz.builtin.queue_approver"),
+)
+
+HOOK_FOR_KIND: dict[ProviderKind, str] = {
+    ProviderKind.AUTH: "qaqnuz_auth_providers",
+    ProviderKind.POLICY: "qaqnuz_policies",
+    ProviderKind.APPROVER: "qaqnuz_approvers",
+    ProviderKind.LIMITER: "qaqnuz_rate_limiters",
+    ProviderKind.TRANSPORT: "qaqnuz_transports",
+    ProviderKind.TOOLS: "qaqnuz_tool_providers",
+}
+
+
+@attrs.frozen
+class PluginInfo:
+    """One loaded plugin as `qaqnuz plugins list` shows it."""
+
+    name: str
+    distribution: str
+    version: str
+    hooks: tuple[str, ...]
+    builtin: bool = False
+
+
+@attrs.frozen
+class Registered:
+    """A provider together with the plugin that registered it (for errors that name distributions)."""
+
+    provider: Provider
+    plugin: PluginInfo
+
+
+def _env_list(name: str) -> list[str]:
+    return [part.strip() for part in os.environ.get(name, "").split(",") if part.strip()]
+
+
+def _truthy(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+class Plugins:
+    """Loads plugins into a private pluggy manager and indexes their providers by kind and name.
+
+    `explicit` names plugins to load even when autoload is off: an entry-point name, a module path, or
+    an already-imported module object (tests pass modules directly). `allow`/`block` filter entry points
+    by short name.
+    """
+
+    def __init__(
+        self,
+        *,
+        builtins: Sequence[tuple[str, str]] = BUILTINS,
+        group: str = ENTRY_POINT_GROUP,
+        autoload: bool | None = None,
+        explicit: Iterable[str | ModuleType | object] = (),
+        allow: Iterable[str] | None = None,
+        block: Iterable[str] = (),
+    ) -> None:
+        self.pm = pluggy.PluginManager(hookspecs.PROJECT)
+        self.pm.add_hookspecs(hookspecs)
+        self.group = group
+        self.infos: list[PluginInfo] = []
+        if autoload is None:
+            autoload = not _truthy(os.environ.get("QAQNUZ_DISABLE_PLUGIN_AUTOLOAD"))
+        explicit = [*explicit, *_env_list("QAQNUZ_PLUGINS")]
+        allow_set = set(allow) if allow is not None else None
+        block_set = {*block, *_env_list("QAQNUZ_BLOCK_PLUGINS")}
+
+        for name, module_path in builtins:
+            self._register(importlib.import_module(module_path), name, KERNEL_DISTRIBUTION, builtin=True)
+
+        explicit_names = {item for item in explicit if isinstance(item, str) and "." not in item}
+        self._load_entry_points(autoload, explicit_names, allow_set, block_set)
+        for item in explicit:
+            if isinstance(item, str):
+                if "." in item:
+                    self._register(self._import(item, item, "(module path)"), item, "(module path)")
+            else:
+                name = getattr(item, "__name__", type(item).__name__)
+                self._register(item, name, "(in-process)")
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(
+                f"plugin {self._name_of(exc.plugin)!r} implements a hook qaqnuz does not define "
+                f"({exc}); check the plugin against qaqnuz {hookspecs.PROJECT} hook names"
+            ) from None
+        self.providers = self._collect()
+
+    # -- loading -----------------------------------------------------------------------------------
+    def _load_entry_points(
+        self, autoload: bool, explicit_names: set[str], allow: set[str] | None, block: set[str]
+    ) -> None:
+        seen: dict[str, str] = {}
+        for ep in sorted(md.entry_points(group=self.group), key=lambda e: e.name):
+            dist = ep.dist.name if ep.dist is not None else "(unknown distribution)"
+            version = ep.dist.version if ep.dist is not None else ""
+            if ep.name in seen:
+                if seen[ep.name] == dist:
+                    continue  # the same distribution seen twice on sys.path
+                raise PluginError(
+                    f"two distributions register the plugin name {ep.name!r}: {seen[ep.name]} and {dist}; "
+                    f"uninstall one of them"
+                )
+            seen[ep.name] = dist
+            wanted = autoload or ep.name in explicit_names
+            if not wanted or ep.name in block or (allow is not None and ep.name not in allow):
+                continue
+            if any(info.name == ep.name for info in self.infos):
+                other = next(info for info in self.infos if info.name == ep.name)
+                raise PluginError(
+                    f"the plugin name {ep.name!r} from {dist} is already taken by {other.distribution}; "
+                    f"uninstall one of them"
+                )
+            try:
+                plugin = ep.load()
+            except Exception as exc:
+                raise PluginError(
+                    f"plugin {ep.name!r} from distribution {dist} {version} failed to import "
+                    f"({type(exc).__name__}: {exc}); reinstall or upgrade {dist}, or skip it with "
+                    f"QAQNUZ_BLOCK_PLUGINS={ep.name}"
+                ) from None
+            self._register(plugin, ep.name, dist, version)
+        missing = explicit_names - set(seen) - {info.name for info in self.infos}
+        if missing:
+            raise PluginError(
+                f"plugin(s) named in QAQNUZ_PLUGINS are not installed: {', '.join(sorted(missing))}; "
+                f"installed: {', '.join(sorted(seen)) or 'none'}"
+            )
+
+    def _import(self, path: str, name: str, dist: str) -> object:
+        module_path, _, attr = path.partition(":")
+        try:
+            module = importlib.import_module(module_path)
+            return getattr(module, attr) if attr else module
+        except Exception as exc:
+            raise PluginError(
+                f"plugin {name!r} ({dist}) failed to import ({type(exc).__name__}: {exc}); "
+                f"check the module path"
+            ) from None
+
+    def _register(self, plugin: object, name: str, dist: str, version: str = "", builtin: bool = False) -> None:
+        if version == "" and dist == KERNEL_DISTRIBUTION:
+            version = _kernel_version()
+        try:
+            self.pm.register(plugin, name=name)
+        except ValueError:
+            other = next((i for i in self.infos if i.name == name), None)
+            raise PluginError(
+                f"the plugin name {name!r} from {dist} is already taken by "
+                f"{other.distribution if other else 'another plugin'}"
+            ) from None
+        hooks = tuple(sorted(caller.name for caller in self.pm.get_hookcallers(plugin) or []))
+        self.infos.append(PluginInfo(name, dist, version, hooks, builtin))
+
+    def _name_of(self, plugin: object) -> str:
+        return self.pm.get_name(plugin) or repr(plugin)
+
+    # -- providers ---------------------------------------------------------------------------------
+    def _collect(self) -> dict[ProviderKind, dict[str, Registered]]:
+        by_name = {info.name: info for info in self.infos}
+        result: dict[ProviderKind, dict[str, Registered]] = {}
+        for kind, hook_name in HOOK_FOR_KIND.items():
+            table: dict[str, Registered] = {}
+            hook = getattr(self.pm.hook, hook_name)
+            for impl in hook.get_hookimpls():
+                info = by_name[impl.plugin_name]
+                try:
+                    provided = impl.function()
+                except Exception as exc:
+                    raise PluginError(
+                        f"plugin {info.name!r} ({info.distribution}) failed in {hook_name} "
+                        f"({type(exc).__name__}); it must return a list of Provider records"
+                    ) from None
+                for provider in provided or ():
+                    if not isinstance(provider, Provider):
+                        raise PluginError(
+                            f"plugin {info.name!r} ({info.distribution}) returned {type(provider).__name__} "
+                            f"from {hook_name}; expected qaqnuz.Provider records"
+                        )
+                    if provider.name in table:
+                        first = table[provider.name].plugin
+                        raise PluginError(
+                            f"duplicate {kind} provider {provider.name!r}: registered by plugin "
+                            f"{first.name!r} ({first.distribution}) and plugin {info.name!r} "
+                            f"({info.distribution}); uninstall or block one of them"
+                        )
+                    table[provider.name] = Registered(provider, info)
+            result[kind] = table
+        return result
+
+    def provider(self, kind: ProviderKind, name: str, where: str) -> Registered:
+        """The provider config asked for, or an error listing the valid names."""
+        table = self.providers[kind]
+        if name not in table:
+            valid = ", ".join(sorted(table)) or "none installed"
+            raise PluginError(f"{where}: unknown {kind} provider {name!r}; valid names: {valid}")
+        return table[name]
+
+
+def _kernel_version() -> str:
+    try:
+        return md.version(KERNEL_DISTRIBUTION)
+    except md.PackageNotFoundError:
+        return "0+unknown"

@@ -1,0 +1,144 @@
+"""The tool registry: polls every pack, hashes whole definitions, swaps snapshots atomically.
+
+A snapshot is immutable; readers take `registry.snapshot` once per request and never see a half-built
+catalogue. Each tool's JSON Schema validator is compiled once per definition hash and reused across
+syncs. A pack that fails during sync keeps its last good tools; a duplicate tool name across packs is an
+error naming both packs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import anyio
+import attrs
+import msgspec
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+
+from qaqnuz.config import SCOPE_RE, TOOL_NAME_RE
+from qaqnuz.errors import ConfigError
+from qaqnuz.records import SideEffect, Stability, Tool, ToolProvider
+
+log = logging.getLogger("qaqnuz.registry")
+_canonical = msgspec.json.Encoder(order="sorted")
+SYNC_TIMEOUT_S = 30.0
+
+
+@attrs.frozen
+class RegisteredTool:
+    tool: Tool
+    pack: str
+    digest: str
+    validator: Draft202012Validator = attrs.field(eq=False, repr=False)
+
+
+@attrs.frozen
+class Snapshot:
+    version: int
+    tools: Mapping[str, RegisteredTool]
+    digest: str
+
+
+EMPTY = Snapshot(0, {}, "")
+
+
+def definition_digest(pack: str, tool: Tool) -> str:
+    return hashlib.sha256(_canonical.encode({"pack": pack, **tool.definition()})).hexdigest()
+
+
+def check_tool(tool: Any) -> str | None:
+    """Why a definition is unusable, or None."""
+    if not isinstance(tool, Tool):
+        return f"not a qaqnuz.Tool ({type(tool).__name__})"
+    if not TOOL_NAME_RE.match(tool.name):
+        return f"tool name {tool.name!r} must match [A-Za-z0-9_.-]{{1,128}}"
+    if not SCOPE_RE.match(tool.scope):
+        return f"tool {tool.name!r}: scope {tool.scope!r} must be '<resource>.<action>' in lower case"
+    if not isinstance(tool.side_effect, SideEffect) or not isinstance(tool.stability, Stability):
+        return f"tool {tool.name!r}: side_effect and stability must be SideEffect/Stability values"
+    if not isinstance(tool.input_schema, Mapping) or tool.input_schema.get("type") != "object":
+        return f"tool {tool.name!r}: input_schema must be a JSON Schema object with \"type\": \"object\""
+    if not tool.description:
+        return f"tool {tool.name!r}: a description is required"
+    if tool.timeout_s <= 0 or tool.max_result_bytes < 64:
+        return f"tool {tool.name!r}: timeout_s must be > 0 and max_result_bytes >= 64"
+    try:
+        Draft202012Validator.check_schema(dict(tool.input_schema))
+    except SchemaError as exc:
+        return f"tool {tool.name!r}: input_schema is not valid JSON Schema 2020-12 ({exc.message})"
+    return None
+
+
+class Registry:
+    def __init__(self) -> None:
+        self.snapshot: Snapshot = EMPTY
+        self._last_good: dict[str, dict[str, RegisteredTool]] = {}
+        self._compiled: dict[str, RegisteredTool] = {}
+
+    async def sync(self, packs: Mapping[str, ToolProvider], *, strict: bool = False) -> bool:
+        """Poll every pack once; True if the catalogue changed. `strict` turns problems into errors."""
+        per_pack: dict[str, dict[str, RegisteredTool]] = {}
+        failures: list[str] = []
+        for pack, provider in packs.items():
+            try:
+                with anyio.fail_after(SYNC_TIMEOUT_S):
+                    tools = list(await provider.list_tools())
+            except Exception as exc:
+                message = f"[packs.{pack}]: listing tools failed ({type(exc).__name__})"
+                failures.append(message)
+                log.error("%s; keeping its last good tools", message)
+                per_pack[pack] = self._last_good.get(pack, {})
+                continue
+            entries: dict[str, RegisteredTool] = {}
+            for tool in tools:
+                problem = check_tool(tool)
+                if problem is not None:
+                    failures.append(f"[packs.{pack}]: {problem}")
+                    log.error("[packs.%s]: %s; tool skipped", pack, problem)
+                    continue
+                if tool.name in entries:
+                    failures.append(f"[packs.{pack}]: tool {tool.name!r} is defined twice")
+                    continue
+                entries[tool.name] = self._compile(pack, tool)
+            per_pack[pack] = entries
+
+        merged: dict[str, RegisteredTool] = {}
+        conflicts: list[str] = []
+        for pack, entries in per_pack.items():
+            for name, entry in entries.items():
+                if name in merged:
+                    conflicts.append(
+                        f"duplicate tool name {name!r}: provided by pack {merged[name].pack!r} and pack {pack!r}; "
+                        f"rename one of them"
+                    )
+                else:
+                    merged[name] = entry
+        if conflicts:
+            if strict:
+                raise ConfigError(conflicts)
+            for line in conflicts:
+                log.error("%s; keeping the previous catalogue", line)
+            return False
+        if strict and failures:
+            raise ConfigError(failures)
+        self._last_good = per_pack
+        digest = hashlib.sha256("".join(sorted(e.digest for e in merged.values())).encode()).hexdigest()
+        if digest == self.snapshot.digest and self.snapshot.version:
+            return False
+        self.snapshot = Snapshot(self.snapshot.version + 1, dict(sorted(merged.items())), digest)
+        self._compiled = {e.digest: e for e in merged.values()}
+        return True
+
+    def _compile(self, pack: str, tool: Tool) -> RegisteredTool:
+        digest = definition_digest(pack, tool)
+        known = self._compiled.get(digest)
+        if known is not None and known.tool.handler is tool.handler:
+            return known
+        validator = known.validator if known is not None else Draft202012Validator(
+            dict(tool.input_schema), format_checker=Draft202012Validator.FORMAT_CHECKER
+        )
+        return RegisteredTool(tool, pack, digest, validator)

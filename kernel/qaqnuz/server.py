@@ -1,0 +1,121 @@
+"""Binds a kernel's pipeline to the `mcp` low-level Server, for both protocol eras.
+
+The transport supplies how to find the caller's credential in a request; every request is
+authenticated again (revocation takes effect on the next call). No handler lets an exception escape:
+the SDK would put its text on the wire, so every failure becomes a fixed JSON-RPC error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import mcp.types as mt
+from mcp.server import NotificationOptions, Server, ServerRequestContext
+from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
+from mcp.shared.exceptions import MCPError
+
+from qaqnuz import envelope as env
+from qaqnuz.kernel import Kernel
+from qaqnuz.records import Principal
+
+log = logging.getLogger("qaqnuz.server")
+
+#: JSON-RPC error codes we own (the range servers may use: -32000..-32019).
+UNAUTHORIZED = -32001
+INTERNAL = -32603
+CredentialSource = Callable[[ServerRequestContext[Any]], str | None]
+
+
+class GovernedServer(Server[Any]):
+    """A low-level Server that advertises tools.listChanged on handshake-era connections."""
+
+    def create_initialization_options(  # type: ignore[override]
+        self, notification_options: NotificationOptions | None = None, *args: Any, **kwargs: Any
+    ) -> Any:
+        return super().create_initialization_options(
+            notification_options or NotificationOptions(tools_changed=True), *args, **kwargs
+        )
+
+
+class Binding:
+    """One MCP server object for one kernel and one way of finding credentials.
+
+    Tracks handshake-era sessions (to push notifications/tools/list_changed) and publishes on the
+    subscription bus for 2026-07-28 clients listening with subscriptions/listen.
+    """
+
+    def __init__(self, kernel: Kernel, credential: CredentialSource, *, transport: str) -> None:
+        self.kernel = kernel
+        self.credential = credential
+        self.transport = transport
+        self.bus = InMemorySubscriptionBus()
+        self.sessions: set[Any] = set()
+        pipeline = kernel.pipeline
+        self.server = GovernedServer(
+            kernel.runtime.config.server.name,
+            version=_version(),
+            on_list_tools=self._list_tools,
+            on_call_tool=self._call_tool,
+            on_subscriptions_listen=ListenHandler(self.bus),
+            get_tool_input_schema=pipeline.input_schema,
+        )
+        self.server.add_notification_handler("notifications/initialized", mt.NotificationParams, self._initialized)
+        self._unsubscribe = kernel.add_change_listener(self.broadcast)
+
+    def close(self) -> None:
+        self._unsubscribe()
+
+    async def _principal(self, ctx: ServerRequestContext[Any]) -> Principal:
+        try:
+            credential = self.credential(ctx)
+        except Exception:
+            credential = None
+        principal = await self.kernel.authenticate(credential, transport=self.transport)
+        if principal is None:
+            raise MCPError(code=UNAUTHORIZED, message=env.AUTH_FAILED)
+        return principal
+
+    async def _list_tools(
+        self, ctx: ServerRequestContext[Any], params: mt.PaginatedRequestParams | None
+    ) -> mt.ListToolsResult:
+        principal = await self._principal(ctx)
+        try:
+            return mt.ListToolsResult(tools=self.kernel.pipeline.list_tools(principal))
+        except Exception as exc:
+            log.error("tools/list failed (%s)", type(exc).__name__)
+            return mt.ListToolsResult(tools=[])  # list_tools never fails: show nothing rather than leak
+
+    async def _call_tool(self, ctx: ServerRequestContext[Any], params: mt.CallToolRequestParams) -> mt.CallToolResult:
+        principal = await self._principal(ctx)
+        try:
+            return await self.kernel.pipeline.call_tool(
+                principal, params.name, params.arguments, transport=self.transport
+            )
+        except Exception as exc:
+            log.error("tools/call failed outside the pipeline (%s)", type(exc).__name__)
+            raise MCPError(code=INTERNAL, message="Internal error") from None
+
+    async def _initialized(self, ctx: ServerRequestContext[Any], params: mt.NotificationParams | None) -> None:
+        session = ctx.session
+        self.sessions.add(session)
+        connection = getattr(session, "_connection", None)
+        stack = getattr(connection, "exit_stack", None)
+        if stack is not None:  # the SDK's only per-connection close hook (private)
+            stack.callback(self.sessions.discard, session)
+
+    async def broadcast(self) -> None:
+        """Tell every connected client, in both eras, that the tool list may have changed."""
+        for session in list(self.sessions):
+            try:
+                await session.send_tool_list_changed()
+            except Exception:
+                self.sessions.discard(session)
+        await self.bus.publish(ToolsListChanged())
+
+
+def _version() -> str:
+    from qaqnuz import __version__
+
+    return __version__
