@@ -1,0 +1,99 @@
+"""pytest plugin for plugin authors: a real kernel from the plugins you name, a minted key, a client.
+
+Installed with qaqnuz (entry point `pytest11`), so a third-party pack's tests can write::
+
+    async def test_my_tool(qaqnuz_kernel, qaqnuz_client):
+        kernel = await qaqnuz_kernel(CONFIG, plugins=[my_pack.plugin])
+        key = kernel.mint_key(brand="acme", scopes=["orders.read"], name="test")
+        async with qaqnuz_client(kernel, key) as client:
+            result = await client.call_tool("my_tool", {"id": "1"})
+
+Everything is real: the store is SQLite in the test's tmp_path, calls go through the governed
+pipeline and the `mcp` SDK's in-memory transport (both protocol eras: pass `mode="legacy"`).
+Async tests use anyio's pytest plugin (`@pytest.mark.anyio`).
+"""
+
+from __future__ import annotations
+
+import secrets
+import textwrap
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from qaqnuz.config import load_config
+from qaqnuz.kernel import Kernel
+from qaqnuz.plugins import Plugins
+
+MINIMAL_CONFIG = """\
+[server]
+store = "sqlite:///qaqnuz.db"
+secret_file = "qaqnuz.secret"
+"""
+
+
+def write_config(folder: Path, text: str) -> Path:
+    """Write `qaqnuz.toml` (dedented) and a fresh 0600 secret into `folder`; returns the config path."""
+    folder.mkdir(parents=True, exist_ok=True)
+    secret = folder / "qaqnuz.secret"
+    if not secret.exists():
+        secret.write_text(secrets.token_urlsafe(48))
+        secret.chmod(0o600)
+    path = folder / "qaqnuz.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+async def start_kernel(
+    config_path: Path, *, plugins: Iterable[str | ModuleType | object] = (), autoload: bool = False
+) -> Kernel:
+    """A started kernel with only the built-ins plus `plugins` (autoload off unless asked)."""
+    kernel = Kernel(load_config(config_path), plugins=Plugins(autoload=autoload, explicit=plugins))
+    await kernel.start()
+    return kernel
+
+
+@asynccontextmanager
+async def connect(kernel: Kernel, key: str | None, *, mode: str = "auto") -> AsyncIterator[Any]:
+    """An `mcp.Client` talking to `kernel` in memory, authenticated as `key`."""
+    from mcp import Client
+
+    from qaqnuz.server import Binding
+
+    binding = Binding(kernel, lambda ctx: key, transport="memory")
+    try:
+        async with Client(binding.server, mode=mode) as client:
+            yield client
+    finally:
+        binding.close()
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+async def qaqnuz_kernel(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[Kernel]]]:
+    """Factory: `await qaqnuz_kernel(config_text, plugins=[...])` → a started Kernel, closed after."""
+    kernels: list[Kernel] = []
+
+    async def make(config_text: str = MINIMAL_CONFIG, *, plugins: Iterable[Any] = (), folder: Path | None = None) -> Kernel:
+        path = write_config(folder or tmp_path, config_text)
+        kernel = await start_kernel(path, plugins=plugins)
+        kernels.append(kernel)
+        return kernel
+
+    yield make
+    for kernel in kernels:
+        await kernel.aclose()
+
+
+@pytest.fixture
+def qaqnuz_client() -> Callable[..., AbstractAsyncContextManager[Any]]:
+    """Factory: `async with qaqnuz_client(kernel, key, mode="legacy") as client:`."""
+    return connect
