@@ -58,18 +58,17 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
-    "Binding",
-    "Kernel",
-    "run_cli",
     "Admission",
     "ApprovalRequest",
     "ApprovalStatus",
     "Approver",
     "AuthProvider",
+    "Binding",
     "CallRequest",
     "ConfigError",
     "Decision",
     "DependencyError",
+    "Kernel",
     "Limit",
     "NoSettings",
     "PluginError",
@@ -90,4 +89,5 @@ __all__ = [
     "UsageError",
     "__version__",
     "hookimpl",
+    "run_cli",
 ]

@@ -146,7 +146,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_keys_create(args: argparse.Namespace) -> int:
     kernel = _kernel(_config(args))
     expires_in = parse_duration(args.expires_in) if args.expires_in else None
-    raw, record = kernel.mint_key(brand=args.brand, scopes=args.scope, name=args.name, role=args.role, expires_in=expires_in)
+    raw, record = kernel.mint_key(
+        brand=args.brand, scopes=args.scope, name=args.name, role=args.role, expires_in=expires_in
+    )
     kernel.store.close()
     if args.json:
         _out(json.dumps({"key": raw, **record.public()}))
@@ -199,7 +201,13 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
         _err(f"key {args.key_id} was already revoked")
         return EXIT_OK
     AuditLog(config.resolve(config.server.audit_file)).write(
-        {"time": time.time(), "step": "key", "outcome": "revoked", "brand": record.brand, "key_id": record.key_id}
+        {
+            "time": time.time(),
+            "step": "key",
+            "outcome": "revoked",
+            "brand": record.brand,
+            "key_id": record.key_id,
+        }
     )
     _err(f"revoked key {args.key_id} ({record.name}, brand {record.brand}); it fails from the next call on")
     return EXIT_OK
@@ -213,7 +221,10 @@ def cmd_approvals_list(args: argparse.Namespace) -> int:
     if args.json:
         _out(json.dumps([_approval_dict(r, now) for r in records]))
         return EXIT_OK
-    rows = [[r.approval_id, r.brand, r.key_id, r.tool, _effective(r, now), _ts(r.created_at), _ts(r.expires_at)] for r in records]
+    rows = [
+        [r.approval_id, r.brand, r.key_id, r.tool, _effective(r, now), _ts(r.created_at), _ts(r.expires_at)]
+        for r in records
+    ]
     _out(_table(rows, ["APPROVAL_ID", "BRAND", "KEY_ID", "TOOL", "STATUS", "REQUESTED", "EXPIRES"]))
     return EXIT_OK
 
@@ -298,7 +309,9 @@ def cmd_tools_list(args: argparse.Namespace) -> int:
     setup_logging("warning")
     kernel = _kernel(config)
     if args.brand is not None and args.brand not in config.brands:
-        raise UsageError(f"unknown brand {args.brand!r}; configured brands: {', '.join(sorted(config.brands)) or 'none'}")
+        raise UsageError(
+            f"unknown brand {args.brand!r}; configured brands: {', '.join(sorted(config.brands)) or 'none'}"
+        )
 
     async def load() -> None:
         try:
@@ -314,7 +327,9 @@ def cmd_tools_list(args: argparse.Namespace) -> int:
     if args.json:
         _out(json.dumps(rows))
         return EXIT_OK
-    table = [[r["brand"], r["tool"], r["scope"], r["side_effect"], "yes" if r["visible"] else "no", r["why"]] for r in rows]
+    table = [
+        [r["brand"], r["tool"], r["scope"], r["side_effect"], "yes" if r["visible"] else "no", r["why"]] for r in rows
+    ]
     _out(_table(table, ["BRAND", "TOOL", "SCOPE", "SIDE_EFFECT", "VISIBLE", "WHY"]))
     return EXIT_OK
 
@@ -424,7 +439,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("key_id", metavar="KEY_ID")
     p.set_defaults(func=cmd_keys_revoke)
 
-    appr = sub.add_parser("approvals", help="list and decide approval requests").add_subparsers(dest="command", required=True)
+    appr = sub.add_parser("approvals", help="list and decide approval requests").add_subparsers(
+        dest="command", required=True
+    )
     p = with_config(appr.add_parser("list", help="pending and approved-but-unused requests"))
     p.add_argument("--brand", help="only this brand")
     p.add_argument("--json", action="store_true", help="JSON output")

@@ -58,7 +58,7 @@ class Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 class ServerConfig(Strict):
     name: str = "qaqnuz-mcp"
     store: str = "sqlite:///qaqnuz.db"
-    secret_file: str = "qaqnuz.secret"
+    secret_file: str = "qaqnuz.secret"  # noqa: S105 - a file name, not a secret
     key_prefix: str = "qx_live_"
     transport: str = "stdio"
     sync_interval: str = "5s"
@@ -165,9 +165,7 @@ def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str,
     try:
         raw_text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(
-            [f"{file}: no such config file; create one with `qaqnuz init` or pass --config"]
-        ) from None
+        raise ConfigError([f"{file}: no such config file; create one with `qaqnuz init` or pass --config"]) from None
     except OSError as exc:
         raise ConfigError([f"{file}: cannot read the config file ({exc.strerror})"]) from None
     return parse_config(raw_text, source=str(file), base_dir=str(file.resolve().parent), env=env)
@@ -256,7 +254,7 @@ def validate(
         if plan is not None:
             plans[name] = plan
             for dim in ("per_key", "per_brand"):
-                _check(lambda v=getattr(plan.limits, dim): parse_rate(v), f"[plans.{name}.limits] {dim}", problems)
+                _check(parse_rate, getattr(plan.limits, dim), f"[plans.{name}.limits] {dim}", problems)
             if plan.max_keys is not None and plan.max_keys < 0:
                 problems.append(f"[plans.{name}] max_keys: must be 0 or more")
 
@@ -265,7 +263,7 @@ def validate(
     if not isinstance(raw_brands, dict):
         problems.append("[brands]: must be a table of brands")
         raw_brands = {}
-    for name, raw in raw_brands.items():
+    for name in raw_brands:
         where = f"[brands.{name}]"
         if not NAME_RE.match(name):
             problems.append(f"{where}: brand names are lower case letters, digits, '_' or '-' (max 64)")
@@ -274,9 +272,7 @@ def validate(
             continue
         brands[name] = brand
         if brand.plan not in plans:
-            problems.append(
-                f"{where} plan: undefined plan {brand.plan!r}; defined plans: {', '.join(sorted(plans))}"
-            )
+            problems.append(f"{where} plan: undefined plan {brand.plan!r}; defined plans: {', '.join(sorted(plans))}")
         for role, scopes in brand.roles.items():
             if not NAME_RE.match(role):
                 problems.append(f"{where} roles.{role}: role names are lower case letters, digits, '_' or '-'")
@@ -291,7 +287,7 @@ def validate(
                 problems.append(f"{where} tools.{tool}: invalid tool name; use [A-Za-z0-9_.-], 1-128 chars")
         if brand.limits is not None:
             for dim in ("per_key", "per_brand"):
-                _check(lambda v=getattr(brand.limits, dim): parse_rate(v), f"{where} limits.{dim}", problems)
+                _check(parse_rate, getattr(brand.limits, dim), f"{where} limits.{dim}", problems)
 
     packs: dict[str, dict[str, Any]] = {}
     raw_packs = data.get("packs", {})
@@ -303,14 +299,14 @@ def validate(
         if not isinstance(raw, dict):
             problems.append(f"{where}: must be a table")
         elif not isinstance(raw.get("type"), str):
-            problems.append(f"{where} type: missing; name the tool provider, e.g. type = \"sql\"")
+            problems.append(f'{where} type: missing; name the tool provider, e.g. type = "sql"')
         else:
             packs[name] = raw
 
     for key in ("sync_interval", "last_used_flush", "max_key_lifetime"):
-        _check(lambda v=getattr(server, key): parse_duration(v), f"[server] {key}", problems)
+        _check(parse_duration, getattr(server, key), f"[server] {key}", problems)
     for key in ("pending_ttl", "valid_for"):
-        _check(lambda v=getattr(approvals, key): parse_duration(v), f"[approvals] {key}", problems)
+        _check(parse_duration, getattr(approvals, key), f"[approvals] {key}", problems)
     if approvals.wait_seconds < 0 or approvals.wait_seconds > 300:
         problems.append("[approvals] wait_seconds: must be between 0 and 300")
     if not server.store.startswith("sqlite:///"):
@@ -353,9 +349,9 @@ def _merge(base: Mapping[str, Any], override: Any) -> Any:
     return out
 
 
-def _check(fn: Any, where: str, problems: list[str]) -> None:
+def _check(parse: Any, value: Any, where: str, problems: list[str]) -> None:
     try:
-        fn()
+        parse(value)
     except ValueError as exc:
         problems.append(f"{where}: {exc}")
 

@@ -56,16 +56,12 @@ AUTH_FAILED = "Unauthorized: the API key is missing, invalid, expired or revoked
 
 
 def approval_required(approval_id: str) -> str:
-    return (
-        f"Tool call requires approval (approval_id={approval_id}). "
-        f"Re-issue the same call after it is approved."
-    )
+    return f"Tool call requires approval (approval_id={approval_id}). Re-issue the same call after it is approved."
 
 
 def approval_denied(approval_id: str) -> str:
     return (
-        f"Tool call approval was denied (approval_id={approval_id}). "
-        f"Re-issuing the call opens a new approval request."
+        f"Tool call approval was denied (approval_id={approval_id}). Re-issuing the call opens a new approval request."
     )
 
 

@@ -20,7 +20,7 @@ import attrs
 from qaqnuz.audit import AuditLog
 from qaqnuz.config import Config, decode_settings, load_config, parse_duration, parse_rate
 from qaqnuz.errors import ConfigError, PluginError, UsageError
-from qaqnuz.keys import new_key, key_hash
+from qaqnuz.keys import key_hash, new_key
 from qaqnuz.metrics import Metrics
 from qaqnuz.pipeline import Pipeline
 from qaqnuz.plugins import Plugins
@@ -130,10 +130,18 @@ class Kernel:
         )
 
     def _instantiate(
-        self, kind: ProviderKind, name: str, raw: Mapping[str, Any], where: str, config: Config, previous: Runtime | None
+        self,
+        kind: ProviderKind,
+        name: str,
+        raw: Mapping[str, Any],
+        where: str,
+        config: Config,
+        previous: Runtime | None,
     ) -> tuple[Any, Any]:
         registered = self.plugins.provider(kind, name, where)
-        settings = decode_settings(raw, registered.provider.settings_type, f"[{where}]" if not where.startswith("[") else where)
+        settings = decode_settings(
+            raw, registered.provider.settings_type, f"[{where}]" if not where.startswith("[") else where
+        )
         reuse_key = (kind, name, repr(settings))
         if previous is not None and kind in (ProviderKind.LIMITER, ProviderKind.TOOLS):
             old = previous.provider_keys.get(f"{kind}:{where}")
@@ -170,7 +178,9 @@ class Kernel:
             make(ProviderKind.POLICY, name, settings_for.get(name, {}), f"plugins.{name}") for name in sel.policies
         )
         limiter = make(ProviderKind.LIMITER, sel.limiter, settings_for.get(sel.limiter, {}), f"plugins.{sel.limiter}")
-        approver = make(ProviderKind.APPROVER, sel.approver, settings_for.get(sel.approver, {}), f"plugins.{sel.approver}")
+        approver = make(
+            ProviderKind.APPROVER, sel.approver, settings_for.get(sel.approver, {}), f"plugins.{sel.approver}"
+        )
         selected = {sel.auth, sel.limiter, sel.approver, *sel.policies}
         known = {name for table in self.plugins.providers.values() for name in table}
         for name in settings_for:
@@ -220,7 +230,9 @@ class Kernel:
             for tool in cfg.tools:
                 if tool not in tool_names:
                     known = ", ".join(sorted(tool_names)) or "none"
-                    problems.append(f"[brands.{brand}] tools.{tool}: no pack provides a tool named {tool!r}; known: {known}")
+                    problems.append(
+                        f"[brands.{brand}] tools.{tool}: no pack provides a tool named {tool!r}; known: {known}"
+                    )
         return problems
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -277,7 +289,7 @@ class Kernel:
             config = load_config(path)
             runtime = self._build_runtime(config, previous=self.runtime)
             names: set[str] = set()
-            for pack, provider in runtime.packs.items():
+            for provider in runtime.packs.values():
                 with anyio.fail_after(30):
                     names.update(t.name for t in await provider.list_tools())
             problems = self.check_references(runtime, names)
@@ -370,7 +382,12 @@ class Kernel:
         if quota:
             self.metrics.monthly_quota.labels(brand).set(quota)
             if count == quota + 1 or (count > quota and count % 1000 == 0):
-                log.warning("brand %s is over its monthly soft quota (%d > %d calls); not enforced", brand, count, quota)
+                log.warning(
+                    "brand %s is over its monthly soft quota (%d > %d calls); not enforced",
+                    brand,
+                    count,
+                    quota,
+                )
 
     def approval_requested(self, brand: str, approval_id: str) -> None:
         self._refresh_pending_gauge()
@@ -409,7 +426,9 @@ class Kernel:
         config = self.runtime.config
         brand_cfg = config.brands.get(brand)
         if brand_cfg is None:
-            raise UsageError(f"unknown brand {brand!r}; configured brands: {', '.join(sorted(config.brands)) or 'none'}")
+            raise UsageError(
+                f"unknown brand {brand!r}; configured brands: {', '.join(sorted(config.brands)) or 'none'}"
+            )
         if not name.strip():
             raise UsageError("--name is required: name the key after who or what uses it")
         if role not in brand_cfg.roles:

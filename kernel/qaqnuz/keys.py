@@ -62,7 +62,7 @@ def parse_key(raw: str | None, prefix: str) -> ParsedKey | None:
     match = _BODY_RE.match(raw[len(prefix) :])
     if match is None:
         return None
-    if not hmac.compare_digest(checksum(raw[: -CHECKSUM_LEN]), match.group("checksum")):
+    if not hmac.compare_digest(checksum(raw[:-CHECKSUM_LEN]), match.group("checksum")):
         return None
     return ParsedKey(key_id=match.group("key_id"), raw=raw)
 

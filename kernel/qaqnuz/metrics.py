@@ -20,17 +20,26 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.tool_calls = Counter(
-            "qaqnuz_tool_calls", "tools/call decisions by outcome.", ["brand", "tool", "outcome", "error_class"], registry=r
+            "qaqnuz_tool_calls",
+            "tools/call decisions by outcome.",
+            ["brand", "tool", "outcome", "error_class"],
+            registry=r,
         )
         self.tool_call_duration = Histogram(
-            "qaqnuz_tool_call_duration_seconds", "Time spent answering tools/call.", ["brand"], buckets=_BUCKETS, registry=r
+            "qaqnuz_tool_call_duration_seconds",
+            "Time spent answering tools/call.",
+            ["brand"],
+            buckets=_BUCKETS,
+            registry=r,
         )
         self.auth_failures = Counter("qaqnuz_auth_failures", "Rejected credentials.", ["transport"], registry=r)
         self.rate_limit_rejections = Counter(
             "qaqnuz_rate_limit_rejections", "Calls refused by the rate limiter.", ["dimension"], registry=r
         )
         self.limiter_errors = Counter("qaqnuz_limiter_errors", "Limiter failures (each one a denial).", registry=r)
-        self.approvals_pending = Gauge("qaqnuz_approvals_pending", "Approval requests awaiting a decision.", ["brand"], registry=r)
+        self.approvals_pending = Gauge(
+            "qaqnuz_approvals_pending", "Approval requests awaiting a decision.", ["brand"], registry=r
+        )
         self.approval_decisions = Counter(
             "qaqnuz_approval_decisions", "Approval decisions observed.", ["decision"], registry=r
         )
@@ -44,10 +53,15 @@ class Metrics:
         self.tool_sync = Counter("qaqnuz_tool_sync", "Tool registry sync runs.", ["result"], registry=r)
         self.config_reloads = Counter("qaqnuz_config_reloads", "Config file reloads.", ["result"], registry=r)
         self.monthly_calls = Gauge(
-            "qaqnuz_monthly_calls", "Executed calls this month (soft quota, never enforced).", ["brand"], registry=r
+            "qaqnuz_monthly_calls",
+            "Executed calls this month (soft quota, never enforced).",
+            ["brand"],
+            registry=r,
         )
         self.monthly_quota = Gauge("qaqnuz_monthly_quota", "The plan's monthly soft quota.", ["brand"], registry=r)
-        self.policy_errors = Counter("qaqnuz_policy_errors", "Exceptions inside policies (each one a denial).", registry=r)
+        self.policy_errors = Counter(
+            "qaqnuz_policy_errors", "Exceptions inside policies (each one a denial).", registry=r
+        )
         self.build_info = Info("qaqnuz_build", "Build information.", registry=r)
         self.build_info.info({"version": version})
         self._children: dict[tuple[Any, ...], Any] = {}

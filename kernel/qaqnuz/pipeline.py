@@ -89,9 +89,7 @@ class Pipeline:
         if cached is not None:
             return cached
         tools = [
-            _wire_tool(entry)
-            for entry in snapshot.tools.values()
-            if visibility(runtime, entry, principal) is None
+            _wire_tool(entry) for entry in snapshot.tools.values() if visibility(runtime, entry, principal) is None
         ]
         if len(self._visible_cache) >= _CACHE_LIMIT:
             self._visible_cache.clear()
@@ -178,7 +176,9 @@ class Pipeline:
         if error is not None:
             return _fail("validation", ErrorClass.VALIDATION, validation_message(error))
         settings = runtime.tool_settings(principal.brand, tool.name)
-        request = CallRequest(principal, tool, arguments, digest, settings, frozenset(brand_cfg.roles.get(principal.role, ())))
+        request = CallRequest(
+            principal, tool, arguments, digest, settings, frozenset(brand_cfg.roles.get(principal.role, ()))
+        )
         # 5. policy: every policy must allow; none installed is a deny; an exception is a deny
         if not runtime.policies:
             return _fail("policy", ErrorClass.PERMISSION, env.POLICY_DENIED)
@@ -206,7 +206,11 @@ class Pipeline:
         approver, kernel = runtime.approver, self.kernel
         try:
             approval = await approver.request(
-                principal.brand, principal.key_id, tool, digest, summary={"tool": tool, "key_name": principal.name}
+                principal.brand,
+                principal.key_id,
+                tool,
+                digest,
+                summary={"tool": tool, "key_name": principal.name},
             )
             if approval.status is ApprovalStatus.PENDING and runtime.wait_seconds > 0:
                 waited = await approver.wait(approval.approval_id, runtime.wait_seconds)
@@ -235,7 +239,11 @@ class Pipeline:
         )
 
     async def _execute(
-        self, principal: Principal, entry: RegisteredTool, arguments: Mapping[str, Any], approval_id: str | None
+        self,
+        principal: Principal,
+        entry: RegisteredTool,
+        arguments: Mapping[str, Any],
+        approval_id: str | None,
     ) -> Outcome:
         tool = entry.tool
         try:
@@ -244,7 +252,12 @@ class Pipeline:
             text, success = env.success(data, tool.max_result_bytes)
         except DependencyError as exc:
             log.warning("tool %s: dependency failure (%s)", tool.name, type(exc).__name__)
-            return _fail("execution", ErrorClass.DEPENDENCY, exc.public or env.DEPENDENCY_FAILED, approval_id=approval_id)
+            return _fail(
+                "execution",
+                ErrorClass.DEPENDENCY,
+                exc.public or env.DEPENDENCY_FAILED,
+                approval_id=approval_id,
+            )
         except TerminalError as exc:
             log.warning("tool %s: terminal failure (%s)", tool.name, type(exc).__name__)
             return _fail("execution", ErrorClass.TERMINAL, exc.public or env.TERMINAL_FAILED, approval_id=approval_id)
@@ -309,4 +322,3 @@ def validation_message(error: Any) -> str:
     hint = _RULE_HINTS.get(rule)
     detail = hint(error.validator_value) if hint else "does not satisfy the schema"
     return f"Invalid arguments at {path}: {detail} (rule: {rule})."
-

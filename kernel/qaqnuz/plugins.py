@@ -165,8 +165,7 @@ class Plugins:
             return getattr(module, attr) if attr else module
         except Exception as exc:
             raise PluginError(
-                f"plugin {name!r} ({dist}) failed to import ({type(exc).__name__}: {exc}); "
-                f"check the module path"
+                f"plugin {name!r} ({dist}) failed to import ({type(exc).__name__}: {exc}); check the module path"
             ) from None
 
     def _register(self, plugin: object, name: str, dist: str, version: str = "", builtin: bool = False) -> None:

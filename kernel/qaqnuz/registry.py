@@ -61,7 +61,7 @@ def check_tool(tool: Any) -> str | None:
     if not isinstance(tool.side_effect, SideEffect) or not isinstance(tool.stability, Stability):
         return f"tool {tool.name!r}: side_effect and stability must be SideEffect/Stability values"
     if not isinstance(tool.input_schema, Mapping) or tool.input_schema.get("type") != "object":
-        return f"tool {tool.name!r}: input_schema must be a JSON Schema object with \"type\": \"object\""
+        return f'tool {tool.name!r}: input_schema must be a JSON Schema object with "type": "object"'
     if not tool.description:
         return f"tool {tool.name!r}: a description is required"
     if tool.timeout_s <= 0 or tool.max_result_bytes < 64:
@@ -138,7 +138,9 @@ class Registry:
         known = self._compiled.get(digest)
         if known is not None and known.tool.handler is tool.handler:
             return known
-        validator = known.validator if known is not None else Draft202012Validator(
-            dict(tool.input_schema), format_checker=Draft202012Validator.FORMAT_CHECKER
+        validator = (
+            known.validator
+            if known is not None
+            else Draft202012Validator(dict(tool.input_schema), format_checker=Draft202012Validator.FORMAT_CHECKER)
         )
         return RegisteredTool(tool, pack, digest, validator)

@@ -229,9 +229,7 @@ class Store:
                     and record.valid_until <= now
                 )
                 if expired:
-                    db.execute(
-                        "UPDATE approvals SET status = 'expired' WHERE approval_id = ?", (record.approval_id,)
-                    )
+                    db.execute("UPDATE approvals SET status = 'expired' WHERE approval_id = ?", (record.approval_id,))
                     record = attrs.evolve(record, status=ApprovalStatus.EXPIRED)
                 return record
             db.execute(
@@ -239,7 +237,9 @@ class Store:
                 "expires_at, summary) VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?)",
                 (new_id, brand, key_id, tool, args_hash, now, now + pending_ttl, json.dumps(dict(summary))),
             )
-            return ApprovalRequest(new_id, brand, key_id, tool, args_hash, ApprovalStatus.PENDING, now, now + pending_ttl)
+            return ApprovalRequest(
+                new_id, brand, key_id, tool, args_hash, ApprovalStatus.PENDING, now, now + pending_ttl
+            )
 
     def get_approval(self, approval_id: str) -> ApprovalRequest | None:
         rows = self._query("SELECT * FROM approvals WHERE approval_id = ?", (approval_id,))
@@ -295,7 +295,9 @@ class Store:
             db.execute("UPDATE approvals SET closed = 1 WHERE approval_id = ?", (approval_id,))
 
     def pending_counts(self) -> dict[str, int]:
-        rows = self._query("SELECT brand, COUNT(*) FROM approvals WHERE status = 'pending' AND closed = 0 GROUP BY brand")
+        rows = self._query(
+            "SELECT brand, COUNT(*) FROM approvals WHERE status = 'pending' AND closed = 0 GROUP BY brand"
+        )
         return {brand: int(n) for brand, n in rows}
 
 

@@ -82,7 +82,9 @@ async def qaqnuz_kernel(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable
     """Factory: `await qaqnuz_kernel(config_text, plugins=[...])` → a started Kernel, closed after."""
     kernels: list[Kernel] = []
 
-    async def make(config_text: str = MINIMAL_CONFIG, *, plugins: Iterable[Any] = (), folder: Path | None = None) -> Kernel:
+    async def make(
+        config_text: str = MINIMAL_CONFIG, *, plugins: Iterable[Any] = (), folder: Path | None = None
+    ) -> Kernel:
         path = write_config(folder or tmp_path, config_text)
         kernel = await start_kernel(path, plugins=plugins)
         kernels.append(kernel)

@@ -4,9 +4,8 @@ import json
 
 import pytest
 from kit import kit_config, server_env
-from stdio_harness import stdio_session
-
 from qaqnuz.testing import start_kernel, write_config
+from stdio_harness import stdio_session
 
 pytestmark = pytest.mark.anyio
 

@@ -63,5 +63,3 @@ def server_env(config: Path, key: str | None) -> dict[str, str]:
     if key is not None:
         env["QAQNUZ_API_KEY"] = key
     return env
-
-

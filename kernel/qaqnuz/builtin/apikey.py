@@ -33,7 +33,11 @@ class ApiKeyAuth:
         if record is None or not matched or not record.active(self.clock()):  # type: ignore[operator]
             return None
         return Principal(
-            key_id=record.key_id, brand=record.brand, role=record.role, scopes=frozenset(record.scopes), name=record.name
+            key_id=record.key_id,
+            brand=record.brand,
+            role=record.role,
+            scopes=frozenset(record.scopes),
+            name=record.name,
         )
 
 

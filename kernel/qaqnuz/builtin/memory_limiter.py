@@ -58,5 +58,3 @@ def qaqnuz_rate_limiters() -> list[Provider]:
             "Sliding-log limiter in this process's memory (single worker).",
         )
     ]
-
-

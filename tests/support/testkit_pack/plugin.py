@@ -14,7 +14,6 @@ from typing import Any
 
 import anyio
 import msgspec
-
 from qaqnuz import DependencyError, Provider, ProviderContext, SideEffect, Stability, Tool, hookimpl
 
 
@@ -46,7 +45,10 @@ class Testkit:
                 side_effect=SideEffect.READ,
                 input_schema={
                     "type": "object",
-                    "properties": {"message": {"type": "string", "maxLength": 100}, "times": {"type": "integer", "minimum": 1}},
+                    "properties": {
+                        "message": {"type": "string", "maxLength": 100},
+                        "times": {"type": "integer", "minimum": 1},
+                    },
                     "required": ["message"],
                     "additionalProperties": False,
                 },
@@ -59,8 +61,24 @@ class Testkit:
             Tool("write_tool", "Needs orders.write.", OBJ, "orders.write", SideEffect.WRITE, self.ok),
             Tool("boom", "Raises an exception.", OBJ, "orders.read", SideEffect.READ, self.boom),
             Tool("flaky_upstream", "Upstream fails.", OBJ, "orders.read", SideEffect.EXTERNAL, self.upstream),
-            Tool("big", "Returns an oversized payload.", OBJ, "orders.read", SideEffect.READ, self.big, max_result_bytes=65536),
-            Tool("slow", "Sleeps past its timeout.", OBJ, "orders.read", SideEffect.READ, self.slow, timeout_s=0.5),
+            Tool(
+                "big",
+                "Returns an oversized payload.",
+                OBJ,
+                "orders.read",
+                SideEffect.READ,
+                self.big,
+                max_result_bytes=65536,
+            ),
+            Tool(
+                "slow",
+                "Sleeps past its timeout.",
+                OBJ,
+                "orders.read",
+                SideEffect.READ,
+                self.slow,
+                timeout_s=0.5,
+            ),
             Tool(
                 "create_order",
                 "Create an order (needs approval).",

@@ -15,9 +15,8 @@ import sys
 from typing import Any
 
 import anyio
-from mcp.server.stdio import stdio_server
-
 import qaqnuz
+from mcp.server.stdio import stdio_server
 from qaqnuz import Provider, ProviderContext, UsageError, hookimpl
 
 log = logging.getLogger("qaqnuz.stdio")
