@@ -33,7 +33,7 @@ def qaqnuz_auth_providers() -> list[Provider]:
 def qaqnuz_policies() -> list[Provider]:
     """Register call policies.
 
-    Called once per kernel build. Each factory builds a `Policy`. Every policy named in
+    Called once per kernel build. Return providers whose factory builds a `Policy`. Every policy named in
     `[plugins] policies = [...]` must allow a call; none configured means every call is denied.
     """
 
@@ -42,7 +42,7 @@ def qaqnuz_policies() -> list[Provider]:
 def qaqnuz_approvers() -> list[Provider]:
     """Register approvers: where approval requests wait for a human decision.
 
-    Called once per kernel build. Each factory builds an `Approver`. Selected by `[plugins] approver`.
+    Called once per kernel build. Return providers whose factory builds an `Approver`. Selected by `[plugins] approver`.
     """
 
 
@@ -50,7 +50,7 @@ def qaqnuz_approvers() -> list[Provider]:
 def qaqnuz_rate_limiters() -> list[Provider]:
     """Register rate limiters.
 
-    Called once per kernel build. Each factory builds a `RateLimiter` that admits per key and per brand
+    Called once per kernel build. Return providers whose factory builds a `RateLimiter` that admits per key and per brand
     atomically and fails closed. Selected by `[plugins] limiter`.
     """
 
@@ -59,7 +59,7 @@ def qaqnuz_rate_limiters() -> list[Provider]:
 def qaqnuz_transports() -> list[Provider]:
     """Register transports (stdio, HTTP, ...).
 
-    Called once per kernel build. Each factory builds a `Transport` that serves a kernel until stopped.
+    Called once per kernel build. Return providers whose factory builds a `Transport` that serves a kernel until stopped.
     Selected by `qaqnuz serve --transport <name>` or `[server] transport`.
     """
 

@@ -1,0 +1,42 @@
+"""Docs live next to the code: every config key and every command is in the README."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from qaqnuz import config
+from qaqnuz.cli import build_parser
+
+ROOT = Path(__file__).resolve().parents[2]
+README = (ROOT / "README.md").read_text()
+
+
+def test_every_config_key_is_documented():
+    structs = [
+        config.ServerConfig,
+        config.PluginsConfig,
+        config.PlanConfig,
+        config.BrandConfig,
+        config.ApprovalsConfig,
+        config.ToolSettingsConfig,
+        config.LimitsConfig,
+    ]
+    missing = [
+        f"{s.__name__}.{f.name}" for s in structs for f in msgspec.structs.fields(s) if f"`{f.name}`" not in README
+    ]
+    assert not missing, f"undocumented config keys: {missing}"
+    for section in config.TOP_LEVEL:
+        assert f"[{section}" in README, section
+
+
+def test_every_command_is_documented_with_help():
+    parser = build_parser()
+    groups = parser._subparsers._group_actions[0].choices  # argparse keeps no public accessor
+    for group, sub in groups.items():
+        assert sub.description or sub.format_help(), group
+        nested = [a for a in sub._actions if a.__class__.__name__ == "_SubParsersAction"]
+        commands = [f"qaqnuz {group} {name}" for a in nested for name in a.choices] or [f"qaqnuz {group}"]
+        for command in commands:
+            assert f"`{command}" in README, f"{command} is not in the README's command table"
