@@ -79,22 +79,24 @@ def _fail(step: str, cls: ErrorClass, message: str, **kw: Any) -> Outcome:
 class Pipeline:
     def __init__(self, kernel: Kernel) -> None:
         self.kernel = kernel
-        self._visible_cache: dict[tuple[Any, ...], list[mt.Tool]] = {}
+        self._visible_cache: dict[tuple[Any, ...], tuple[frozenset[str], list[mt.Tool]]] = {}
 
     # -- tools/list ------------------------------------------------------------------------------------
-    def list_tools(self, principal: Principal) -> list[mt.Tool]:
+    def _visible(self, principal: Principal) -> tuple[frozenset[str], list[mt.Tool]]:
+        """The names and wire definitions `principal` may see, cached per key, config and catalogue."""
         runtime, snapshot = self.kernel.runtime, self.kernel.registry.snapshot
         key = (principal, runtime.version, snapshot.version)
         cached = self._visible_cache.get(key)
-        if cached is not None:
-            return cached
-        tools = [
-            _wire_tool(entry) for entry in snapshot.tools.values() if visibility(runtime, entry, principal) is None
-        ]
-        if len(self._visible_cache) >= _CACHE_LIMIT:
-            self._visible_cache.clear()
-        self._visible_cache[key] = tools
-        return tools
+        if cached is None:
+            entries = [e for e in snapshot.tools.values() if visibility(runtime, e, principal) is None]
+            cached = (frozenset(e.tool.name for e in entries), [_wire_tool(e) for e in entries])
+            if len(self._visible_cache) >= _CACHE_LIMIT:
+                self._visible_cache.clear()
+            self._visible_cache[key] = cached
+        return cached
+
+    def list_tools(self, principal: Principal) -> list[mt.Tool]:
+        return self._visible(principal)[1]
 
     def input_schema(self, name: str) -> Mapping[str, Any] | None:
         entry = self.kernel.registry.snapshot.tools.get(name)
@@ -165,8 +167,8 @@ class Pipeline:
         if not admission.admitted:
             kernel.metrics.rate_limit_rejections.labels(admission.dimension or "key").inc()
             return _fail("rate_limit", ErrorClass.RETRYABLE, env.RATE_LIMITED, retry_after_ms=admission.retry_after_ms)
-        # 3. visibility: one generic answer for every reason
-        if visibility(runtime, entry, principal) is not None or entry is None:
+        # 3. visibility: the same (cached) answer list_tools gives; one generic answer for every reason
+        if entry is None or entry.tool.name not in self._visible(principal)[0]:
             return _fail("visibility", ErrorClass.PERMISSION, env.NOT_PERMITTED)
         tool = entry.tool
         # 4. input validation (validator compiled once per definition)

@@ -1,0 +1,60 @@
+"""Collectors are per kernel, updated by calls, and never labelled with keys or argument values."""
+
+from __future__ import annotations
+
+import pytest
+from kit import kit_config
+from prometheus_client import generate_latest
+from prometheus_client.parser import text_string_to_metric_families
+from qaqnuz.testing import connect, start_kernel, write_config
+
+pytestmark = pytest.mark.anyio
+
+
+def _samples(kernel) -> dict[tuple[str, tuple], float]:
+    text = generate_latest(kernel.metrics.registry).decode()
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }, text
+
+
+async def test_calls_update_counters_and_labels_stay_bounded(tmp_path):
+    kernel = await start_kernel(
+        write_config(tmp_path / "a", kit_config(per_key="2/60s")), plugins=["testkit_pack.plugin"]
+    )
+    other = await start_kernel(write_config(tmp_path / "b", kit_config()), plugins=["testkit_pack.plugin"])
+    try:
+        key, _ = kernel.mint_key(brand="acme", scopes=["orders.read"], name="m")
+        async with connect(kernel, key) as client:
+            await client.call_tool("echo", {"message": "canary-value-123"})
+            await client.call_tool("no_such_tool_xyz", {})
+            await client.call_tool("echo", {"message": "again"})  # third call: rate limited
+        async with connect(kernel, "qx_live_bogus") as client:
+            with pytest.raises(Exception):
+                await client.list_tools()
+        samples, text = _samples(kernel)
+        ok = (
+            "qaqnuz_tool_calls_total",
+            (("brand", "acme"), ("error_class", ""), ("outcome", "executed"), ("tool", "echo")),
+        )
+        denied = (
+            "qaqnuz_tool_calls_total",
+            (("brand", "acme"), ("error_class", "permission"), ("outcome", "denied"), ("tool", "(unknown)")),
+        )
+        assert samples[ok] == 1.0
+        assert samples[denied] == 1.0
+        assert samples[("qaqnuz_rate_limit_rejections_total", (("dimension", "key"),))] == 1.0
+        assert samples[("qaqnuz_auth_failures_total", (("transport", "memory"),))] == 1.0
+        assert samples[("qaqnuz_tools_registered", ())] == 11.0
+        assert samples[("qaqnuz_tool_call_duration_seconds_count", (("brand", "acme"),))] == 3.0
+        assert ("qaqnuz_build_info", (("version", "0.1.0"),)) in samples
+        for needle in (key, "canary-value-123", "no_such_tool_xyz", "bogus"):
+            assert needle not in text
+        # a second kernel has its own registry: none of the first kernel's calls show there
+        other_samples, _ = _samples(other)
+        assert not any(name == "qaqnuz_tool_calls_total" for name, _ in other_samples)
+    finally:
+        await kernel.aclose()
+        await other.aclose()
