@@ -37,9 +37,13 @@ tools.echo = {{ exposable = true }}
 tools.create_order = {{ exposable = true, approval = true }}
 
 [brands.tiny]
-plan = "starter"
+plan = "{tiny_plan}"
 roles = {{ viewer = ["orders.read"] }}
 tools.echo = {{ exposable = true }}
+
+[approvals]
+pending_ttl = "{pending_ttl}"
+valid_for = "{valid_for}"
 
 [packs.kit]
 type = "testkit"
@@ -47,8 +51,24 @@ description_file = "echo-description.txt"
 """
 
 
-def kit_config(sync: str = "5s", per_key: str = "60/60s", per_brand: str = "300/60s") -> str:
-    return BASE_CONFIG.format(sync=sync, per_key=per_key, per_brand=per_brand)
+def kit_config(
+    sync: str = "5s",
+    per_key: str = "60/60s",
+    per_brand: str = "300/60s",
+    *,
+    tiny_plan: str = "starter",
+    pending_ttl: str = "24h",
+    valid_for: str = "1h",
+) -> str:
+    """The testkit config. `tiny_plan` lets a test mint a key for `tiny` under an entitled plan first."""
+    return BASE_CONFIG.format(
+        sync=sync,
+        per_key=per_key,
+        per_brand=per_brand,
+        tiny_plan=tiny_plan,
+        pending_ttl=pending_ttl,
+        valid_for=valid_for,
+    )
 
 
 def server_env(config: Path, key: str | None) -> dict[str, str]:
