@@ -179,16 +179,20 @@ def parse_config(
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{source}: not valid TOML: {exc}"]) from None
     problems: list[str] = []
-    apply_env_overrides(data, os.environ if env is None else env, problems)
+    overridden = apply_env_overrides(data, os.environ if env is None else env, problems)
     config = validate(data, problems, source=source, base_dir=base_dir)
     if problems:
-        raise ConfigError(problems)
+        raise ConfigError([_blame_env(problem, overridden) for problem in problems])
     assert config is not None
     return config
 
 
-def apply_env_overrides(data: dict[str, Any], env: Mapping[str, str], problems: list[str]) -> None:
-    """`QAQNUZ_SERVER__STORE=...` sets `[server] store`; deeper paths use more `__`."""
+def apply_env_overrides(data: dict[str, Any], env: Mapping[str, str], problems: list[str]) -> dict[str, str]:
+    """`QAQNUZ_SERVER__STORE=...` sets `[server] store`; deeper paths use more `__`.
+
+    Returns the location (`[server] store`) of every value set, mapped to the variable that set it.
+    """
+    overridden: dict[str, str] = {}
     for name, raw in sorted(env.items()):
         if not name.startswith(ENV_PREFIX) or "__" not in name:
             continue
@@ -209,6 +213,16 @@ def apply_env_overrides(data: dict[str, Any], env: Mapping[str, str], problems: 
             table = nested
         else:
             table[parts[-1]] = value
+            overridden[f"[{'.'.join(parts[:-1])}] {parts[-1]}"] = name
+    return overridden
+
+
+def _blame_env(problem: str, overridden: Mapping[str, str]) -> str:
+    """A problem about a value an environment variable set names that variable."""
+    for location, name in overridden.items():
+        if problem.startswith(f"{location}:"):
+            return f"env {name}: {problem}"
+    return problem
 
 
 TOP_LEVEL = ("server", "plans", "brands", "approvals", "plugins", "packs")
@@ -271,7 +285,7 @@ def validate(
         if brand is None:
             continue
         brands[name] = brand
-        if brand.plan not in plans:
+        if brand.plan not in plans and brand.plan not in raw_plans:  # a defined but invalid plan is reported once
             problems.append(f"{where} plan: undefined plan {brand.plan!r}; defined plans: {', '.join(sorted(plans))}")
         for role, scopes in brand.roles.items():
             if not NAME_RE.match(role):

@@ -137,8 +137,9 @@ class Kernel:
         where: str,
         config: Config,
         previous: Runtime | None,
+        selected_at: str | None = None,
     ) -> tuple[Any, Any]:
-        registered = self.plugins.provider(kind, name, where)
+        registered = self.plugins.provider(kind, name, selected_at or where)
         settings = decode_settings(
             raw, registered.provider.settings_type, f"[{where}]" if not where.startswith("[") else where
         )
@@ -162,9 +163,9 @@ class Kernel:
         problems: list[str] = []
         keys: dict[str, Any] = {}
 
-        def make(kind: ProviderKind, name: str, raw: Mapping[str, Any], where: str) -> Any:
+        def make(kind: ProviderKind, name: str, raw: Mapping[str, Any], where: str, selected_at: str) -> Any:
             try:
-                instance, reuse_key = self._instantiate(kind, name, raw, where, config, previous)
+                instance, reuse_key = self._instantiate(kind, name, raw, where, config, previous, selected_at)
             except (ConfigError, PluginError) as exc:
                 problems.extend(exc.problems if isinstance(exc, ConfigError) else [str(exc)])
                 return None
@@ -173,13 +174,26 @@ class Kernel:
 
         sel = config.plugins
         settings_for = config.plugin_settings
-        auth = make(ProviderKind.AUTH, sel.auth, settings_for.get(sel.auth, {}), f"plugins.{sel.auth}")
-        policies = tuple(
-            make(ProviderKind.POLICY, name, settings_for.get(name, {}), f"plugins.{name}") for name in sel.policies
+        auth = make(
+            ProviderKind.AUTH, sel.auth, settings_for.get(sel.auth, {}), f"plugins.{sel.auth}", "[plugins] auth"
         )
-        limiter = make(ProviderKind.LIMITER, sel.limiter, settings_for.get(sel.limiter, {}), f"plugins.{sel.limiter}")
+        policies = tuple(
+            make(ProviderKind.POLICY, name, settings_for.get(name, {}), f"plugins.{name}", "[plugins] policies")
+            for name in sel.policies
+        )
+        limiter = make(
+            ProviderKind.LIMITER,
+            sel.limiter,
+            settings_for.get(sel.limiter, {}),
+            f"plugins.{sel.limiter}",
+            "[plugins] limiter",
+        )
         approver = make(
-            ProviderKind.APPROVER, sel.approver, settings_for.get(sel.approver, {}), f"plugins.{sel.approver}"
+            ProviderKind.APPROVER,
+            sel.approver,
+            settings_for.get(sel.approver, {}),
+            f"plugins.{sel.approver}",
+            "[plugins] approver",
         )
         selected = {sel.auth, sel.limiter, sel.approver, *sel.policies}
         known = {name for table in self.plugins.providers.values() for name in table}
@@ -189,7 +203,7 @@ class Kernel:
         packs: dict[str, ToolProvider] = {}
         for pack, raw in config.packs.items():
             body = {k: v for k, v in raw.items() if k != "type"}
-            instance = make(ProviderKind.TOOLS, raw["type"], body, f"packs.{pack}")
+            instance = make(ProviderKind.TOOLS, raw["type"], body, f"packs.{pack}", f"[packs.{pack}] type")
             if instance is not None:
                 packs[pack] = instance
         if problems:
