@@ -436,7 +436,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="JSON output")
     p.set_defaults(func=cmd_keys_list)
     p = with_config(keys.add_parser("revoke", help="revoke a key; it fails from the next call on"))
-    p.add_argument("key_id", metavar="KEY_ID")
+    p.add_argument("key_id", metavar="KEY_ID", help="the key id (the public part shown by `keys list`)")
     p.set_defaults(func=cmd_keys_revoke)
 
     appr = sub.add_parser("approvals", help="list and decide approval requests").add_subparsers(
@@ -448,7 +448,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_approvals_list)
     for verb in ("approve", "deny"):
         p = with_config(appr.add_parser(verb, help=f"{verb} a pending request"))
-        p.add_argument("approval_id", metavar="ID")
+        p.add_argument("approval_id", metavar="ID", help="the approval id (apr_...) from `approvals list` or the caller's error")
         p.add_argument("--reason", help="why (recorded in the audit log)")
         p.add_argument("--brand", help="refuse unless the request belongs to this brand")
         p.add_argument("--by", help="who decided (default: cli:<user>)")
@@ -473,7 +473,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = with_config(audit.add_parser("verify", help="check the audit log's hash chain"))
     p.add_argument("--file", help="audit file (default: [server] audit_file from config)")
     p.set_defaults(func=cmd_audit_verify)
+    _describe(parser)
     return parser
+
+
+def _describe(parser: argparse.ArgumentParser) -> None:
+    """Show each subcommand's one-line help as its description in its own `--help`."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for choice in action._choices_actions:
+                sub = action.choices[choice.dest]
+                sub.description = sub.description or choice.help
+                _describe(sub)
 
 
 def _version() -> str:

@@ -432,5 +432,5 @@ def _kind(value: Any) -> str:
 
 def _clean(message: str, value: Any) -> str:
     """msgspec's message without its `$` path (we give our own location)."""
-    message = re.sub(r" - at `\$[^`]*`", "", message)
-    return message.replace("Expected `", "expected `") + f" (got {_kind(value)})"
+    message = re.sub(r" - at `\$[^`]*`", "", message).replace("Expected `", "expected `")
+    return message if ", got `" in message else f"{message} (got {_kind(value)})"
