@@ -37,6 +37,7 @@ import baseline_server
 import bench_pack
 import mcp.types as mt
 from mcp import Client, StdioServerParameters, stdio_client
+
 from qaqnuz import envelope as env
 from qaqnuz.kernel import Kernel
 from qaqnuz.keys import hash_matches, parse_key

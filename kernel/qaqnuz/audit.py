@@ -3,7 +3,8 @@
 Each line carries `prev` (the previous line's hash) and `hash` = SHA-256 over `prev` and the line's
 canonical body, so removing, reordering or editing a line breaks the chain at that point. Writers take
 an exclusive `flock` and re-read the tail only when another process appended since their last write.
-Arguments are never written, only their hash. A write that fails raises: callers count it and deny.
+Arguments are never written, only their hash. A write that fails raises: the kernel counts it
+(`qaqnuz_audit_errors_total`) and logs it loudly, so no line is ever dropped silently.
 """
 
 from __future__ import annotations
@@ -27,21 +28,44 @@ def chain_hash(prev: str, body: dict[str, Any]) -> str:
 
 
 class AuditLog:
+    """Appends records to one file; the descriptor stays open and is reopened if the file is replaced."""
+
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._last_hash = GENESIS
         self._known_size = -1
+        self._fd: int | None = None
+        self._inode: tuple[int, int] | None = None
+
+    def _open(self) -> int:
+        try:
+            st = os.stat(self.path)
+            current: tuple[int, int] | None = (st.st_dev, st.st_ino)
+        except FileNotFoundError:
+            current = None
+        if self._fd is not None and current == self._inode:
+            return self._fd
+        self.close()
+        fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+        st = os.fstat(fd)
+        self._fd, self._inode, self._known_size = fd, (st.st_dev, st.st_ino), -1
+        return fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
     def write(self, record: dict[str, Any]) -> str:
         """Append one record; returns its hash."""
         with self._lock:
-            fd = os.open(self.path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = self._open()
+            fcntl.flock(fd, fcntl.LOCK_EX)
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
                 size = os.fstat(fd).st_size
-                if size != self._known_size:
+                if size != self._known_size:  # another process appended since our last line
                     self._last_hash = _tail_hash(fd, size)
                 body = {k: v for k, v in record.items() if v is not None}
                 body["prev"] = self._last_hash
@@ -52,7 +76,7 @@ class AuditLog:
                 self._known_size = size + len(line)
                 return digest
             finally:
-                os.close(fd)
+                fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def _tail_hash(fd: int, size: int) -> str:

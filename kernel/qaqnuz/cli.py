@@ -448,7 +448,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_approvals_list)
     for verb in ("approve", "deny"):
         p = with_config(appr.add_parser(verb, help=f"{verb} a pending request"))
-        p.add_argument("approval_id", metavar="ID", help="the approval id (apr_...) from `approvals list` or the caller's error")
+        p.add_argument(
+            "approval_id", metavar="ID", help="the approval id (apr_...) from `approvals list` or the caller's error"
+        )
         p.add_argument("--reason", help="why (recorded in the audit log)")
         p.add_argument("--brand", help="refuse unless the request belongs to this brand")
         p.add_argument("--by", help="who decided (default: cli:<user>)")

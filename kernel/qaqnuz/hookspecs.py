@@ -50,8 +50,8 @@ def qaqnuz_approvers() -> list[Provider]:
 def qaqnuz_rate_limiters() -> list[Provider]:
     """Register rate limiters.
 
-    Called once per kernel build. Return providers whose factory builds a `RateLimiter` that admits per key and per brand
-    atomically and fails closed. Selected by `[plugins] limiter`.
+    Called once per kernel build. Return providers whose factory builds a `RateLimiter` that admits
+    per key and per brand atomically and fails closed. Selected by `[plugins] limiter`.
     """
 
 
@@ -59,8 +59,8 @@ def qaqnuz_rate_limiters() -> list[Provider]:
 def qaqnuz_transports() -> list[Provider]:
     """Register transports (stdio, HTTP, ...).
 
-    Called once per kernel build. Return providers whose factory builds a `Transport` that serves a kernel until stopped.
-    Selected by `qaqnuz serve --transport <name>` or `[server] transport`.
+    Called once per kernel build. Return providers whose factory builds a `Transport` that serves a
+    kernel until stopped. Selected by `qaqnuz serve --transport <name>` or `[server] transport`.
     """
 
 

@@ -7,6 +7,7 @@ one, validates it whole and swaps it in atomically, or keeps the running one and
 
 from __future__ import annotations
 
+import calendar
 import logging
 import os
 import time
@@ -82,15 +83,18 @@ class Runtime:
     wait_seconds: float
     valid_for: float
     _limits: Mapping[str, tuple[Limit, Limit]]
+    _settings: Mapping[tuple[str, str], ToolSettings]
+    _ceilings: Mapping[tuple[str, str], frozenset[str]]
 
     def limits(self, brand: str) -> tuple[Limit, Limit]:
         return self._limits[brand]
 
     def tool_settings(self, brand: str, tool: str) -> ToolSettings:
-        cfg = self.config.brands[brand].tools.get(tool)
-        if cfg is None:
-            return _DEFAULT_SETTINGS
-        return ToolSettings(cfg.enabled, cfg.exposable, cfg.approval)
+        return self._settings.get((brand, tool), _DEFAULT_SETTINGS)
+
+    def ceiling(self, brand: str, role: str) -> frozenset[str]:
+        """The scopes `role` may hold in `brand` (empty for an undefined role)."""
+        return self._ceilings.get((brand, role), frozenset())
 
 
 class Kernel:
@@ -115,6 +119,7 @@ class Kernel:
         self._last_used: dict[str, float] = {}
         self._usage: dict[tuple[str, str], int] = {}
         self._monthly: dict[tuple[str, str], int] = {}
+        self._month, self._month_start, self._month_end = "", 0.0, 0.0
         self._config_stamp = _stamp(config.path)
         self.runtime = self._build_runtime(config, previous=None)
         self.pipeline = Pipeline(self)
@@ -224,6 +229,16 @@ class Kernel:
             wait_seconds=config.approvals.wait_seconds,
             valid_for=parse_duration(config.approvals.valid_for),
             limits=limits,
+            settings={
+                (brand, tool): ToolSettings(t.enabled, t.exposable, t.approval)
+                for brand, cfg in config.brands.items()
+                for tool, t in cfg.tools.items()
+            },
+            ceilings={
+                (brand, role): frozenset(scopes)
+                for brand, cfg in config.brands.items()
+                for role, scopes in cfg.roles.items()
+            },
         )
 
     def transport(self, name: str, overrides: Mapping[str, Any] | None = None) -> Any:
@@ -258,6 +273,7 @@ class Kernel:
             raise ConfigError(problems)
         self.metrics.tools_registered.set(len(self.registry.snapshot.tools))
         self._refresh_pending_gauge()
+        self._publish_quotas()
         log.info(
             "kernel ready: %d tools from %d packs, %d brands",
             len(self.registry.snapshot.tools),
@@ -318,6 +334,7 @@ class Kernel:
             log.error("config reload rejected (%s), keeping the running config", type(exc).__name__)
             return False
         self.runtime = runtime
+        self._publish_quotas()
         self.metrics.config_reloads.labels("applied").inc()
         log.info("config reloaded from %s", path)
         return True
@@ -356,6 +373,7 @@ class Kernel:
                 except Exception as exc:
                     log.warning("closing a provider failed (%s)", type(exc).__name__)
         self.store.close()
+        self.audit.close()
         log.info("kernel stopped; last-used times flushed")
 
     # -- the hot path's helpers ------------------------------------------------------------------------
@@ -379,29 +397,39 @@ class Kernel:
         try:
             self.audit.write(fields)
         except Exception as exc:
+            self.metrics.audit_errors.inc()
             log.error("AUDIT WRITE FAILED (%s): %s", type(exc).__name__, fields.get("step"))
 
     def executed(self, brand: str) -> None:
-        month = time.strftime("%Y-%m", time.gmtime(self.clock()))
-        key = (brand, month)
+        """Count an executed call toward the brand's monthly soft quota (counted and warned, never enforced)."""
+        now = self.clock()
+        if not (self._month_start <= now < self._month_end):
+            self._roll_month(now)
+        key = (brand, self._month)
         self._usage[key] = self._usage.get(key, 0) + 1
         count = self._monthly.get(key)
         if count is None:
-            count = self.store.usage(brand, month)
+            count = self.store.usage(brand, self._month)
         count += 1
         self._monthly[key] = count
-        self.metrics.monthly_calls.labels(brand).set(count)
+        self.metrics.gauge(self.metrics.monthly_calls, brand).set(count)
         cfg = self.runtime.config.brands.get(brand)
         quota = self.runtime.config.plans[cfg.plan].monthly_quota if cfg else None
-        if quota:
-            self.metrics.monthly_quota.labels(brand).set(quota)
-            if count == quota + 1 or (count > quota and count % 1000 == 0):
-                log.warning(
-                    "brand %s is over its monthly soft quota (%d > %d calls); not enforced",
-                    brand,
-                    count,
-                    quota,
-                )
+        if quota and (count == quota + 1 or (count > quota and count % 1000 == 0)):
+            log.warning("brand %s is over its monthly soft quota (%d > %d calls); not enforced", brand, count, quota)
+
+    def _roll_month(self, now: float) -> None:
+        moment = time.gmtime(now)
+        self._month = time.strftime("%Y-%m", moment)
+        self._month_start = calendar.timegm((moment.tm_year, moment.tm_mon, 1, 0, 0, 0))
+        year, month = (moment.tm_year + 1, 1) if moment.tm_mon == 12 else (moment.tm_year, moment.tm_mon + 1)
+        self._month_end = calendar.timegm((year, month, 1, 0, 0, 0))
+
+    def _publish_quotas(self) -> None:
+        for brand, cfg in self.runtime.config.brands.items():
+            quota = self.runtime.config.plans[cfg.plan].monthly_quota
+            if quota:
+                self.metrics.monthly_quota.labels(brand).set(quota)
 
     def approval_requested(self, brand: str, approval_id: str) -> None:
         self._refresh_pending_gauge()

@@ -62,6 +62,10 @@ class Metrics:
         self.policy_errors = Counter(
             "qaqnuz_policy_errors", "Exceptions inside policies (each one a denial).", registry=r
         )
+        self.approver_errors = Counter(
+            "qaqnuz_approver_errors", "Exceptions inside the approver (each one a denial).", registry=r
+        )
+        self.audit_errors = Counter("qaqnuz_audit_errors", "Audit lines that could not be written.", registry=r)
         self.build_info = Info("qaqnuz_build", "Build information.", registry=r)
         self.build_info.info({"version": version})
         self._children: dict[tuple[Any, ...], Any] = {}
@@ -77,3 +81,11 @@ class Metrics:
         if hist is None:
             hist = self._children[hkey] = self.tool_call_duration.labels(brand)
         hist.observe(seconds)
+
+    def gauge(self, gauge: Gauge, label: str) -> Any:
+        """A cached labelled child of a one-label gauge."""
+        key = (id(gauge), label)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = gauge.labels(label)
+        return child

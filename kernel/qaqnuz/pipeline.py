@@ -55,7 +55,7 @@ def visibility(runtime: Runtime, entry: RegisteredTool | None, principal: Princi
         return "not exposable for the brand (opt-in)"
     if tool.scope not in principal.scopes:
         return f"key lacks scope {tool.scope}"
-    if tool.scope not in brand.roles.get(principal.role, ()):
+    if tool.scope not in runtime.ceiling(principal.brand, principal.role):
         return f"role {principal.role} ceiling lacks scope {tool.scope}"
     return None
 
@@ -179,7 +179,7 @@ class Pipeline:
             return _fail("validation", ErrorClass.VALIDATION, validation_message(error))
         settings = runtime.tool_settings(principal.brand, tool.name)
         request = CallRequest(
-            principal, tool, arguments, digest, settings, frozenset(brand_cfg.roles.get(principal.role, ()))
+            principal, tool, arguments, digest, settings, runtime.ceiling(principal.brand, principal.role)
         )
         # 5. policy: every policy must allow; none installed is a deny; an exception is a deny
         if not runtime.policies:
@@ -230,6 +230,7 @@ class Pipeline:
                 )
                 return _fail("approval", ErrorClass.PERMISSION, text, approval_id=approval.approval_id)
         except Exception as exc:
+            kernel.metrics.approver_errors.inc()
             log.error("approver failed (%s); denying", type(exc).__name__)
             return _fail("approval", ErrorClass.PERMISSION, env.APPROVAL_UNAVAILABLE)
         kernel.approval_requested(principal.brand, approval.approval_id)

@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from kit import kit_config, server_env
 from qaqnuz import keys
 from qaqnuz.cli import build_parser

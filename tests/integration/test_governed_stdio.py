@@ -20,6 +20,7 @@ from typing import Any
 
 import anyio
 import pytest
+
 from kit import kit_config, server_env
 from qaqnuz.envelope import (
     DEPENDENCY_FAILED,

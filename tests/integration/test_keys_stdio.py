@@ -15,8 +15,9 @@ from pathlib import Path
 
 import anyio
 import pytest
-from kit import kit_config, server_env
 from mcp.shared.exceptions import MCPError
+
+from kit import kit_config, server_env
 from qaqnuz import keys
 from qaqnuz.envelope import AUTH_FAILED
 from qaqnuz.testing import start_kernel, write_config

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from kit import kit_config, server_env
 from qaqnuz.testing import start_kernel, write_config
 from stdio_harness import stdio_session

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from kit import kit_config, server_env
 from qaqnuz.store import Store
 from qaqnuz.testing import start_kernel, write_config

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import anyio
 import pytest
-from kit import kit_config
 
+from kit import kit_config
 from qaqnuz.testing import connect, start_kernel, write_config
 
 pytestmark = pytest.mark.anyio

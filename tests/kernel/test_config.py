@@ -12,6 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from kit import kit_config, server_env
 from qaqnuz.config import load_config
 from qaqnuz.testing import start_kernel, write_config

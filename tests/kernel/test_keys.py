@@ -8,6 +8,7 @@ import re
 import zlib
 
 import pytest
+
 from kit import kit_config
 from qaqnuz import keys
 from qaqnuz.builtin import apikey

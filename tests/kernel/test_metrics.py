@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from kit import kit_config
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+
+from kit import kit_config
 from qaqnuz.testing import connect, start_kernel, write_config
 
 pytestmark = pytest.mark.anyio
@@ -58,3 +59,20 @@ async def test_calls_update_counters_and_labels_stay_bounded(tmp_path):
     finally:
         await kernel.aclose()
         await other.aclose()
+
+
+async def test_a_failed_audit_write_is_counted_and_logged_not_silent(tmp_path, caplog):
+    kernel = await start_kernel(write_config(tmp_path, kit_config()), plugins=["testkit_pack.plugin"])
+    try:
+        key, _ = kernel.mint_key(brand="acme", scopes=["orders.read"], name="m")
+        kernel.audit.close()
+        audit_file = tmp_path / "qaqnuz-audit.jsonl"
+        audit_file.unlink()
+        audit_file.mkdir()  # the audit path is now unwritable
+        async with connect(kernel, key) as client:
+            result = await client.call_tool("echo", {"message": "x"})
+        assert result.is_error is False
+        assert kernel.metrics.registry.get_sample_value("qaqnuz_audit_errors_total") >= 1.0
+        assert "AUDIT WRITE FAILED" in caplog.text
+    finally:
+        await kernel.aclose()

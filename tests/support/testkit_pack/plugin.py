@@ -14,6 +14,7 @@ from typing import Any
 
 import anyio
 import msgspec
+
 from qaqnuz import DependencyError, Provider, ProviderContext, SideEffect, Stability, Tool, hookimpl
 
 

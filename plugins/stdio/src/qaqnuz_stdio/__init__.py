@@ -15,8 +15,9 @@ import sys
 from typing import Any
 
 import anyio
-import qaqnuz
 from mcp.server.stdio import stdio_server
+
+import qaqnuz
 from qaqnuz import Provider, ProviderContext, UsageError, hookimpl
 
 log = logging.getLogger("qaqnuz.stdio")

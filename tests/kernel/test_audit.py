@@ -1,0 +1,177 @@
+"""The audit log: hash-chained JSON lines; a removed or edited line is detected; never argument values."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from kit import kit_config
+from qaqnuz.audit import AuditLog, verify
+from qaqnuz.testing import connect, start_kernel, write_config
+
+QAQNUZ = Path(sys.executable).parent / "qaqnuz"
+
+
+def write_records(path: Path, n: int) -> None:
+    log = AuditLog(path)
+    for i in range(n):
+        log.write({"time": 1000.0 + i, "brand": "acme", "tool": "echo", "step": "execution", "outcome": "executed"})
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines(keepends=True)
+
+
+def test_intact_log_verifies(tmp_path) -> None:
+    path = tmp_path / "audit.jsonl"
+    write_records(path, 5)
+    assert verify(path) == (5, [])
+    records = [json.loads(line) for line in lines(path)]
+    assert records[0]["prev"] == "0" * 64
+    for before, after in itertools.pairwise(records):
+        assert after["prev"] == before["hash"]
+
+
+def test_removed_middle_line_breaks_the_chain(tmp_path) -> None:
+    path = tmp_path / "audit.jsonl"
+    write_records(path, 5)
+    kept = lines(path)
+    del kept[2]
+    path.write_text("".join(kept))
+    count, problems = verify(path)
+    assert count == 4
+    assert len(problems) == 1
+    assert problems[0].startswith("line 3:")
+    assert "chain broken" in problems[0]
+
+
+def test_reordered_lines_break_the_chain(tmp_path) -> None:
+    path = tmp_path / "audit.jsonl"
+    write_records(path, 4)
+    text = lines(path)
+    text[1], text[2] = text[2], text[1]
+    path.write_text("".join(text))
+    _, problems = verify(path)
+    assert any("chain broken" in p for p in problems)
+
+
+def test_edited_field_is_reported_as_edited(tmp_path) -> None:
+    path = tmp_path / "audit.jsonl"
+    write_records(path, 5)
+    text = lines(path)
+    assert '"outcome":"executed"' in text[1]
+    text[1] = text[1].replace('"outcome":"executed"', '"outcome":"denied"')
+    path.write_text("".join(text))
+    count, problems = verify(path)
+    assert count == 5
+    assert len(problems) == 1
+    assert problems[0].startswith("line 2:")
+    assert "edited" in problems[0]
+
+
+def test_edited_line_with_recomputed_hash_still_breaks_the_chain(tmp_path) -> None:
+    # A forger who rehashes the edited line cannot fix the next line's `prev` without rewriting the tail.
+    from qaqnuz.audit import chain_hash
+
+    path = tmp_path / "audit.jsonl"
+    write_records(path, 4)
+    text = lines(path)
+    record = json.loads(text[1])
+    record.pop("hash")
+    record["outcome"] = "denied"
+    record["hash"] = chain_hash(record["prev"], record)
+    text[1] = json.dumps(record, separators=(",", ":"), sort_keys=True) + "\n"
+    path.write_text("".join(text))
+    _, problems = verify(path)
+    assert [p.split(":")[0] for p in problems] == ["line 3"]
+    assert "chain broken" in problems[0]
+
+
+def test_two_writers_on_one_file_keep_one_chain(tmp_path) -> None:
+    path = tmp_path / "audit.jsonl"
+    server, cli = AuditLog(path), AuditLog(path)
+    order = [server, server, cli, server, cli, cli, server]
+    for i, writer in enumerate(order):
+        writer.write({"time": float(i), "writer": "server" if writer is server else "cli", "step": "x"})
+    assert verify(path) == (len(order), [])
+    assert [json.loads(line)["writer"] for line in lines(path)] == ["server" if w is server else "cli" for w in order]
+
+
+def test_two_processes_appending_at_once_keep_one_chain(tmp_path) -> None:
+    path = tmp_path / "audit.jsonl"
+    script = textwrap.dedent(
+        """
+        import sys
+        from qaqnuz.audit import AuditLog
+        log = AuditLog(sys.argv[1])
+        for i in range(150):
+            log.write({"time": float(i), "writer": sys.argv[2], "step": "x"})
+        """
+    )
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(path), name]) for name in ("server", "cli")]
+    for proc in procs:
+        assert proc.wait(timeout=60) == 0
+    assert verify(path) == (300, [])
+
+
+def test_cli_audit_verify_exit_codes(tmp_path) -> None:
+    path = tmp_path / "audit.jsonl"
+    write_records(path, 4)
+    ok = subprocess.run([str(QAQNUZ), "audit", "verify", "--file", str(path)], capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    assert "4 lines" in ok.stderr
+    text = lines(path)
+    del text[1]
+    path.write_text("".join(text))
+    bad = subprocess.run([str(QAQNUZ), "audit", "verify", "--file", str(path)], capture_output=True, text=True)
+    assert bad.returncode == 1
+    assert "line 2" in bad.stderr
+    assert "chain broken" in bad.stderr
+    assert bad.stdout == ""
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_calls_are_audited_without_argument_values(tmp_path, mode) -> None:
+    cfg = write_config(tmp_path, kit_config())
+    kernel = await start_kernel(cfg, plugins=["testkit_pack.plugin"])
+    marker = "zebra-quartz-7781"
+    calls = [
+        ("echo", {"message": marker}, "execution", "executed", None),
+        ("echo", {"message": marker, "times": "x"}, "validation", "denied", "validation"),
+        ("hidden_tool", {"note": marker}, "visibility", "denied", "permission"),
+        ("boom", {}, "execution", "failed", "terminal"),
+    ]
+    try:
+        key, record = kernel.mint_key(brand="acme", scopes=["orders.read"], name="auditor")
+        async with connect(kernel, key, mode=mode) as client:
+            for tool, args, _, _, _ in calls:
+                await client.call_tool(tool, args)
+    finally:
+        await kernel.aclose()
+    audit_file = tmp_path / "qaqnuz-audit.jsonl"
+    raw = audit_file.read_text()
+    assert marker not in raw
+    assert key not in raw
+    call_lines = [json.loads(line) for line in raw.splitlines() if '"tool"' in line]
+    assert len(call_lines) == len(calls)
+    for line, (tool, args, step, outcome, error_class) in zip(call_lines, calls, strict=True):
+        assert line["brand"] == "acme"
+        assert line["key_id"] == record.key_id
+        assert line["role"] == "viewer"
+        assert line["tool"] == tool
+        canonical = json.dumps(args, sort_keys=True, separators=(",", ":")).encode()
+        assert line["args_hash"] == hashlib.sha256(canonical).hexdigest()
+        assert line["step"] == step
+        assert line["outcome"] == outcome
+        assert line.get("error_class") == error_class
+        assert isinstance(line["time"], float)
+        assert line["latency_ms"] >= 0
+    assert verify(audit_file) == (len(raw.splitlines()), [])
