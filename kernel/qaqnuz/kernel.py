@@ -179,27 +179,14 @@ class Kernel:
 
         sel = config.plugins
         settings_for = config.plugin_settings
-        auth = make(
-            ProviderKind.AUTH, sel.auth, settings_for.get(sel.auth, {}), f"plugins.{sel.auth}", "[plugins] auth"
-        )
-        policies = tuple(
-            make(ProviderKind.POLICY, name, settings_for.get(name, {}), f"plugins.{name}", "[plugins] policies")
-            for name in sel.policies
-        )
-        limiter = make(
-            ProviderKind.LIMITER,
-            sel.limiter,
-            settings_for.get(sel.limiter, {}),
-            f"plugins.{sel.limiter}",
-            "[plugins] limiter",
-        )
-        approver = make(
-            ProviderKind.APPROVER,
-            sel.approver,
-            settings_for.get(sel.approver, {}),
-            f"plugins.{sel.approver}",
-            "[plugins] approver",
-        )
+
+        def plugin(kind: ProviderKind, name: str, selector: str) -> Any:
+            return make(kind, name, settings_for.get(name, {}), f"plugins.{name}", f"[plugins] {selector}")
+
+        auth = plugin(ProviderKind.AUTH, sel.auth, "auth")
+        policies = tuple(plugin(ProviderKind.POLICY, name, "policies") for name in sel.policies)
+        limiter = plugin(ProviderKind.LIMITER, sel.limiter, "limiter")
+        approver = plugin(ProviderKind.APPROVER, sel.approver, "approver")
         selected = {sel.auth, sel.limiter, sel.approver, *sel.policies}
         known = {name for table in self.plugins.providers.values() for name in table}
         for name in settings_for:
