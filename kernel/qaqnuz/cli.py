@@ -145,7 +145,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 # -- keys --------------------------------------------------------------------------------------------
 def cmd_keys_create(args: argparse.Namespace) -> int:
     kernel = _kernel(_config(args))
-    expires_in = parse_duration(args.expires_in) if args.expires_in else None
+    try:
+        expires_in = parse_duration(args.expires_in) if args.expires_in else None
+    except ValueError as exc:
+        raise UsageError(f"--expires-in: {exc}") from None
     raw, record = kernel.mint_key(
         brand=args.brand, scopes=args.scope, name=args.name, role=args.role, expires_in=expires_in
     )
@@ -513,6 +516,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(f"error: {exc}")
         return EXIT_RUNTIME
     except KeyboardInterrupt:
+        return EXIT_RUNTIME
+    except Exception as exc:  # never a traceback: its text could carry a secret
+        _err(f"error: unexpected {type(exc).__name__}; nothing was changed by the failed step. Please report it.")
         return EXIT_RUNTIME
 
 

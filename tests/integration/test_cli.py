@@ -213,6 +213,8 @@ def test_keys_revoke_unknown_id_is_a_usage_error(setup):
         (["--role", "admin", "--scope", "orders.read"], "brand 'acme' has no role 'admin'"),
         (["--brand", "nosuch", "--scope", "orders.read"], "unknown brand 'nosuch'"),
         (["--brand", "tiny", "--scope", "orders.read"], "not entitled"),
+        (["--scope", "orders.read", "--expires-in", "400d"], "--expires-in must be more than 0 and at most 366d"),
+        (["--scope", "orders.read", "--expires-in", "soon"], "is not a duration"),
     ],
     ids=[
         "star",
@@ -225,6 +227,8 @@ def test_keys_revoke_unknown_id_is_a_usage_error(setup):
         "role",
         "brand",
         "plan",
+        "lifetime-over-max",
+        "lifetime-unparsable",
     ],
 )
 def test_keys_create_refuses_bad_scopes_roles_and_brands(setup, args, expected):
