@@ -518,7 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_RUNTIME
     except Exception as exc:  # never a traceback: its text could carry a secret
-        _err(f"error: unexpected {type(exc).__name__}; nothing was changed by the failed step. Please report it.")
+        _err(f"error: unexpected failure ({type(exc).__name__}); see the log lines above, and please report it")
         return EXIT_RUNTIME
 
 
