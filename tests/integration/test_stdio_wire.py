@@ -109,7 +109,8 @@ async def test_sigterm_stops_cleanly_and_flushes_last_used(tmp_path):
         assert _reply(proc, 2)["result"]["isError"] is False
         before = time.time()
         proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=20)
+        proc.wait(timeout=20)  # stdin stays open: the signal alone must stop the server
+        err = proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()

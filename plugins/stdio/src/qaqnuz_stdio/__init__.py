@@ -12,9 +12,12 @@ import logging
 import os
 import signal
 import sys
+import threading
 from typing import Any
 
 import anyio
+import anyio.from_thread
+import anyio.lowlevel
 from mcp.server.stdio import stdio_server
 
 import qaqnuz
@@ -39,12 +42,59 @@ class StdioTransport:
                 tg.start_soon(kernel.run_background)
                 tg.start_soon(_stop_on_signal, tg.cancel_scope)
                 log.info("serving MCP over stdio")
-                async with stdio_server() as (read_stream, write_stream):
+                async with stdio_server(stdin=_claim_stdin()) as (read_stream, write_stream):  # type: ignore[arg-type]
                     await server.run(read_stream, write_stream, server.create_initialization_options())
                 log.info("stdin closed; stopping")
                 tg.cancel_scope.cancel()
         finally:
             binding.close()
+
+
+class _StdinLines:
+    """Lines from a private duplicate of stdin, read by a daemon thread.
+
+    The SDK's own reader uses a worker thread that shutdown must wait for, so SIGTERM could not stop a
+    server whose client keeps the pipe open. A daemon thread never holds up exit. fd 0 itself is pointed
+    at /dev/null, as the SDK does, so tools and child processes can never read the wire.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._file = os.fdopen(fd, "r", encoding="utf-8", errors="replace")
+        self._send, self._receive = anyio.create_memory_object_stream[str](64)
+        self._thread: threading.Thread | None = None
+
+    def _pump(self, token: object) -> None:
+        try:
+            for line in self._file:
+                anyio.from_thread.run(self._send.send, line, token=token)
+        except Exception:  # the loop is gone (shutdown) or stdin broke: either way, EOF
+            pass
+        finally:
+            try:
+                anyio.from_thread.run_sync(self._send.close, token=token)
+            except Exception:
+                pass
+
+    def __aiter__(self) -> _StdinLines:
+        if self._thread is None:
+            token = anyio.lowlevel.current_token()
+            self._thread = threading.Thread(target=self._pump, args=(token,), name="qaqnuz-stdin", daemon=True)
+            self._thread.start()
+        return self
+
+    async def __anext__(self) -> str:
+        try:
+            return await self._receive.receive()
+        except anyio.EndOfStream:
+            raise StopAsyncIteration from None
+
+
+def _claim_stdin() -> _StdinLines:
+    private = os.dup(0)
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    return _StdinLines(private)
 
 
 async def _stop_on_signal(scope: anyio.CancelScope) -> None:
