@@ -19,9 +19,9 @@ import msgspec
 
 from qaqnuz.errors import ConfigError
 
-SCOPE_RE = re.compile(r"^[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*$")
-TOOL_NAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,128}$")
-NAME_RE = re.compile(r"^[a-z][a-z0-9_-]{0,63}$")
+SCOPE_RE = re.compile(r"[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*\Z")
+TOOL_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}\Z")
+NAME_RE = re.compile(r"[a-z][a-z0-9_-]{0,63}\Z")
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d+(?:\.\d+)?)?\s*(ms|s|m|h|d)\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -38,6 +38,13 @@ def parse_duration(text: str | float | int) -> float:
     if not match:
         raise ValueError(f"{text!r} is not a duration; write e.g. '250ms', '5s', '10m', '24h' or '30d'")
     return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+
+
+def _positive_duration(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds < 0.1:
+        raise ValueError(f"{text!r} is too short; use at least 100ms")
+    return seconds
 
 
 def parse_rate(text: str) -> tuple[int, float]:
@@ -86,11 +93,18 @@ class ToolSettingsConfig(Strict):
     approval: bool = False
 
 
+class LimitsOverride(Strict):
+    """A brand's limits: each rate given replaces the plan's; one left out keeps the plan's."""
+
+    per_key: str | None = None
+    per_brand: str | None = None
+
+
 class BrandConfig(Strict):
     plan: str
     roles: dict[str, list[str]] = msgspec.field(default_factory=dict)
     tools: dict[str, ToolSettingsConfig] = msgspec.field(default_factory=dict)
-    limits: LimitsConfig | None = None
+    limits: LimitsOverride | None = None
 
 
 class ApprovalsConfig(Strict):
@@ -150,7 +164,12 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
 
     def limits_for(self, brand: str) -> LimitsConfig:
         cfg = self.brands[brand]
-        return cfg.limits or self.plans[cfg.plan].limits
+        plan = self.plans[cfg.plan].limits
+        if cfg.limits is None:
+            return plan
+        return LimitsConfig(
+            per_key=cfg.limits.per_key or plan.per_key, per_brand=cfg.limits.per_brand or plan.per_brand
+        )
 
 
 # -- loading -----------------------------------------------------------------------------------------
@@ -301,7 +320,8 @@ def validate(
                 problems.append(f"{where} tools.{tool}: invalid tool name; use [A-Za-z0-9_.-], 1-128 chars")
         if brand.limits is not None:
             for dim in ("per_key", "per_brand"):
-                _check(parse_rate, getattr(brand.limits, dim), f"{where} limits.{dim}", problems)
+                if getattr(brand.limits, dim) is not None:
+                    _check(parse_rate, getattr(brand.limits, dim), f"{where} limits.{dim}", problems)
 
     packs: dict[str, dict[str, Any]] = {}
     raw_packs = data.get("packs", {})
@@ -318,9 +338,9 @@ def validate(
             packs[name] = raw
 
     for key in ("sync_interval", "last_used_flush", "max_key_lifetime"):
-        _check(parse_duration, getattr(server, key), f"[server] {key}", problems)
+        _check(_positive_duration, getattr(server, key), f"[server] {key}", problems)
     for key in ("pending_ttl", "valid_for"):
-        _check(parse_duration, getattr(approvals, key), f"[approvals] {key}", problems)
+        _check(_positive_duration, getattr(approvals, key), f"[approvals] {key}", problems)
     if approvals.wait_seconds < 0 or approvals.wait_seconds > 300:
         problems.append("[approvals] wait_seconds: must be between 0 and 300")
     if not server.store.startswith("sqlite:///"):

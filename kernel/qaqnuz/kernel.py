@@ -49,7 +49,7 @@ ChangeListener = Callable[[], Awaitable[None]]
 
 def load_secret(config: Config) -> bytes:
     """The server secret: `$QAQNUZ_SECRET`, else the secret file named in config."""
-    from_env = os.environ.get("QAQNUZ_SECRET")
+    from_env = os.environ.pop("QAQNUZ_SECRET", None)  # not inherited by anything the server starts
     if from_env:
         if len(from_env) < 32:
             raise ConfigError(["env QAQNUZ_SECRET: too short; use at least 32 random characters"])
@@ -158,9 +158,10 @@ class Kernel:
         except (ConfigError, PluginError):
             raise
         except Exception as exc:
+            # Only the type: a factory's exception text can carry a DSN or a credential.
             raise PluginError(
                 f"{where}: provider {name!r} from {registered.plugin.distribution} failed to start "
-                f"({type(exc).__name__}: {exc})"
+                f"({type(exc).__name__}); a factory should raise qaqnuz.ConfigError to explain itself"
             ) from None
         return instance, reuse_key
 
@@ -173,6 +174,9 @@ class Kernel:
                 instance, reuse_key = self._instantiate(kind, name, raw, where, config, previous, selected_at)
             except (ConfigError, PluginError) as exc:
                 problems.extend(exc.problems if isinstance(exc, ConfigError) else [str(exc)])
+                return None
+            if instance is None:
+                problems.append(f"{selected_at}: provider {name!r} built nothing; its plugin is broken")
                 return None
             keys[f"{kind}:{where}"] = (reuse_key, instance)
             return instance
@@ -301,7 +305,7 @@ class Kernel:
         stamp = _stamp(path)
         if path is None or stamp == self._config_stamp:
             return False
-        self._config_stamp = stamp
+        runtime: Runtime | None = None
         try:
             config = load_config(path)
             runtime = self._build_runtime(config, previous=self.runtime)
@@ -313,18 +317,30 @@ class Kernel:
             if problems:
                 raise ConfigError(problems)
         except (ConfigError, PluginError) as exc:
+            self._config_stamp = stamp  # this file is wrong as written: wait for the next edit
             self.metrics.config_reloads.labels("rejected").inc()
             log.error("config reload rejected, keeping the running config:\n%s", exc)
+            await self._close_unused(runtime, keep=self.runtime)
             return False
-        except Exception as exc:
+        except Exception as exc:  # transient (a pack could not list its tools): try again next period
             self.metrics.config_reloads.labels("rejected").inc()
-            log.error("config reload rejected (%s), keeping the running config", type(exc).__name__)
+            log.error("config reload failed (%s), keeping the running config; retrying", type(exc).__name__)
+            await self._close_unused(runtime, keep=self.runtime)
             return False
-        self.runtime = runtime
+        previous, self.runtime = self.runtime, runtime
+        self._config_stamp = stamp
+        await self._close_unused(previous, keep=runtime)
         self._publish_quotas()
         self.metrics.config_reloads.labels("applied").inc()
         log.info("config reloaded from %s", path)
         return True
+
+    async def _close_unused(self, runtime: Runtime | None, *, keep: Runtime) -> None:
+        """Close the stateful providers of `runtime` that `keep` does not reuse."""
+        if runtime is None:
+            return
+        kept = {id(p) for p in (*keep.packs.values(), keep.limiter)}
+        await _close_all(p for p in (*runtime.packs.values(), runtime.limiter) if id(p) not in kept)
 
     def add_change_listener(self, listener: ChangeListener) -> Callable[[], None]:
         self._listeners.append(listener)
@@ -352,13 +368,7 @@ class Kernel:
 
     async def aclose(self) -> None:
         self.flush()
-        for provider in {id(p): p for p in [*self.runtime.packs.values(), self.runtime.limiter]}.values():
-            closer = getattr(provider, "aclose", None)
-            if closer is not None:
-                try:
-                    await closer()
-                except Exception as exc:
-                    log.warning("closing a provider failed (%s)", type(exc).__name__)
+        await _close_all((*self.runtime.packs.values(), self.runtime.limiter))
         self.store.close()
         self.audit.close()
         log.info("kernel stopped; last-used times flushed")
@@ -419,6 +429,7 @@ class Kernel:
                 self.metrics.monthly_quota.labels(brand).set(quota)
 
     def approval_requested(self, brand: str, approval_id: str) -> None:
+        """Refresh the pending gauge; only approval-gated calls (human-paced) pay for it."""
         self._refresh_pending_gauge()
 
     def observe_decision(self, approval: ApprovalRequest) -> None:
@@ -519,3 +530,14 @@ def _stamp(path: str | None) -> tuple[int, int] | None:
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_size)
+
+
+async def _close_all(providers: Any) -> None:
+    """Await `aclose()` on each distinct provider that has one; a failure is logged, never raised."""
+    for provider in {id(p): p for p in providers}.values():
+        closer = getattr(provider, "aclose", None)
+        if closer is not None:
+            try:
+                await closer()
+            except Exception as exc:
+                log.warning("closing a provider failed (%s)", type(exc).__name__)

@@ -21,8 +21,8 @@ KEY_ID_LEN = 12
 SECRET_LEN = 43  # 62**43 > 2**256
 CHECKSUM_LEN = 6
 _BODY_RE = re.compile(
-    rf"^(?P<key_id>[0-9A-Za-z]{{{KEY_ID_LEN}}})_(?P<secret>[0-9A-Za-z]{{{SECRET_LEN}}})"
-    rf"(?P<checksum>[0-9A-Za-z]{{{CHECKSUM_LEN}}})$"
+    rf"(?P<key_id>[0-9A-Za-z]{{{KEY_ID_LEN}}})_(?P<secret>[0-9A-Za-z]{{{SECRET_LEN}}})"
+    rf"(?P<checksum>[0-9A-Za-z]{{{CHECKSUM_LEN}}})"
 )
 
 
@@ -59,7 +59,7 @@ def parse_key(raw: str | None, prefix: str) -> ParsedKey | None:
     """The key's id if the string is well formed and its checksum holds; None otherwise."""
     if not raw or len(raw) > 256 or not raw.startswith(prefix):
         return None
-    match = _BODY_RE.match(raw[len(prefix) :])
+    match = _BODY_RE.fullmatch(raw[len(prefix) :])
     if match is None:
         return None
     if not hmac.compare_digest(checksum(raw[:-CHECKSUM_LEN]), match.group("checksum")):
@@ -75,4 +75,4 @@ def hash_matches(server_secret: bytes, raw: str, stored: str) -> bool:
     return hmac.compare_digest(key_hash(server_secret, raw), stored)
 
 
-KEY_ID_RE = re.compile(rf"^[0-9A-Za-z]{{{KEY_ID_LEN}}}$")
+KEY_ID_RE = re.compile(rf"[0-9A-Za-z]{{{KEY_ID_LEN}}}\Z")

@@ -21,7 +21,7 @@ import msgspec
 from qaqnuz import envelope as env
 from qaqnuz.envelope import ErrorClass
 from qaqnuz.errors import DependencyError, TerminalError
-from qaqnuz.records import ApprovalStatus, CallRequest, Principal, SideEffect, ToolSettings
+from qaqnuz.records import ApprovalStatus, CallRequest, Decision, Principal, SideEffect, ToolSettings
 from qaqnuz.registry import RegisteredTool, Snapshot
 
 if TYPE_CHECKING:
@@ -43,6 +43,8 @@ def visibility(runtime: Runtime, entry: RegisteredTool | None, principal: Princi
     brand = runtime.config.brands.get(principal.brand)
     if brand is None or not runtime.config.plans[brand.plan].entitled:
         return "brand not entitled"
+    if not runtime.policies:
+        return "no policy is configured, so every call is denied"
     if entry is None:
         return "unknown tool"
     tool = entry.tool
@@ -71,9 +73,10 @@ class Outcome:
     approval_id: str | None = None
 
 
-def _fail(step: str, cls: ErrorClass, message: str, **kw: Any) -> Outcome:
+def _fail(step: str, cls: ErrorClass, message: str, *, outcome: str | None = None, **kw: Any) -> Outcome:
     failure = env.failure(cls, message, **kw)
-    return Outcome(step, "denied" if step != "execution" else "failed", failure, message, failure.approval_id)
+    outcome = outcome or ("denied" if step != "execution" else "failed")
+    return Outcome(step, outcome, failure, message, failure.approval_id)
 
 
 class Pipeline:
@@ -82,9 +85,12 @@ class Pipeline:
         self._visible_cache: dict[tuple[Any, ...], tuple[frozenset[str], list[mt.Tool]]] = {}
 
     # -- tools/list ------------------------------------------------------------------------------------
-    def _visible(self, principal: Principal) -> tuple[frozenset[str], list[mt.Tool]]:
+    def _visible(
+        self, principal: Principal, runtime: Runtime | None = None, snapshot: Snapshot | None = None
+    ) -> tuple[frozenset[str], list[mt.Tool]]:
         """The names and wire definitions `principal` may see, cached per key, config and catalogue."""
-        runtime, snapshot = self.kernel.runtime, self.kernel.registry.snapshot
+        runtime = runtime or self.kernel.runtime
+        snapshot = snapshot or self.kernel.registry.snapshot
         key = (principal, runtime.version, snapshot.version)
         cached = self._visible_cache.get(key)
         if cached is None:
@@ -98,48 +104,66 @@ class Pipeline:
     def list_tools(self, principal: Principal) -> list[mt.Tool]:
         return self._visible(principal)[1]
 
-    def input_schema(self, name: str) -> Mapping[str, Any] | None:
-        entry = self.kernel.registry.snapshot.tools.get(name)
-        return entry.tool.input_schema if entry is not None else None
-
     # -- tools/call ------------------------------------------------------------------------------------
     async def call_tool(
         self, principal: Principal, name: str, arguments: Mapping[str, Any] | None, *, transport: str = ""
     ) -> mt.CallToolResult:
         started = time.perf_counter()
+        # One runtime and one catalogue for the whole call, even if a reload lands mid-call.
         runtime, snapshot = self.kernel.runtime, self.kernel.registry.snapshot
-        arguments = arguments if arguments is not None else {}
-        try:
-            digest = args_digest(arguments)
-        except (TypeError, msgspec.EncodeError):
-            digest = ""
         entry = snapshot.tools.get(name)
+        arguments = arguments if arguments is not None else {}
+        call = _Call(digest="")
         try:
-            outcome = await self._govern(runtime, snapshot, principal, entry, arguments, digest)
+            outcome = await self._govern(runtime, snapshot, principal, entry, arguments, call)
+        except anyio.get_cancelled_exc_class():
+            self._finish(principal, name, entry, call, started, transport, None)
+            raise
         except Exception as exc:  # a bug in the kernel itself: fail closed
             log.error("internal error in the governed path (%s)", type(exc).__name__)
             outcome = _fail("internal", ErrorClass.TERMINAL, env.TERMINAL_FAILED)
-        elapsed = time.perf_counter() - started
-        tool_label = name if entry is not None else "(unknown)"
-        error_class = str(outcome.result.error_class) if isinstance(outcome.result, env.Failure) else ""
-        self.kernel.metrics.call(principal.brand, tool_label, outcome.outcome, error_class, elapsed)
-        self.kernel.record(
-            brand=principal.brand,
-            key_id=principal.key_id,
-            role=principal.role,
-            tool=name,
-            args_hash=digest,
-            step=outcome.step,
-            outcome=outcome.outcome,
-            error_class=error_class or None,
-            latency_ms=round(elapsed * 1000, 3),
-            approval_id=outcome.approval_id,
-            transport=transport or None,
-        )
+        self._finish(principal, name, entry, call, started, transport, outcome)
         return mt.CallToolResult(
             content=[mt.TextContent(type="text", text=outcome.text)],
             structured_content=env.to_builtins(outcome.result),
             is_error=isinstance(outcome.result, env.Failure),
+        )
+
+    def _finish(
+        self,
+        principal: Principal,
+        name: str,
+        entry: RegisteredTool | None,
+        call: _Call,
+        started: float,
+        transport: str,
+        outcome: Outcome | None,
+    ) -> None:
+        """Metrics and the audit line; a cancelled call (outcome None) is recorded too."""
+        elapsed = time.perf_counter() - started
+        # Only registered names reach the audit line or a label: a client-chosen name is unbounded.
+        tool_label = name if entry is not None else "(unknown)"
+        if outcome is None:
+            step, result, error_class, approval_id = call.step or "execution", "cancelled", "", call.approval_id
+        else:
+            step, result, approval_id = outcome.step, outcome.outcome, outcome.approval_id
+            error_class = str(outcome.result.error_class) if isinstance(outcome.result, env.Failure) else ""
+        try:
+            self.kernel.metrics.call(principal.brand, tool_label, result, error_class, elapsed)
+        except Exception as exc:
+            log.error("updating call metrics failed (%s)", type(exc).__name__)
+        self.kernel.record(
+            brand=principal.brand,
+            key_id=principal.key_id,
+            role=principal.role,
+            tool=tool_label,
+            args_hash=call.digest or None,
+            step=step,
+            outcome=result,
+            error_class=error_class or None,
+            latency_ms=round(elapsed * 1000, 3),
+            approval_id=approval_id,
+            transport=transport or None,
         )
 
     async def _govern(
@@ -149,96 +173,125 @@ class Pipeline:
         principal: Principal,
         entry: RegisteredTool | None,
         arguments: Mapping[str, Any],
-        digest: str,
+        call: _Call,
     ) -> Outcome:
         kernel = self.kernel
+        try:
+            call.digest = args_digest(arguments) if isinstance(arguments, Mapping) else ""
+        except Exception:  # not JSON-encodable, or nested too deep
+            call.digest = ""
         brand_cfg = runtime.config.brands.get(principal.brand)
         # 1. entitlement
+        call.step = "entitlement"
         if brand_cfg is None or not runtime.config.plans[brand_cfg.plan].entitled:
             return _fail("entitlement", ErrorClass.PERMISSION, env.NOT_ENTITLED)
-        # 2. rate limit, both dimensions, fail closed
+        # 2. rate limit, both dimensions, fail closed: only an explicit True admits
+        call.step = "rate_limit"
         key_limit, brand_limit = runtime.limits(principal.brand)
         try:
             admission = await runtime.limiter.admit(principal.key_id, key_limit, principal.brand, brand_limit)
+            admitted = admission.admitted is True
         except Exception as exc:
             kernel.metrics.limiter_errors.inc()
             log.error("rate limiter failed (%s); denying", type(exc).__name__)
             return _fail("rate_limit", ErrorClass.RETRYABLE, env.LIMITER_UNAVAILABLE, retry_after_ms=1000)
-        if not admission.admitted:
-            kernel.metrics.rate_limit_rejections.labels(admission.dimension or "key").inc()
-            return _fail("rate_limit", ErrorClass.RETRYABLE, env.RATE_LIMITED, retry_after_ms=admission.retry_after_ms)
+        if not admitted:
+            dimension = admission.dimension if admission.dimension in ("key", "brand") else "key"
+            kernel.metrics.rate_limit_rejections.labels(dimension).inc()
+            wait = admission.retry_after_ms if isinstance(admission.retry_after_ms, int) else 1000
+            return _fail("rate_limit", ErrorClass.RETRYABLE, env.RATE_LIMITED, retry_after_ms=wait)
         # 3. visibility: the same (cached) answer list_tools gives; one generic answer for every reason
-        if entry is None or entry.tool.name not in self._visible(principal)[0]:
+        call.step = "visibility"
+        if entry is None or entry.tool.name not in self._visible(principal, runtime, snapshot)[0]:
             return _fail("visibility", ErrorClass.PERMISSION, env.NOT_PERMITTED)
         tool = entry.tool
         # 4. input validation (validator compiled once per definition)
-        if not isinstance(arguments, Mapping) or not digest:
-            return _fail("validation", ErrorClass.VALIDATION, "Invalid arguments at $: expected an object.")
+        call.step = "validation"
+        if not isinstance(arguments, Mapping) or not call.digest:
+            return _fail("validation", ErrorClass.VALIDATION, "Invalid arguments at $: expected a JSON object.")
         error = next(iter(sorted(entry.validator.iter_errors(arguments), key=_error_order)), None)
         if error is not None:
             return _fail("validation", ErrorClass.VALIDATION, validation_message(error))
         settings = runtime.tool_settings(principal.brand, tool.name)
         request = CallRequest(
-            principal, tool, arguments, digest, settings, runtime.ceiling(principal.brand, principal.role)
+            principal, tool, arguments, call.digest, settings, runtime.ceiling(principal.brand, principal.role)
         )
-        # 5. policy: every policy must allow; none installed is a deny; an exception is a deny
+        # 5. policy: every policy must allow explicitly; none installed is a deny; an exception is a deny
+        call.step = "policy"
         if not runtime.policies:
             return _fail("policy", ErrorClass.PERMISSION, env.POLICY_DENIED)
         for policy in runtime.policies:
             try:
                 decision = await policy.decide(request)
+                allowed = isinstance(decision, Decision) and decision.allow is True
             except Exception as exc:
                 kernel.metrics.policy_errors.inc()
                 log.error("policy %s failed (%s); denying", type(policy).__name__, type(exc).__name__)
                 return _fail("policy", ErrorClass.PERMISSION, env.POLICY_DENIED)
-            if not decision.allow:
+            if not allowed:
                 return _fail("policy", ErrorClass.PERMISSION, env.POLICY_DENIED)
-        # 6. approval gate
-        approval_id: str | None = None
+        # 6. approval gate: bound to the exact call and to this definition of the tool
         if settings.approval:
-            gate = await self._approval(runtime, principal, tool.name, digest)
+            call.step = "approval"
+            gate = await self._approval(runtime, principal, entry, call.digest)
             if isinstance(gate, Outcome):
                 return gate
-            approval_id = gate
+            call.approval_id = gate
         # 7. execution with the tool's timeout
-        return await self._execute(principal, entry, arguments, approval_id)
+        call.step = "execution"
+        return await self._execute(principal, entry, arguments, call.approval_id)
 
-    async def _approval(self, runtime: Runtime, principal: Principal, tool: str, digest: str) -> Outcome | str:
+    async def _approval(
+        self, runtime: Runtime, principal: Principal, entry: RegisteredTool, digest: str
+    ) -> Outcome | str:
         """The approval id to execute under, or the Outcome that stops the call."""
-        approver, kernel = runtime.approver, self.kernel
+        approver, kernel, tool = runtime.approver, self.kernel, entry.tool.name
+        binding = hashlib.sha256(f"{entry.digest}:{digest}".encode("ascii")).hexdigest()
         try:
             approval = await approver.request(
+                principal.brand, principal.key_id, tool, binding, summary={"tool": tool, "key_name": principal.name}
+            )
+            if (approval.brand, approval.key_id, approval.tool, approval.args_hash) != (
                 principal.brand,
                 principal.key_id,
                 tool,
-                digest,
-                summary={"tool": tool, "key_name": principal.name},
-            )
+                binding,
+            ):
+                raise ValueError("the approver answered for a different call")
             if approval.status is ApprovalStatus.PENDING and runtime.wait_seconds > 0:
                 waited = await approver.wait(approval.approval_id, runtime.wait_seconds)
-                approval = waited or approval
+                if waited is not None and waited.approval_id == approval.approval_id:
+                    approval = waited
             if approval.status is ApprovalStatus.APPROVED:
-                if await approver.consume(approval.approval_id):
+                if await approver.consume(approval.approval_id) is True:
                     kernel.observe_decision(approval)
                     return approval.approval_id
-                approval = attrs.evolve(approval, status=ApprovalStatus.EXPIRED)
+                # Used by a concurrent identical call (or it just lapsed): ask again rather than run twice.
+                approval = await approver.request(
+                    principal.brand, principal.key_id, tool, binding, summary={"tool": tool, "key_name": principal.name}
+                )
+                if approval.status is ApprovalStatus.APPROVED:
+                    raise ValueError("an approval could not be consumed")
             if approval.status in (ApprovalStatus.DENIED, ApprovalStatus.EXPIRED):
                 await approver.close(approval.approval_id)
                 kernel.observe_decision(approval)
-                text = (env.approval_denied if approval.status is ApprovalStatus.DENIED else env.approval_expired)(
-                    approval.approval_id
-                )
-                return _fail("approval", ErrorClass.PERMISSION, text, approval_id=approval.approval_id)
+                denied = approval.status is ApprovalStatus.DENIED
+                text = (env.approval_denied if denied else env.approval_expired)(approval.approval_id)
+                outcome = "approval_denied" if denied else "approval_expired"
+                return _fail("approval", ErrorClass.PERMISSION, text, approval_id=approval.approval_id, outcome=outcome)
+            if approval.status is not ApprovalStatus.PENDING:
+                raise ValueError(f"unexpected approval status {approval.status!r}")
         except Exception as exc:
             kernel.metrics.approver_errors.inc()
             log.error("approver failed (%s); denying", type(exc).__name__)
-            return _fail("approval", ErrorClass.PERMISSION, env.APPROVAL_UNAVAILABLE)
+            return _fail("approval", ErrorClass.PERMISSION, env.APPROVAL_UNAVAILABLE, outcome="approval_unavailable")
         kernel.approval_requested(principal.brand, approval.approval_id)
         return _fail(
             "approval",
             ErrorClass.PERMISSION,
             env.approval_required(approval.approval_id),
             approval_id=approval.approval_id,
+            outcome="approval_requested",
         )
 
     async def _execute(
@@ -255,12 +308,8 @@ class Pipeline:
             text, success = env.success(data, tool.max_result_bytes)
         except DependencyError as exc:
             log.warning("tool %s: dependency failure (%s)", tool.name, type(exc).__name__)
-            return _fail(
-                "execution",
-                ErrorClass.DEPENDENCY,
-                exc.public or env.DEPENDENCY_FAILED,
-                approval_id=approval_id,
-            )
+            message = exc.public or env.DEPENDENCY_FAILED
+            return _fail("execution", ErrorClass.DEPENDENCY, message, approval_id=approval_id)
         except TerminalError as exc:
             log.warning("tool %s: terminal failure (%s)", tool.name, type(exc).__name__)
             return _fail("execution", ErrorClass.TERMINAL, exc.public or env.TERMINAL_FAILED, approval_id=approval_id)
@@ -270,8 +319,20 @@ class Pipeline:
         except Exception as exc:
             log.error("tool %s raised %s", tool.name, type(exc).__name__)
             return _fail("execution", ErrorClass.TERMINAL, env.TERMINAL_FAILED, approval_id=approval_id)
-        self.kernel.executed(principal.brand)
+        try:  # bookkeeping must never turn a call that ran into a failure
+            self.kernel.executed(principal.brand)
+        except Exception as exc:
+            log.error("usage accounting failed (%s); the call itself succeeded", type(exc).__name__)
         return Outcome("execution", "executed", success, text, approval_id)
+
+
+@attrs.define
+class _Call:
+    """What the governed path has learned about a call so far (for the audit line, even if cancelled)."""
+
+    digest: str
+    step: str = ""
+    approval_id: str | None = None
 
 
 def _wire_tool(entry: RegisteredTool) -> mt.Tool:

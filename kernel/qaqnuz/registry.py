@@ -127,11 +127,17 @@ class Registry:
             raise ConfigError(failures)
         self._last_good = per_pack
         digest = hashlib.sha256("".join(sorted(e.digest for e in merged.values())).encode()).hexdigest()
-        if digest == self.snapshot.digest and self.snapshot.version:
+        previous = self.snapshot
+        unchanged = merged.keys() == previous.tools.keys() and all(
+            previous.tools[name] is entry for name, entry in merged.items()
+        )
+        if unchanged and previous.version:
             return False
-        self.snapshot = Snapshot(self.snapshot.version + 1, dict(sorted(merged.items())), digest)
+        # A new snapshot whenever any entry changed, even only its handler (a pack rebuilt by a config
+        # reload); the return value says whether clients can see a difference.
+        self.snapshot = Snapshot(previous.version + 1, dict(sorted(merged.items())), digest)
         self._compiled = {e.digest: e for e in merged.values()}
-        return True
+        return digest != previous.digest or previous.version == 0
 
     def _compile(self, pack: str, tool: Tool) -> RegisteredTool:
         digest = definition_digest(pack, tool)

@@ -52,14 +52,14 @@ class Binding:
         self.transport = transport
         self.bus = InMemorySubscriptionBus()
         self.sessions: set[Any] = set()
-        pipeline = kernel.pipeline
         self.server = GovernedServer(
             kernel.runtime.config.server.name,
             version=_version(),
             on_list_tools=self._list_tools,
             on_call_tool=self._call_tool,
             on_subscriptions_listen=ListenHandler(self.bus),
-            get_tool_input_schema=pipeline.input_schema,
+            # No get_tool_input_schema: the SDK would call it before authentication, and answering for
+            # a hidden tool would reveal that it exists. Its fallback goes through our tools/list.
         )
         self.server.add_notification_handler("notifications/initialized", mt.NotificationParams, self._initialized)
         self._unsubscribe = kernel.add_change_listener(self.broadcast)

@@ -8,6 +8,7 @@ only reads here; last-used times and usage counts are batched in memory and flus
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping
@@ -102,6 +103,8 @@ class Store:
         self.path = str(path)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        # The database and its -wal/-shm files hold key hashes and approvals: owner-only from birth.
+        previous_umask = os.umask(0o077)
         try:
             self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
             self._db.execute("PRAGMA journal_mode=WAL")
@@ -110,10 +113,13 @@ class Store:
             self._db.executescript(SCHEMA)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store at {self.path}: {exc}") from None
-        try:
-            Path(self.path).chmod(0o600)
-        except OSError:
-            pass
+        finally:
+            os.umask(previous_umask)
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                Path(self.path + suffix).chmod(0o600)
+            except OSError:
+                pass
 
     def close(self) -> None:
         with self._lock:

@@ -201,7 +201,7 @@ async def test_approver_exception_denies_and_never_executes(governed, tmp_path, 
     assert not unguarded.is_error
     assert pack.executions == ["touch"]
     lines = [r for r in audit_lines(tmp_path) if r.get("tool") == "guarded"]
-    assert [(r["step"], r["outcome"]) for r in lines] == [("approval", "denied")] * 2
+    assert [(r["step"], r["outcome"]) for r in lines] == [("approval", "approval_unavailable")] * 2
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
@@ -228,9 +228,10 @@ async def test_no_policies_denies_every_call(governed, tmp_path, mode) -> None:
         listed = [t.name for t in (await client.list_tools()).tools]
         touch = await client.call_tool("touch", {})
         guarded = await client.call_tool("guarded", {"n": 2})
-    assert listed == ["guarded", "touch"]
-    assert_failure(touch, "permission", env.POLICY_DENIED)
-    assert_failure(guarded, "permission", env.POLICY_DENIED)
+    # With no policy every call is denied, so (SPEC §2) nothing may be shown either.
+    assert listed == []
+    assert_failure(touch, "permission", env.NOT_PERMITTED)
+    assert_failure(guarded, "permission", env.NOT_PERMITTED)
     assert pack.executions == []
 
 

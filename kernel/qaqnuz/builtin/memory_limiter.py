@@ -9,6 +9,7 @@ the Redis limiter for several.
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from collections.abc import Callable
 
@@ -54,7 +55,8 @@ def qaqnuz_rate_limiters() -> list[Provider]:
     return [
         Provider(
             "memory",
-            lambda settings, ctx: MemoryLimiter(ctx.clock),
+            # A monotonic clock: a wall-clock step back must not block keys or inflate retry hints.
+            lambda settings, ctx: MemoryLimiter(time.monotonic if ctx.clock is time.time else ctx.clock),
             "Sliding-log limiter in this process's memory (single worker).",
         )
     ]

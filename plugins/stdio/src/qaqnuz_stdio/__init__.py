@@ -8,6 +8,7 @@ stop the server cleanly; the CLI then flushes last-used times.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
@@ -29,7 +30,7 @@ ENV_KEY = "QAQNUZ_API_KEY"
 
 class StdioTransport:
     async def serve(self, kernel: Any) -> None:
-        key = os.environ.get(ENV_KEY, "").strip() or None
+        key = os.environ.pop(ENV_KEY, "").strip() or None  # not inherited by anything a tool starts
         if await kernel.authenticate(key, transport="stdio") is None:
             raise UsageError(
                 f"{ENV_KEY} is missing, malformed, unknown, expired or revoked; "
@@ -64,16 +65,12 @@ class _StdinLines:
         self._thread: threading.Thread | None = None
 
     def _pump(self, token: object) -> None:
-        try:
+        # If the loop is gone (shutdown) or stdin broke, either way the server sees EOF.
+        with contextlib.suppress(Exception):
             for line in self._file:
                 anyio.from_thread.run(self._send.send, line, token=token)
-        except Exception:  # the loop is gone (shutdown) or stdin broke: either way, EOF
-            pass
-        finally:
-            try:
-                anyio.from_thread.run_sync(self._send.close, token=token)
-            except Exception:
-                pass
+        with contextlib.suppress(Exception):
+            anyio.from_thread.run_sync(self._send.close, token=token)
 
     def __aiter__(self) -> _StdinLines:
         if self._thread is None:
