@@ -80,15 +80,24 @@ class AuditLog:
 
 
 def _tail_hash(fd: int, size: int) -> str:
+    """The hash on the file's last line, reading backwards until that whole line is in hand."""
     if size == 0:
         return GENESIS
-    chunk = min(size, 65536)
-    data = os.pread(fd, chunk, size - chunk)
-    lines = data.rstrip(b"\n").rsplit(b"\n", 1)
+    end = size
+    data = os.pread(fd, 1, end - 1)
+    if data == b"\n":
+        end -= 1
+    chunk, start, tail = 65536, end, b""
+    while start > 0:
+        start = max(0, start - chunk)
+        tail = os.pread(fd, end - start, start)
+        if b"\n" in tail:
+            break
+    last = tail.rsplit(b"\n", 1)[-1]
     try:
-        return str(_decoder.decode(lines[-1])["hash"])
+        return str(_decoder.decode(last)["hash"])
     except (msgspec.DecodeError, KeyError, TypeError):
-        return hashlib.sha256(lines[-1]).hexdigest()  # a damaged tail still chains, and verify reports it
+        return hashlib.sha256(last).hexdigest()  # a damaged tail still chains, and verify reports it
 
 
 def verify(path: str | Path) -> tuple[int, list[str]]:

@@ -175,3 +175,15 @@ async def test_calls_are_audited_without_argument_values(tmp_path, mode) -> None
         assert isinstance(line["time"], float)
         assert line["latency_ms"] >= 0
     assert verify(audit_file) == (len(raw.splitlines()), [])
+
+
+def test_a_very_long_last_line_still_chains_after_a_reopen(tmp_path):
+    path = tmp_path / "audit.jsonl"
+    first = AuditLog(path)
+    first.write({"step": "approval", "reason": "r" * 200_000})  # far longer than one read chunk
+    first.close()
+    second = AuditLog(path)  # a new writer (a restart, or the CLI) must chain from that whole line
+    second.write({"step": "key"})
+    second.close()
+    count, problems = verify(path)
+    assert count == 2 and problems == []
