@@ -10,6 +10,7 @@ from importlib.metadata import PackageNotFoundError, version
 
 from qaqnuz.errors import ConfigError, DependencyError, PluginError, TerminalError, ToolError, UsageError
 from qaqnuz.hookspecs import hookimpl
+from qaqnuz.packkit import InputParam, ToolConfig, input_schema, tool_from_config, unique_names
 from qaqnuz.records import (
     Admission,
     ApprovalRequest,
@@ -33,6 +34,7 @@ from qaqnuz.records import (
     ToolSettings,
     Transport,
 )
+from qaqnuz.secrets import Secret, SecretRef
 
 try:
     __version__ = version("qaqnuz")
@@ -68,6 +70,7 @@ __all__ = [
     "ConfigError",
     "Decision",
     "DependencyError",
+    "InputParam",
     "Kernel",
     "Limit",
     "NoSettings",
@@ -78,10 +81,13 @@ __all__ = [
     "ProviderContext",
     "ProviderKind",
     "RateLimiter",
+    "Secret",
+    "SecretRef",
     "SideEffect",
     "Stability",
     "TerminalError",
     "Tool",
+    "ToolConfig",
     "ToolError",
     "ToolProvider",
     "ToolSettings",
@@ -89,5 +95,8 @@ __all__ = [
     "UsageError",
     "__version__",
     "hookimpl",
+    "input_schema",
     "run_cli",
+    "tool_from_config",
+    "unique_names",
 ]

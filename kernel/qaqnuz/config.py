@@ -408,18 +408,27 @@ def _table(parent: Mapping[str, Any], key: str, struct: type[Any], where: str, p
             continue
         value = raw[name]
         nested = _struct_in(info.type)
-        if nested is not None and isinstance(value, dict):
-            sub_where = f"{where[:-1]}.{name}]" if where.endswith("]") and where.startswith("[") else where
-            if _is_dict_of(info.type):
-                for sub_key in value:
-                    _table(value, sub_key, nested, f"{sub_where[:-1]}.{sub_key}]", problems)
-            else:
-                _table(raw, name, nested, sub_where, problems)
+        if nested is not None and isinstance(value, dict) and _is_container(info.type, dict):
+            for sub_key in value:
+                _table(value, sub_key, nested, _child(where, f"{name}.{sub_key}"), problems)
+            continue
+        if nested is not None and isinstance(value, dict) and not _is_container(info.type, list):
+            _table(raw, name, nested, _child(where, name), problems)
+            continue
+        if nested is not None and isinstance(value, list) and _is_container(info.type, list):
+            for index, item in enumerate(value):
+                _table({index: item}, index, nested, _child(where, f"{name}[{index}]"), problems)
             continue
         try:
             msgspec.convert(value, type=info.type, strict=True)
         except msgspec.ValidationError as exc:
-            problems.append(f"{where} {name}: {_clean(str(exc), value)}")
+            if nested is not None and nested.__name__ == "SecretRef":
+                problems.append(
+                    f"{where} {name}: a secret is given by reference, never written into config: "
+                    f'{{ env = "NAME" }} or {{ file = "path" }}'
+                )
+            else:
+                problems.append(f"{where} {name}: {_clean(str(exc), value)}")
     if len(problems) > before:
         return None
     try:
@@ -440,8 +449,16 @@ def _struct_in(tp: Any) -> type[msgspec.Struct] | None:
     return None
 
 
-def _is_dict_of(tp: Any) -> bool:
-    return get_origin(tp) is dict
+def _is_container(tp: Any, kind: type) -> bool:
+    """Whether `tp` is `kind[...]` or a union holding one (e.g. `dict[str, S] | None`)."""
+    return get_origin(tp) is kind or any(get_origin(arg) is kind for arg in get_args(tp))
+
+
+def _child(where: str, key: str) -> str:
+    """`[brands.acme]` + `limits` → `[brands.acme.limits]`; `[packs.shop] tools[0]` + `input` → `... tools[0].input`."""
+    if where.startswith("[") and where.endswith("]") and " " not in where:
+        return f"{where[:-1]}.{key}]" if not key.split(".")[-1].endswith("]") else f"{where} {key}"
+    return f"{where}.{key}"
 
 
 def _kind(value: Any) -> str:

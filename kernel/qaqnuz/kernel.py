@@ -40,6 +40,7 @@ from qaqnuz.records import (
     ToolSettings,
 )
 from qaqnuz.registry import Registry
+from qaqnuz.secrets import Redactor
 from qaqnuz.store import KeyCapReached, KeyRecord, Store
 
 log = logging.getLogger("qaqnuz.kernel")
@@ -115,6 +116,8 @@ class Kernel:
         self.metrics = Metrics(__version__)
         self.audit = AuditLog(config.resolve(config.server.audit_file))
         self.registry = Registry()
+        self.redactor = Redactor()
+        self.redactor.guard([logging.getLogger(), logging.getLogger("qaqnuz")])
         self._listeners: list[ChangeListener] = []
         self._last_used: dict[str, float] = {}
         self._usage: dict[tuple[str, str], int] = {}
@@ -132,6 +135,7 @@ class Kernel:
             clock=self.clock,
             logger=logging.getLogger(f"qaqnuz.provider.{name}"),
             server_secret=self.secret,
+            redactor=self.redactor,
         )
 
     def _instantiate(
@@ -371,6 +375,7 @@ class Kernel:
         await _close_all((*self.runtime.packs.values(), self.runtime.limiter))
         self.store.close()
         self.audit.close()
+        self.redactor.release()
         log.info("kernel stopped; last-used times flushed")
 
     # -- the hot path's helpers ------------------------------------------------------------------------

@@ -56,9 +56,22 @@ class ProviderContext:
     clock: Callable[[], float]
     logger: Any
     server_secret: bytes = attrs.field(repr=False)
+    redactor: Any = attrs.field(default=None, repr=False)
 
     def resolve(self, path: str) -> str:
         return str(self.config.resolve(path))
+
+    def secret(self, ref: Any, where: str) -> Any:
+        """Resolve a `SecretRef` now; a missing secret is a ConfigError located at `where`.
+
+        The value is masked in the kernel's log output from here on.
+        """
+        from qaqnuz.secrets import resolve
+
+        secret = resolve(ref, where, self.config.base_dir)
+        if self.redactor is not None:
+            self.redactor.add(secret.reveal())
+        return secret
 
 
 class SideEffect(enum.StrEnum):
