@@ -1,0 +1,67 @@
+"""The third-party path: the template pack installs from a wheel, beside the kernel's wheel, into a fresh
+virtual environment that has never seen this workspace, and its own tests pass there."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+TEMPLATE = ROOT / "contrib" / "toolpack-template"
+
+
+def _uv() -> str:
+    found = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
+    assert Path(found).exists(), "uv is required (the README's commands use it)"
+    return found
+
+
+def _run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, f"{' '.join(args)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result
+
+
+def test_template_wheel_installs_into_a_fresh_venv_and_its_tests_pass(tmp_path):
+    uv = _uv()
+    dist = tmp_path / "dist"
+    _run(uv, "build", "--wheel", "--out-dir", str(dist), str(ROOT), cwd=tmp_path)
+    _run(uv, "build", "--wheel", "--out-dir", str(dist), str(TEMPLATE), cwd=tmp_path)
+    wheels = sorted(p.name for p in dist.glob("*.whl"))
+    assert [w.split("-")[0] for w in wheels] == ["qaqnuz", "qaqnuz_toolpack_template"], wheels
+
+    venv = tmp_path / "venv"
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH") and not k.startswith("UV_")}
+    _run(uv, "venv", "--quiet", "--python", sys.executable, str(venv), cwd=tmp_path, env=env)
+    python = str(venv / "bin" / "python")
+    _run(
+        uv,
+        "pip",
+        "install",
+        "--quiet",
+        "--python",
+        python,
+        *map(str, dist.glob("*.whl")),
+        "pytest",
+        cwd=tmp_path,
+        env=env,
+    )
+
+    # The tests run from a copy outside the workspace, against the installed distributions only.
+    tests = tmp_path / "template-tests"
+    shutil.copytree(TEMPLATE / "tests", tests)
+    result = _run(python, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests), cwd=tmp_path, env=env)
+    assert " passed" in result.stdout and "failed" not in result.stdout, result.stdout
+    where = _run(
+        python,
+        "-c",
+        "import qaqnuz, qaqnuz_toolpack_template as t; print(qaqnuz.__file__, t.__file__)",
+        cwd=tmp_path,
+        env=env,
+    )
+    assert str(ROOT) not in where.stdout and str(venv) in where.stdout, where.stdout
+    plugins = _run(str(venv / "bin" / "qaqnuz"), "plugins", "list", "--json", cwd=tmp_path, env=env)
+    assert '"distribution": "qaqnuz-toolpack-template"' in plugins.stdout
