@@ -128,7 +128,7 @@ class Kernel:
         self.pipeline = Pipeline(self)
 
     # -- assembly --------------------------------------------------------------------------------------
-    def _context(self, config: Config, name: str) -> ProviderContext:
+    def _context(self, config: Config, name: str, section: str = "") -> ProviderContext:
         return ProviderContext(
             config=config,
             store=self.store,
@@ -136,6 +136,7 @@ class Kernel:
             logger=logging.getLogger(f"qaqnuz.provider.{name}"),
             server_secret=self.secret,
             redactor=self.redactor,
+            section=section,
         )
 
     def _instantiate(
@@ -158,7 +159,7 @@ class Kernel:
             if old is not None and old[0] == reuse_key:
                 return old[1], reuse_key
         try:
-            instance = registered.provider.factory(settings, self._context(config, name))
+            instance = registered.provider.factory(settings, self._context(config, name, where))
         except (ConfigError, PluginError):
             raise
         except Exception as exc:

@@ -57,6 +57,9 @@ class ProviderContext:
     logger: Any
     server_secret: bytes = attrs.field(repr=False)
     redactor: Any = attrs.field(default=None, repr=False)
+    #: The config section this instance is built for, e.g. "packs.shop" or "plugins.memory", so a
+    #: factory can locate its own errors ("[packs.shop] tools[0] sql: ...").
+    section: str = ""
 
     def resolve(self, path: str) -> str:
         return str(self.config.resolve(path))
