@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from qaqnuz.config import parse_duration, parse_positive_duration
 from qaqnuz.errors import ConfigError, DependencyError, PluginError, TerminalError, ToolError, UsageError
 from qaqnuz.hookspecs import hookimpl
 from qaqnuz.packkit import InputParam, ToolConfig, input_schema, tool_from_config, unique_names
@@ -96,6 +97,8 @@ __all__ = [
     "__version__",
     "hookimpl",
     "input_schema",
+    "parse_duration",
+    "parse_positive_duration",
     "run_cli",
     "tool_from_config",
     "unique_names",

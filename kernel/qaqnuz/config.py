@@ -47,6 +47,14 @@ def _positive_duration(text: str) -> float:
     return seconds
 
 
+def parse_positive_duration(text: str | float | int) -> float:
+    """A duration that must be more than zero (timeouts, waits), in seconds."""
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ValueError(f"{text!r} must be more than 0")
+    return seconds
+
+
 def parse_rate(text: str) -> tuple[int, float]:
     """'60/60s' or '300/m' as (count, window seconds)."""
     match = _RATE_RE.match(str(text))

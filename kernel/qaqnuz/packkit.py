@@ -143,6 +143,6 @@ def unique_names(tools: list[ToolConfig], where: str) -> None:
     for index, tool in enumerate(tools):
         if tool.name in seen:
             raise ConfigError(
-                [f"{where}.tools[{index}] name: {tool.name!r} is already used by {where}.tools[{seen[tool.name]}]"]
+                [f"{where} tools[{index}] name: {tool.name!r} is already used by tools[{seen[tool.name]}]"]
             )
         seen[tool.name] = index
