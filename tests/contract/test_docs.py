@@ -40,3 +40,31 @@ def test_every_command_is_documented_with_help():
         commands = [f"qaqnuz {group} {name}" for a in nested for name in a.choices] or [f"qaqnuz {group}"]
         for command in commands:
             assert f"`{command}" in README, f"{command} is not in the README's command table"
+
+
+def _settings_structs() -> list[tuple[Path, list[type]]]:
+    from qaqnuz.packkit import InputParam
+    from qaqnuz_pack_http.settings import AuthConfig, HttpSettings, HttpToolConfig
+    from qaqnuz_pack_sql.pack import SqlSettings, SqlToolConfig
+    from qaqnuz_pack_weather import WeatherSettings
+    from qaqnuz_toolpack_template import TemplateSettings
+
+    return [
+        (ROOT / "plugins/pack-sql/README.md", [SqlSettings, SqlToolConfig, InputParam]),
+        (ROOT / "plugins/pack-http/README.md", [HttpSettings, AuthConfig, HttpToolConfig, InputParam]),
+        (ROOT / "contrib/pack-weather/README.md", [WeatherSettings]),
+        (ROOT / "contrib/toolpack-template/README.md", [TemplateSettings]),
+    ]
+
+
+def test_every_pack_setting_is_documented_in_its_readme():
+    missing = []
+    for readme, structs in _settings_structs():
+        text = readme.read_text()
+        for struct in structs:
+            missing += [
+                f"{readme.parent.name}: {struct.__name__}.{f.name}"
+                for f in msgspec.structs.fields(struct)
+                if f"`{f.name}`" not in text
+            ]
+    assert not missing, f"undocumented pack settings: {missing}"

@@ -109,3 +109,45 @@ async def test_stdio_server_stderr_finds_no_secret_or_query_value(tmp_path, upst
     text = errlog.read_text()
     assert "GET lookup -> 200" in text  # the subprocess logged at debug to stderr, and we captured it
     assert_clean(text, key)
+
+
+def test_config_check_output_never_shows_a_resolved_secret(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from qaqnuz.testing import write_config
+
+    secret = "tok-config-check-7f3a9c"
+    path = write_config(
+        tmp_path,
+        """\
+        [brands.acme]
+        plan = "growth"
+        roles = { viewer = ["api.read"] }
+
+        [packs.api]
+        type = "http"
+        base_url = "https://api.example.com"
+        auth = { type = "bearer", token = { env = "CHECK_TOKEN" } }
+
+        [[packs.api.tools]]
+        name = "ping"
+        description = "Ping the API."
+        scope = "api.read"
+        method = "GET"
+        path = "/ping"
+        """,
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("QAQNUZ_")}
+    env.update(CHECK_TOKEN=secret, QAQNUZ_DISABLE_PLUGIN_AUTOLOAD="1", QAQNUZ_PLUGINS="pack-http")
+    qaqnuz = str(Path(sys.executable).parent / "qaqnuz")
+    ok = subprocess.run([qaqnuz, "config", "check", "--config", str(path)], env=env, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    broken = path.read_text().replace('path = "/ping"', 'path = "/ping/{{ nope }}"')
+    path.write_text(broken)
+    bad = subprocess.run([qaqnuz, "config", "check", "--config", str(path)], env=env, capture_output=True, text=True)
+    assert bad.returncode == 2 and "unknown placeholder" in bad.stderr
+    for result in (ok, bad):
+        assert secret not in result.stdout and secret not in result.stderr
