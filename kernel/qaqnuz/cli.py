@@ -1,6 +1,7 @@
 """The `qaqnuz` command.
 
-A command's result (a new key, a table, JSON) goes to stdout; diagnostics and logs go to stderr.
+A command's result (a new key, a table, JSON, the demo's key and client settings) goes to stdout; diagnostics
+and logs go to stderr.
 Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.
 """
 
@@ -22,6 +23,9 @@ from typing import Any
 import anyio
 
 from qaqnuz.config import Config, default_config_path, load_config, parse_duration
+from qaqnuz.demo import DEFAULT_DIR as DEMO_DIR
+from qaqnuz.demo import DEFAULT_HOST as DEMO_HOST
+from qaqnuz.demo import DEFAULT_PORT as DEMO_PORT
 from qaqnuz.errors import ConfigError, QaqnuzError, StoreError, UsageError
 
 log = logging.getLogger("qaqnuz.cli")
@@ -120,6 +124,16 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 # -- serve -------------------------------------------------------------------------------------------
+def _run_server(main: Any) -> None:
+    """Run a serving coroutine on uvloop where it is installed (it comes with `qaqnuz[http]`)."""
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        anyio.run(main)
+    else:
+        anyio.run(main, backend_options={"use_uvloop": True})
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     config = _config(args)
     setup_logging(config.server.log_level)
@@ -138,7 +152,47 @@ def cmd_serve(args: argparse.Namespace) -> int:
             with anyio.CancelScope(shield=True):
                 await kernel.aclose()
 
-    anyio.run(run)
+    _run_server(run)
+    return EXIT_OK
+
+
+# -- demo --------------------------------------------------------------------------------------------
+def cmd_demo(args: argparse.Namespace) -> int:
+    """Set up the demo folder once, print the key and client settings (the result: stdout), serve HTTP."""
+    from qaqnuz import demo
+    from qaqnuz.kernel import Kernel
+    from qaqnuz.plugins import Plugins
+
+    serve = not args.no_serve
+    if not 0 < args.port < 65536:
+        raise UsageError(f"--port {args.port}: use a port between 1 and 65535")
+    plugins = Plugins()
+    needs = demo.missing(plugins, serve=serve)
+    if needs:
+        raise UsageError(demo.describe_missing(needs))
+    folder = Path(args.dir)
+    created = demo.prepare(folder)
+    config = load_config(folder / demo.CONFIG_FILE)
+    setup_logging(config.server.log_level)
+    kernel = Kernel(config, plugins=plugins)  # loads the sql pack, which generates shop.db when it is missing
+    transport = kernel.transport("http", {"host": args.host, "port": args.port}) if serve else None
+
+    async def run() -> None:
+        try:
+            await kernel.start()
+            key, minted = await demo.demo_key(kernel, folder)
+            for name in [*created, *([demo.KEY_FILE] if minted else [])]:
+                _err(f"created {folder / name}")
+            if not serve and demo.missing(plugins, serve=True):
+                _err(f"note: serving needs the http transport (distribution qaqnuz-http): {demo.INSTALL_HINT}")
+            _out(demo.instructions(folder=folder, key=key, host=args.host, port=args.port, serving=serve))
+            if transport is not None:
+                await transport.serve(kernel)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await kernel.aclose()
+
+    _run_server(run)
     return EXIT_OK
 
 
@@ -424,6 +478,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", help="bind address for network transports (default 127.0.0.1)")
     p.add_argument("--port", type=int, help="port for network transports")
     p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser(
+        "demo",
+        help="set up a demo brand, shop database and key once, print how to connect, serve HTTP",
+        epilog="The key and the client settings are the command's result and go to stdout; logs go to stderr.",
+    )
+    p.add_argument("--dir", default=DEMO_DIR, help=f"demo folder, created once and reused (default: ./{DEMO_DIR})")
+    p.add_argument("--host", default=DEMO_HOST, help=f"address the HTTP transport binds (default: {DEMO_HOST})")
+    p.add_argument("--port", type=int, default=DEMO_PORT, help=f"port the HTTP transport binds (default: {DEMO_PORT})")
+    p.add_argument("--no-serve", action="store_true", help="set up and print, but do not start the server")
+    p.set_defaults(func=cmd_demo)
 
     keys = sub.add_parser("keys", help="mint, list and revoke API keys").add_subparsers(dest="command", required=True)
     p = with_config(keys.add_parser("create", help="mint a key; prints it once on stdout"))

@@ -26,6 +26,8 @@ def qaqnuz_auth_providers() -> list[Provider]:
 
     Called once per kernel build. Return providers whose factory builds an `AuthProvider`: it maps a raw
     credential (an API key, a token) to a `Principal` or None. Selected by `[plugins] auth = "<name>"`.
+    An auth provider that must never be reachable from the network (it does not check credentials, like
+    the built-in `anonymous`) sets the class attribute `loopback_only = True`.
     """
 
 
@@ -61,6 +63,8 @@ def qaqnuz_transports() -> list[Provider]:
 
     Called once per kernel build. Return providers whose factory builds a `Transport` that serves a
     kernel until stopped. Selected by `qaqnuz serve --transport <name>` or `[server] transport`.
+    A network transport must refuse to bind a non-loopback address while `kernel.loopback_only` is true
+    (the selected auth provider is marked `loopback_only`, e.g. `anonymous`), and say why.
     """
 
 

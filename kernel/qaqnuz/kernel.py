@@ -237,6 +237,16 @@ class Kernel:
             },
         )
 
+    @property
+    def loopback_only(self) -> bool:
+        """True while the selected auth provider is marked `loopback_only` (e.g. the built-in `anonymous`).
+
+        A network transport must then refuse to bind any address but a loopback one (127.0.0.0/8, ::1,
+        localhost). A reload never switches a running kernel to such a provider, so checking at bind time
+        is enough.
+        """
+        return _loopback_only(self.runtime.auth)
+
     def transport(self, name: str, overrides: Mapping[str, Any] | None = None) -> Any:
         """Build the transport `name` from `[plugins.<name>]`, with command-line overrides on top."""
         raw = {**self.runtime.config.plugin_settings.get(name, {}), **(overrides or {})}
@@ -319,6 +329,12 @@ class Kernel:
                 with anyio.fail_after(30):
                     names.update(t.name for t in await provider.list_tools())
             problems = self.check_references(runtime, names)
+            if _loopback_only(runtime.auth) and not self.loopback_only:
+                # The transport checked its bind address against the auth at startup; it cannot now.
+                problems.append(
+                    f"[plugins] auth: {config.plugins.auth!r} is loopback only and can be chosen only at startup; "
+                    f"restart the server to use it"
+                )
             if problems:
                 raise ConfigError(problems)
         except (ConfigError, PluginError) as exc:
@@ -526,6 +542,10 @@ class Kernel:
             ) from None
         self.record(step="key", outcome="minted", brand=brand, key_id=record.key_id, role=role)
         return parsed.raw, record
+
+
+def _loopback_only(auth: Any) -> bool:
+    return getattr(auth, "loopback_only", False) is True
 
 
 def _stamp(path: str | None) -> tuple[int, int] | None:

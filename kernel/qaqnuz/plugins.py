@@ -29,6 +29,7 @@ BUILTINS: tuple[tuple[str, str], ...] = (
     ("scope", "qaqnuz.builtin.scope_policy"),
     ("memory", "qaqnuz.builtin.memory_limiter"),
     ("queue", "qaqnuz.builtin.queue_approver"),
+    ("anonymous", "qaqnuz.builtin.anonymous"),
 )
 
 HOOK_FOR_KIND: dict[ProviderKind, str] = {

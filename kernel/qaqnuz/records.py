@@ -211,7 +211,10 @@ class CallRequest:
 
 @runtime_checkable
 class AuthProvider(Protocol):
-    """Maps a raw credential to a Principal, or None. Any failure must look the same to the caller."""
+    """Maps a raw credential to a Principal, or None. Any failure must look the same to the caller.
+
+    A provider that must stay off the network (it checks no credential) sets `loopback_only = True`.
+    """
 
     async def authenticate(self, credential: str | None) -> Principal | None: ...
 
@@ -261,7 +264,10 @@ class ToolProvider(Protocol):
 
 @runtime_checkable
 class Transport(Protocol):
-    """Serves a kernel until stopped (EOF, signal, or the kernel shutting down)."""
+    """Serves a kernel until stopped (EOF, signal, or the kernel shutting down).
+
+    A network transport refuses non-loopback binds while `kernel.loopback_only` is true.
+    """
 
     async def serve(self, kernel: Any) -> None: ...
 

@@ -302,6 +302,7 @@ def test_tools_list_explains_visibility(setup):
 # -- help --------------------------------------------------------------------------------------------
 COMMANDS = [
     ["init"],
+    ["demo"],
     ["serve"],
     ["keys", "create"],
     ["keys", "list"],

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import re
+import secrets
+import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -44,6 +48,7 @@ class SqlSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     pool_min_size: int = 1
     pool_max_size: int = 5
     pool_timeout: str = "5s"
+    create: Literal["demo-shop"] | None = None
 
 
 def _seconds(text: str, where: str, problems: list[str]) -> float:
@@ -73,7 +78,13 @@ def _backend(settings: SqlSettings, ctx: ProviderContext, where: str, limits: Li
         if raw_path == ":memory:" or raw_path.startswith("file:") or "?" in raw_path:
             problems.append(f"{where} dsn: SQLite needs a database file path (no :memory:, URI or query string)")
             return None
-        return SqliteBackend(ctx.resolve(str(Path(raw_path))), limits)
+        path = ctx.resolve(str(Path(raw_path)))
+        if settings.create is not None and not _create_demo_shop(Path(path), where, problems):
+            return None
+        return SqliteBackend(path, limits)
+    if settings.create is not None:
+        problems.append(f'{where} create: only for SQLite files (dsn = "sqlite:///shop.db")')
+        return None
     if scheme in ("postgresql", "postgres"):
         from psycopg.conninfo import conninfo_to_dict
 
@@ -96,6 +107,37 @@ def _backend(settings: SqlSettings, ctx: ProviderContext, where: str, limits: Li
     shown = scheme if re.fullmatch(r"[a-z0-9+.-]{0,20}", scheme) else "?"
     problems.append(f"{where} dsn: unsupported scheme {shown!r}; use sqlite:///path.db or postgresql://...")
     return None
+
+
+def _create_demo_shop(path: Path, where: str, problems: list[str]) -> bool:
+    """`create = "demo-shop"`: generate the demo shop at `path` when no file is there; never replace one.
+
+    The database is built under a temporary name and linked into place, so a reader (or a second server
+    starting at the same moment) never sees half a shop.
+    """
+    if path.exists():
+        return True
+    from . import demo_shop
+
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        demo_shop.create(temporary)
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            pass  # another process made it first: theirs is the same shop
+        except OSError:  # a file system without hard links
+            if not path.exists():
+                os.replace(temporary, path)
+    except (OSError, sqlite3.Error) as exc:
+        problems.append(f"{where} create: could not create the demo shop database ({type(exc).__name__})")
+        return False
+    finally:
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(OSError):
+                Path(f"{temporary}{suffix}").unlink()
+    return True
 
 
 class SqlPack:

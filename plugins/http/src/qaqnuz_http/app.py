@@ -1,0 +1,166 @@
+"""The Starlette app: Streamable HTTP at /mcp and /mcp/v1, legacy HTTP+SSE, health, readiness, metrics."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+import attrs
+from mcp.server.sse import SseServerTransport
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+import qaqnuz
+from qaqnuz_http.guard import (
+    SCOPE_QUERY_TOKEN,
+    Front,
+    Guard,
+    Tracker,
+    credential_from_scope,
+    expand,
+)
+from qaqnuz_http.settings import HttpSettings, Limits
+
+log = logging.getLogger("qaqnuz.http")
+MESSAGES_PATH = "/messages/"
+
+
+@attrs.define
+class Built:
+    app: ASGIApp
+    binding: Any
+    session_manager: StreamableHTTPSessionManager
+    tracker: Tracker
+
+
+def _credential(ctx: Any) -> str | None:
+    """The Binding's credential source: the key the Guard found in this very request."""
+    request = getattr(ctx, "request", None)
+    return credential_from_scope(request.scope) if request is not None else None
+
+
+class SseEndpoint:
+    """GET /sse: one legacy HTTP+SSE connection (handshake era only)."""
+
+    def __init__(self, sse: SseServerTransport, server: Any) -> None:
+        self.sse = sse
+        self.server = server
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        tokens = scope.get(SCOPE_QUERY_TOKEN)
+        if tokens and credential_from_scope(scope):
+            # The client found its key in the URL, so it POSTs to the endpoint we announce: carry the key
+            # there too (to this client only; `Front` strips it from every request before logging).
+            send = _announce_with_token(send, tokens[0].value)
+        try:
+            async with self.sse.connect_sse(scope, receive, send) as (read_stream, write_stream):
+                await self.server.run(read_stream, write_stream, self.server.create_initialization_options())
+        except ValueError:  # the SDK's Host/Origin check refused the request and has answered it
+            return
+
+
+def _announce_with_token(send: Send, token: str) -> Send:
+    done = False
+    needle = f"{MESSAGES_PATH}?session_id=".encode()
+    replacement = f"{MESSAGES_PATH}?token={quote(token, safe='')}&session_id=".encode()
+
+    async def rewrite(message: Message) -> None:
+        nonlocal done
+        if not done and message["type"] == "http.response.body" and needle in message.get("body", b""):
+            message = {**message, "body": message["body"].replace(needle, replacement, 1)}
+            done = True
+        await send(message)
+
+    return rewrite
+
+
+def build_app(kernel: Any, settings: HttpSettings, limits: Limits) -> Built:
+    binding = qaqnuz.Binding(kernel, _credential, transport="http")
+    tracker = Tracker()
+    binding.server.middleware.append(tracker.middleware)
+    security = TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=expand(settings.allowed_hosts),
+        allowed_origins=expand(settings.allowed_origins),
+    )
+    session_manager = StreamableHTTPSessionManager(
+        app=binding.server,
+        json_response=False,
+        stateless=False,
+        security_settings=security,
+        session_idle_timeout=limits.session_idle_timeout,
+        max_request_body_size=settings.max_body_bytes,
+        max_sessions=settings.max_sessions,
+    )
+    sse = SseServerTransport(MESSAGES_PATH, security_settings=security, max_request_body_size=settings.max_body_bytes)
+
+    def guard(app: ASGIApp) -> Guard:
+        return Guard(
+            app,
+            kernel=kernel,
+            allowed_hosts=settings.allowed_hosts,
+            query_token=settings.query_token,
+            max_body_bytes=settings.max_body_bytes,
+            request_timeout=limits.request_timeout,
+            tracker=tracker,
+        )
+
+    mcp_endpoint = guard(StreamableHTTPASGIApp(session_manager))
+
+    async def healthz(request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> Response:
+        checks = await readiness(kernel)
+        ready = all(checks.values()) and not tracker.draining
+        return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503)
+
+    async def metrics(request: Request) -> Response:
+        return Response(generate_latest(kernel.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    routes: list[BaseRoute] = [
+        Route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"]),
+        Route("/mcp/v1", mcp_endpoint, methods=["GET", "POST", "DELETE"]),
+        Route("/sse", guard(SseEndpoint(sse, binding.server)), methods=["GET"]),
+        Mount(MESSAGES_PATH.rstrip("/"), app=guard(sse.handle_post_message)),
+        Route("/healthz", healthz, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+    ]
+    if settings.metrics:
+        routes.append(Route("/metrics", metrics, methods=["GET"]))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with session_manager.run():  # a mounted SDK app's own lifespan would never run
+            yield
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    front = Front(app, access_log_on=settings.access_log, allowed_origins=expand(settings.allowed_origins))
+    return Built(front, binding, session_manager, tracker)
+
+
+async def readiness(kernel: Any) -> dict[str, bool]:
+    """Store readable, limiter present (and answering its own `ready()` if it has one), tools synced."""
+    checks = {"store": False, "limiter": False, "registry": False}
+    try:
+        kernel.store.pending_counts()
+        checks["store"] = True
+    except Exception as exc:
+        log.warning("readiness: store not readable (%s)", type(exc).__name__)
+    limiter = getattr(kernel.runtime, "limiter", None)
+    try:
+        ready = getattr(limiter, "ready", None)
+        checks["limiter"] = limiter is not None and (ready is None or bool(await ready()))
+    except Exception as exc:
+        log.warning("readiness: limiter not ready (%s)", type(exc).__name__)
+    checks["registry"] = kernel.registry.snapshot.version > 0
+    return checks

@@ -1,0 +1,339 @@
+"""ASGI pieces in front of the MCP endpoints: query-token removal, access log, Host/Origin, body limit, auth.
+
+Order for an MCP endpoint: `Front` (every request: removes `?token=` from the scope before anything can
+log it, adds the no-store headers, writes our access log line) → `Guard` (Host/Origin, declared body
+size, credential → principal on every request, body read with a deadline) → the SDK's endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import anyio
+from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.server.auth.provider import AccessToken
+from starlette.authentication import AuthCredentials
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+access_log = logging.getLogger("qaqnuz.http.access")
+log = logging.getLogger("qaqnuz.http")
+
+#: Where the credential of an authenticated request waits for the Binding to authenticate it again.
+SCOPE_CREDENTIAL = "qaqnuz.credential"
+#: The `?token=` value, taken out of the query string by `Front`.
+SCOPE_QUERY_TOKEN = "qaqnuz.query_token"  # noqa: S105 - a scope key, not a secret
+#: A dict shared by every layer of one request; the access log reads `key_id` from it.
+SCOPE_LOG = "qaqnuz.log"
+
+AUTH_FAILED_BODY = json.dumps(
+    {
+        "error": "invalid_token",
+        "error_description": "Unauthorized: the API key is missing, invalid, expired or revoked.",
+    },
+    separators=(",", ":"),
+).encode()
+WWW_AUTHENTICATE = b'Bearer realm="qaqnuz", error="invalid_token"'
+BOTH_FORMS_BODY = json.dumps(
+    {
+        "error": "invalid_request",
+        "error_description": "Send the API key either in the Authorization header or as ?token=, not both.",
+    },
+    separators=(",", ":"),
+).encode()
+
+
+class Credential:
+    """A raw key that never shows itself in a repr, a traceback's locals or a debug dump."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __repr__(self) -> str:
+        return "Credential(<redacted>)"
+
+
+def credential_from_scope(scope: Scope) -> str | None:
+    held = scope.get(SCOPE_CREDENTIAL)
+    return held.value if isinstance(held, Credential) else None
+
+
+async def respond(send: Send, status: int, body: bytes, content_type: bytes = b"text/plain; charset=utf-8",
+                  extra: tuple[tuple[bytes, bytes], ...] = ()) -> None:  # fmt: skip
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode()), *extra]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+def host_allowed(host: str | None, allowed: list[str]) -> bool:
+    """Exact match, or `name:*` = `name` with any numeric port (or none). Stricter than a prefix match."""
+    if not host:
+        return False
+    for pattern in allowed:
+        if host == pattern:
+            return True
+        if pattern.endswith(":*"):
+            base = pattern[:-2]
+            if host == base or (host.startswith(base + ":") and host[len(base) + 1 :].isdigit()):
+                return True
+    return False
+
+
+def expand(patterns: list[str]) -> list[str]:
+    """The SDK's matcher needs `name` listed beside `name:*` to accept a Host or Origin without a port."""
+    out: list[str] = []
+    for pattern in patterns:
+        out.append(pattern)
+        if pattern.endswith(":*") and pattern[:-2] not in out:
+            out.append(pattern[:-2])
+    return out
+
+
+def _header(scope: Scope, name: bytes) -> list[str]:
+    return [v.decode("latin-1") for k, v in scope.get("headers", ()) if k == name]
+
+
+class Front:
+    """Every HTTP request: take `token` out of the query, add no-store headers, log one redacted line."""
+
+    def __init__(self, app: ASGIApp, *, access_log_on: bool, allowed_origins: list[str]) -> None:
+        self.app = app
+        self.access_log_on = access_log_on
+        self.allowed_origins = allowed_origins
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        scope = dict(scope)
+        _strip_query_token(scope)
+        info: dict[str, Any] = {}
+        scope[SCOPE_LOG] = info
+        started = time.monotonic()
+        status = 0
+
+        async def send_wrapped(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message = {**message, "headers": _secure(message.get("headers", ()))}
+            await send(message)
+
+        try:
+            origins = _header(scope, b"origin")
+            if origins and not host_allowed(origins[0], self.allowed_origins):
+                await respond(send_wrapped, 403, b"Invalid Origin header")
+            else:
+                await self.app(scope, receive, send_wrapped)
+        finally:
+            if self.access_log_on:
+                access_log.info(
+                    "%s %s %d %.1fms key=%s",
+                    scope.get("method", "?"),
+                    scope.get("path", "?"),
+                    status,
+                    (time.monotonic() - started) * 1000,
+                    info.get("key_id", "-"),
+                )
+
+
+def _secure(headers: Any) -> list[tuple[bytes, bytes]]:
+    """`Cache-Control: no-store` (keeping an SSE `no-transform`) and `Referrer-Policy: no-referrer`."""
+    out: list[tuple[bytes, bytes]] = []
+    cache = b"no-store"
+    for name, value in headers:
+        if name.lower() == b"cache-control":
+            if b"no-transform" in value:
+                cache = b"no-store, no-transform"
+        elif name.lower() != b"referrer-policy":
+            out.append((name, value))
+    out += [(b"cache-control", cache), (b"referrer-policy", b"no-referrer")]
+    return out
+
+
+def _strip_query_token(scope: Scope) -> None:
+    raw = scope.get("query_string", b"")
+    raw_path = scope.get("raw_path")
+    if isinstance(raw_path, bytes) and b"?" in raw_path:  # some servers keep the query in raw_path
+        raw_path, _, from_path = raw_path.partition(b"?")
+        scope["raw_path"] = raw_path
+        raw = raw or from_path
+    if not raw:
+        return
+    pairs = parse_qsl(raw.decode("latin-1"), keep_blank_values=True)
+    tokens = [v for k, v in pairs if k == "token"]
+    if not tokens:
+        return
+    scope["query_string"] = urlencode([(k, v) for k, v in pairs if k != "token"]).encode("latin-1")
+    scope[SCOPE_QUERY_TOKEN] = [Credential(t) for t in tokens]
+
+
+class Tracker:
+    """What graceful shutdown waits for (MCP requests in flight) and what it ends (open streams)."""
+
+    def __init__(self) -> None:
+        self.in_flight = 0
+        self.streams: set[anyio.CancelScope] = set()
+        self.draining = False
+
+    async def middleware(self, ctx: Any, call_next: Callable[[Any], Any]) -> Any:
+        """An `mcp` Server middleware: counts requests being handled, in both eras and on every transport."""
+        if getattr(ctx, "method", None) == "subscriptions/listen" or getattr(ctx, "request_id", None) is None:
+            return await call_next(ctx)
+        self.in_flight += 1
+        try:
+            return await call_next(ctx)
+        finally:
+            self.in_flight -= 1
+
+    def end_streams(self) -> None:
+        for scope in list(self.streams):
+            scope.cancel()
+
+
+class Guard:
+    """An MCP endpoint's gate: Host/Origin, body limit, authentication on every request."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        kernel: Any,
+        allowed_hosts: list[str],
+        query_token: bool,
+        max_body_bytes: int,
+        request_timeout: float,
+        tracker: Tracker,
+    ) -> None:
+        self.app = app
+        self.kernel = kernel
+        self.allowed_hosts = allowed_hosts
+        self.query_token = query_token
+        self.max_body_bytes = max_body_bytes
+        self.request_timeout = request_timeout
+        self.tracker = tracker
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        hosts = _header(scope, b"host")
+        if len(hosts) != 1 or not host_allowed(hosts[0], self.allowed_hosts):
+            await respond(send, 421, b"Invalid Host header")
+            return
+        declared = _header(scope, b"content-length")
+        if declared and (not declared[0].isdigit() or int(declared[0]) > self.max_body_bytes):
+            await respond(send, 413, b"Request body too large")
+            return
+        if self.tracker.draining:
+            await respond(send, 503, b"Shutting down", extra=((b"retry-after", b"1"),))
+            return
+
+        authorizations = _header(scope, b"authorization")
+        query_tokens = scope.get(SCOPE_QUERY_TOKEN) or []
+        if (authorizations and query_tokens) or len(authorizations) > 1 or len(query_tokens) > 1:
+            await respond(send, 400, BOTH_FORMS_BODY, b"application/json")
+            return
+        credential: str | None = None
+        if authorizations:
+            scheme, _, value = authorizations[0].strip().partition(" ")
+            if scheme.lower() == "bearer":
+                credential = value.strip()
+        elif query_tokens and self.query_token:
+            credential = query_tokens[0].value
+        principal = await self.kernel.authenticate(credential, transport="http")
+        if principal is None:
+            log.debug(
+                "refused %s %s: credential %s",
+                scope.get("method"),
+                scope.get("path"),
+                "absent" if credential is None else "not accepted",
+            )
+            await respond(send, 401, AUTH_FAILED_BODY, b"application/json", ((b"www-authenticate", WWW_AUTHENTICATE),))
+            return
+
+        scope = dict(scope)
+        scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"authorization"]
+        scope[SCOPE_CREDENTIAL] = Credential(credential) if credential is not None else None
+        token = AccessToken(
+            token=f"key:{principal.key_id}",  # never the raw key
+            client_id=principal.key_id,
+            scopes=sorted(principal.scopes),
+            subject=f"{principal.brand}:{principal.key_id}",
+        )
+        scope["user"] = AuthenticatedUser(token)
+        scope["auth"] = AuthCredentials(token.scopes)
+        info = scope.get(SCOPE_LOG)
+        if isinstance(info, dict):
+            info["key_id"] = principal.key_id
+
+        if scope["method"] == "POST":
+            body = await self._read_body(receive, send)
+            if body is None:
+                return
+            receive = _replay(body, receive)
+
+        streaming = scope["method"] == "GET" or _header(scope, b"mcp-method") == ["subscriptions/listen"]
+        if streaming:
+            await self._stream(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+    async def _read_body(self, receive: Receive, send: Send) -> bytes | None:
+        """The whole body within the deadline and the size limit; answers 408/413 itself and returns None."""
+        chunks: list[bytes] = []
+        size = 0
+        with anyio.move_on_after(self.request_timeout) as deadline:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return None  # the client went away
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    await respond(send, 413, b"Request body too large")
+                    return None
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    break
+        if deadline.cancelled_caught:
+            await respond(send, 408, b"Request timeout")
+            return None
+        return b"".join(chunks)
+
+    async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """A long-lived response (GET stream, SSE, subscriptions/listen): ended cleanly on shutdown."""
+        state = {"started": False, "done": False}
+
+        async def send_tracked(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                state["started"] = True
+            elif message["type"] == "http.response.body" and not message.get("more_body", False):
+                state["done"] = True
+            await send(message)
+
+        with anyio.CancelScope() as cancel_scope:
+            self.tracker.streams.add(cancel_scope)
+            try:
+                await self.app(scope, receive, send_tracked)
+            finally:
+                self.tracker.streams.discard(cancel_scope)
+        if cancel_scope.cancelled_caught and state["started"] and not state["done"]:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(1):
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay

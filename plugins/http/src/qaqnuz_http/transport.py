@@ -1,0 +1,164 @@
+"""Serving: uvicorn on a socket we bind ourselves, tool sync in the background, graceful shutdown."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import anyio
+import uvicorn
+
+from qaqnuz import UsageError
+from qaqnuz_http.app import Built, build_app
+from qaqnuz_http.settings import HttpSettings, Limits, is_loopback
+
+log = logging.getLogger("qaqnuz.http")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: it re-raises SIGTERM after shutdown, which would kill the
+    process before the kernel flushes last-used times. We watch signals ourselves."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+class HttpTransport:
+    def __init__(self, settings: HttpSettings, limits: Limits) -> None:
+        self.settings = settings
+        self.limits = limits
+        self.server: _Server | None = None
+        self.port: int | None = None  # the bound port (useful with port = 0)
+
+    def stop(self) -> None:
+        """Ask a running `serve` to finish in-flight calls and return (safe from any thread)."""
+        if self.server is not None:
+            self.server.should_exit = True
+
+    async def serve(self, kernel: Any) -> None:
+        s = self.settings
+        if getattr(kernel, "loopback_only", False) and not is_loopback(s.host):
+            raise UsageError(
+                f"refusing to listen on {s.host}: the selected auth provider checks no credential and may only "
+                f"serve loopback addresses (127.0.0.1, ::1, localhost)"
+            )
+        sock = _bind(s.host, s.port)
+        self.port = sock.getsockname()[1]
+        built = build_app(kernel, s, self.limits)
+        config = uvicorn.Config(
+            built.app,
+            log_config=None,
+            access_log=False,  # ours is redacted; uvicorn's would print the query string
+            server_header=False,
+            proxy_headers=False,
+            ws="none",
+            lifespan="on",
+            timeout_keep_alive=max(1, math.ceil(self.limits.keep_alive_timeout)),
+            timeout_graceful_shutdown=max(1, math.ceil(self.limits.shutdown_timeout)),
+        )
+        self.server = server = _Server(config)
+        restore = _bridge_logging()
+        if not is_loopback(s.host):
+            log.warning(
+                "listening on non-loopback address %s: every MCP request must carry an API key; only Host "
+                "headers in allowed_hosts (%s) are served",
+                s.host,
+                ", ".join(s.allowed_hosts),
+            )
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(kernel.run_background)
+                tg.start_soon(self._drain_on_exit, server, built)
+                if threading.current_thread() is threading.main_thread():
+                    tg.start_soon(self._watch_signals, server, built)
+                tg.start_soon(self._announce, server)
+                await server.serve(sockets=[sock])
+                tg.cancel_scope.cancel()
+        finally:
+            built.binding.close()
+            sock.close()
+            restore()
+            self.server = None
+        log.info("HTTP server stopped")
+
+    async def _announce(self, server: _Server) -> None:
+        await _until(lambda: server.started)
+        host = f"[{self.settings.host}]" if ":" in self.settings.host else self.settings.host
+        log.info("serving MCP over HTTP at http://%s:%d/mcp", host, self.port)
+
+    async def _watch_signals(self, server: _Server, built: Built) -> None:
+        with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
+            async for signum in signals:
+                if server.should_exit:  # a second signal: stop now
+                    log.warning("received %s again; stopping without waiting", signal.Signals(signum).name)
+                    server.force_exit = True
+                    built.tracker.end_streams()
+                    continue
+                log.info("received %s; finishing in-flight calls", signal.Signals(signum).name)
+                server.should_exit = True
+
+    async def _drain_on_exit(self, server: _Server, built: Built) -> None:
+        """Once asked to stop: refuse new MCP requests, wait for those in flight, then end open streams."""
+        await _until(lambda: server.should_exit)
+        tracker = built.tracker
+        tracker.draining = True
+        deadline = time.monotonic() + self.limits.shutdown_timeout
+        await _until(lambda: tracker.in_flight == 0 or time.monotonic() >= deadline)
+        if tracker.in_flight:
+            log.warning("%d MCP requests still in flight at the shutdown timeout", tracker.in_flight)
+        tracker.end_streams()
+
+
+async def _until(condition: Callable[[], bool]) -> None:
+    """Poll: uvicorn's flags are plain attributes, set by `stop()` from any thread or by a signal."""
+    while not condition():  # noqa: ASYNC110
+        await anyio.sleep(0.05)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(address)
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _bridge_logging() -> Any:
+    """Route uvicorn's and the SDK's own loggers through the qaqnuz handlers (and their redaction).
+
+    The SDK logs request bodies at debug level, so it is capped at warning whatever `log_level` says.
+    """
+    ours = logging.getLogger("qaqnuz")
+    saved = []
+    for name, floor in (("uvicorn", logging.INFO), ("mcp", logging.WARNING), ("sse_starlette", logging.WARNING)):
+        logger = logging.getLogger(name)
+        saved.append((logger, logger.handlers[:], logger.level, logger.propagate))
+        if not logger.handlers and ours.handlers:
+            logger.handlers[:] = ours.handlers
+            logger.propagate = False
+        logger.setLevel(max(floor, ours.getEffectiveLevel()))
+
+    def restore() -> None:
+        for logger, handlers, level, propagate in saved:
+            logger.handlers[:] = handlers
+            logger.setLevel(level)
+            logger.propagate = propagate
+
+    return restore

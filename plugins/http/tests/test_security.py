@@ -1,0 +1,169 @@
+"""Raw HTTP against a real server: identical 401s, 400 for two credentials, session binding, DNS rebinding,
+body limits, no-store headers, health, readiness and metrics."""
+
+from __future__ import annotations
+
+import time
+
+import httpx2
+import pytest
+from mcp import Client
+from prometheus_client.parser import text_string_to_metric_families
+
+from qaqnuz import ConfigError, UsageError
+from qaqnuz.keys import new_key
+
+INIT = {
+    "jsonrpc": "2.0",
+    "id": 1,
+    "method": "initialize",
+    "params": {"protocolVersion": "2025-11-25", "capabilities": {}, "clientInfo": {"name": "t", "version": "0"}},
+}
+ACCEPT = {"Accept": "application/json, text/event-stream", "Content-Type": "application/json"}
+
+
+@pytest.fixture
+def server(http_server):
+    return http_server()
+
+
+def post(url: str, headers: dict | None = None, json: dict | None = None, **kw) -> httpx2.Response:
+    return httpx2.post(url, headers={**ACCEPT, **(headers or {})}, json=INIT if json is None else json, **kw)
+
+
+def comparable(response: httpx2.Response) -> tuple:
+    headers = sorted((k, v) for k, v in response.headers.items() if k not in ("date", "server"))
+    return response.status_code, response.content, headers
+
+
+def test_every_auth_failure_is_the_same_401(server):
+    kernel = server.kernel
+    revoked = server.mint("revoked")
+    kernel.store.revoke_key(kernel.store.list_keys()[0].key_id, kernel.clock())
+    expired = server.mint("expired", expires_in=0.2)
+    valid = server.mint("valid")
+    unknown = new_key("qx_live_").raw
+    bad_checksum = valid[:-1] + ("A" if valid[-1] != "A" else "B")
+    time.sleep(0.3)
+    cases = {
+        "missing": {},
+        "unknown": {"Authorization": f"Bearer {unknown}"},
+        "revoked": {"Authorization": f"Bearer {revoked}"},
+        "expired": {"Authorization": f"Bearer {expired}"},
+        "malformed": {"Authorization": "Bearer not-a-key"},
+        "bad checksum": {"Authorization": f"Bearer {bad_checksum}"},
+        "lower-case scheme, bad key": {"Authorization": f"bearer {unknown}"},
+        "other scheme": {"Authorization": f"Basic {valid}"},
+        "bare scheme": {"Authorization": "Bearer"},
+    }
+    responses = {name: post(server.url, headers) for name, headers in cases.items()}
+    responses["bad ?token="] = post(f"{server.url}?token={unknown}")
+    responses["legacy sse"] = httpx2.get(f"{server.base}/sse", headers={"Authorization": f"Bearer {unknown}"})
+    responses["legacy messages"] = post(f"{server.base}/messages/?session_id=00", {"Authorization": "Bearer x"})
+    reference = comparable(responses["missing"])
+    assert reference[0] == 401
+    assert responses["missing"].headers["www-authenticate"].startswith('Bearer realm="qaqnuz"')
+    assert responses["missing"].json()["error"] == "invalid_token"
+    for name, response in responses.items():
+        assert comparable(response) == reference, name
+    families = {f.name: f for f in text_string_to_metric_families(httpx2.get(f"{server.base}/metrics").text)}
+    failures = [s for s in families["qaqnuz_auth_failures"].samples if s.name == "qaqnuz_auth_failures_total"]
+    assert failures[0].labels == {"transport": "http"} and failures[0].value >= len(responses)
+
+
+def test_lower_case_scheme_with_a_good_key_is_accepted(server):
+    key = server.mint()
+    response = post(server.url, {"Authorization": f"bEaReR {key}"})
+    assert response.status_code == 200
+    assert response.headers["mcp-session-id"]
+    assert "no-store" in response.headers["cache-control"]
+    assert response.headers["referrer-policy"] == "no-referrer"
+
+
+def test_header_and_query_token_together_is_400(server):
+    key = server.mint()
+    response = post(f"{server.url}?token={key}", {"Authorization": f"Bearer {key}"})
+    assert response.status_code == 400
+    assert response.json()["error"] == "invalid_request"
+    assert key not in response.text
+
+
+def test_query_token_can_be_switched_off(http_server):
+    server = http_server(query_token=False)
+    key = server.mint()
+    assert post(f"{server.url}?token={key}").status_code == 401
+    assert post(server.url, {"Authorization": f"Bearer {key}"}).status_code == 200
+
+
+def test_a_session_is_bound_to_the_key_that_opened_it(server):
+    alice, bob = server.mint("alice"), server.mint("bob")
+    opened = post(server.url, {"Authorization": f"Bearer {alice}"})
+    session = opened.headers["mcp-session-id"]
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}
+    headers = {"mcp-session-id": session, "mcp-protocol-version": "2025-11-25"}
+    initialized = {"jsonrpc": "2.0", "method": "notifications/initialized"}
+    assert post(server.url, {**headers, "Authorization": f"Bearer {alice}"}, initialized).status_code == 202
+    assert post(server.url, {**headers, "Authorization": f"Bearer {bob}"}, listing).status_code == 404
+    assert post(server.url, headers, listing).status_code == 401  # a session id never authenticates
+    assert post(server.url, {**headers, "Authorization": f"Bearer {alice}"}, listing).status_code == 200
+
+
+def test_dns_rebinding_is_refused(server):
+    key = server.mint()
+    auth = {"Authorization": f"Bearer {key}"}
+    port = server.transport.port
+    assert post(server.url, {**auth, "Host": "evil.example.com"}).status_code == 421
+    assert post(server.url, {**auth, "Host": f"localhost:{port}.evil.example.com"}).status_code == 421
+    assert post(server.url, {**auth, "Origin": "http://evil.example.com"}).status_code == 403
+    assert post(server.url, {**auth, "Origin": f"http://localhost:{port}.evil.example.com"}).status_code == 403
+    assert httpx2.get(f"{server.base}/sse", headers={**auth, "Host": "evil.example.com"}).status_code == 421
+    assert httpx2.get(f"{server.base}/metrics", headers={"Origin": "http://evil.example.com"}).status_code == 403
+    good = post(server.url, {**auth, "Host": f"localhost:{port}", "Origin": f"http://localhost:{port}"})
+    assert good.status_code == 200
+
+
+def test_oversized_bodies_get_413(server):
+    key = server.mint()
+    body = b'{"x":"' + b"a" * (10 * 1024 * 1024) + b'"}'
+    for url in (server.url, f"{server.base}/messages/?session_id=00"):
+        for headers in ({"Authorization": f"Bearer {key}"}, {}):
+            response = httpx2.post(url, content=body, headers={**ACCEPT, **headers})
+            assert response.status_code == 413, (url, headers)
+
+
+@pytest.mark.anyio
+async def test_health_readiness_and_metrics(server):
+    assert httpx2.get(f"{server.base}/healthz").json() == {"status": "ok"}
+    ready = httpx2.get(f"{server.base}/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "checks": {"store": True, "limiter": True, "registry": True}}
+    key = server.mint()
+    async with Client(f"{server.url}?token={key}") as client:
+        for _ in range(3):
+            await client.call_tool("echo", {"message": "m"})
+        await client.call_tool("boom", {})
+    text = httpx2.get(f"{server.base}/metrics").text
+    assert key not in text
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    calls = {
+        (s.labels["tool"], s.labels["outcome"], s.labels["error_class"]): s.value
+        for s in families["qaqnuz_tool_calls"].samples
+        if s.name == "qaqnuz_tool_calls_total" and s.labels["brand"] == "acme"
+    }
+    assert calls[("echo", "executed", "")] == 3
+    assert [v for (tool, _, error_class), v in calls.items() if tool == "boom" and error_class == "terminal"] == [1]
+
+
+def test_settings_are_checked(http_server, tmp_path):
+    from qaqnuz_http import HttpSettings, qaqnuz_transports
+    from qaqnuz_http.settings import check
+
+    assert qaqnuz_transports()[0].name == "http"
+    with pytest.raises(ConfigError, match="query_token: must be false when host is not a loopback"):
+        check(HttpSettings(host="0.0.0.0"))
+    check(HttpSettings(host="0.0.0.0", query_token=False))
+    with pytest.raises(ConfigError, match="allowed_hosts"):
+        check(HttpSettings(allowed_hosts=["*"]))
+    server = http_server()
+    with pytest.raises(UsageError, match="--bogus does not apply"):
+        server.kernel.transport("http", {"bogus": 1})
