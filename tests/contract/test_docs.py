@@ -44,6 +44,7 @@ def test_every_command_is_documented_with_help():
 
 def _settings_structs() -> list[tuple[Path, list[type]]]:
     from qaqnuz.packkit import InputParam
+    from qaqnuz_pack_conformance import ConformanceSettings
     from qaqnuz_pack_http.settings import AuthConfig, HttpSettings, HttpToolConfig
     from qaqnuz_pack_sql.pack import SqlSettings, SqlToolConfig
     from qaqnuz_pack_weather import WeatherSettings
@@ -54,6 +55,7 @@ def _settings_structs() -> list[tuple[Path, list[type]]]:
         (ROOT / "plugins/pack-http/README.md", [HttpSettings, AuthConfig, HttpToolConfig, InputParam]),
         (ROOT / "contrib/pack-weather/README.md", [WeatherSettings]),
         (ROOT / "contrib/toolpack-template/README.md", [TemplateSettings]),
+        (ROOT / "contrib/pack-conformance/README.md", [ConformanceSettings]),
     ]
 
 

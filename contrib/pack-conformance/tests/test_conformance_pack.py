@@ -1,0 +1,190 @@
+"""The conformance fixtures through a real kernel and the governed path, with qaqnuz.testing's fixtures."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import pytest
+
+import qaqnuz_pack_conformance as pack
+from qaqnuz import ConfigError
+
+pytestmark = pytest.mark.anyio
+
+PACK_DIR = Path(__file__).resolve().parents[1]
+SHIPPED = (PACK_DIR / "qaqnuz-conformance.toml").read_text()
+FIXTURES = [
+    "test_simple_text",
+    "test_image_content",
+    "test_audio_content",
+    "test_embedded_resource",
+    "test_multiple_content_types",
+    "test_tool_with_logging",
+    "test_error_handling",
+    "test_tool_with_progress",
+    "test_sampling",
+    "test_elicitation",
+    "test_elicitation_sep1034_defaults",
+    "test_elicitation_sep1330_enums",
+    "json_schema_2020_12_tool",
+]
+CLIENT_FACING = {
+    "test_sampling": ({"prompt": "Test prompt for sampling"}, "sampling/createMessage"),
+    "test_elicitation": ({"message": "Please provide your information"}, "elicitation/create"),
+    "test_elicitation_sep1034_defaults": ({}, "elicitation/create"),
+    "test_elicitation_sep1330_enums": ({}, "elicitation/create"),
+}
+
+
+def keyed_config(scope: str = "conformance.test", extra: str = "") -> str:
+    exposed = "\n".join(f"tools.{name} = {{ exposable = true }}" for name in FIXTURES)
+    return f"""\
+[brands.acme]
+plan = "enterprise"
+roles = {{ viewer = ["{scope}"] }}
+{exposed}
+
+[packs.conformance]
+type = "conformance"
+{extra}
+"""
+
+
+async def keyed_kernel(qaqnuz_kernel, text: str | None = None, scope: str = "conformance.test"):
+    kernel = await qaqnuz_kernel(text or keyed_config(scope), plugins=[pack])
+    key, _ = kernel.mint_key(brand="acme", scopes=[scope], name="t")
+    return kernel, key
+
+
+async def call(qaqnuz_kernel, qaqnuz_client, name: str, arguments=None, mode: str = "auto"):
+    kernel, key = await keyed_kernel(qaqnuz_kernel)
+    async with qaqnuz_client(kernel, key, mode=mode) as client:
+        return await client.call_tool(name, arguments or {})
+
+
+async def test_the_shipped_config_exposes_every_fixture_anonymously(qaqnuz_kernel, qaqnuz_client):
+    kernel = await qaqnuz_kernel(SHIPPED, plugins=[pack, "http"])
+    async with qaqnuz_client(kernel, None) as client:  # anonymous auth: no key at all
+        listed = await client.list_tools()
+        simple = await client.call_tool("test_simple_text", {})
+    tools = {t.name: t for t in listed.tools}
+    assert sorted(tools) == sorted(FIXTURES)
+    for tool in tools.values():  # what tools-list checks
+        assert tool.description and tool.input_schema["type"] == "object"
+    assert tools["test_simple_text"].input_schema == {"type": "object", "properties": {}}
+    assert tools["test_sampling"].input_schema["required"] == ["prompt"]
+    assert tools["test_elicitation"].input_schema["required"] == ["message"]
+    schema = tools["json_schema_2020_12_tool"].input_schema  # the pending json-schema-2020-12 scenario
+    assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+    assert "address" in schema["$defs"] and schema["additionalProperties"] is False
+    assert not simple.is_error
+
+
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+async def test_simple_text(qaqnuz_kernel, qaqnuz_client, mode):
+    result = await call(qaqnuz_kernel, qaqnuz_client, "test_simple_text", mode=mode)
+    assert not result.is_error
+    assert json.loads(result.content[0].text) == pack.SIMPLE_TEXT
+    assert result.structured_content == {"ok": True, "data": pack.SIMPLE_TEXT, "truncated": False}
+
+
+async def test_error_handling_is_a_terminal_error_with_text(qaqnuz_kernel, qaqnuz_client):
+    result = await call(qaqnuz_kernel, qaqnuz_client, "test_error_handling")
+    assert result.is_error
+    assert result.content[0].type == "text" and result.content[0].text == pack.ERROR_TEXT
+    assert result.structured_content["error_class"] == "terminal"
+
+
+async def test_content_block_fixtures_return_the_blocks_as_data(qaqnuz_kernel, qaqnuz_client):
+    kernel, key = await keyed_kernel(qaqnuz_kernel)
+    async with qaqnuz_client(kernel, key) as client:
+        image = await client.call_tool("test_image_content", {})
+        audio = await client.call_tool("test_audio_content", {})
+        embedded = await client.call_tool("test_embedded_resource", {})
+        mixed = await client.call_tool("test_multiple_content_types", {})
+    for result in (image, audio, embedded, mixed):
+        assert not result.is_error and len(result.content) == 1  # one envelope: JSON text in content[0]
+    assert image.structured_content["data"] == {"type": "image", "data": pack.PNG, "mimeType": "image/png"}
+    assert audio.structured_content["data"] == {"type": "audio", "data": pack.WAV, "mimeType": "audio/wav"}
+    assert embedded.structured_content["data"]["resource"] == {
+        "uri": "test://embedded-resource",
+        "mimeType": "text/plain",
+        "text": "This is an embedded resource content.",
+    }
+    blocks = mixed.structured_content["data"]
+    assert [b["type"] for b in blocks] == ["text", "image", "resource"]
+    assert json.loads(blocks[2]["resource"]["text"]) == {"test": "data", "value": 123}
+
+
+async def test_logging_and_progress_keep_the_reference_timing(qaqnuz_kernel, qaqnuz_client, caplog):
+    kernel, key = await keyed_kernel(qaqnuz_kernel)
+    async with qaqnuz_client(kernel, key) as client:
+        with caplog.at_level(logging.INFO, logger="qaqnuz.provider.conformance"):
+            started = time.perf_counter()
+            logged = await client.call_tool("test_tool_with_logging", {})
+            between = time.perf_counter()
+            progress = await client.call_tool("test_tool_with_progress", {})
+            ended = time.perf_counter()
+    assert between - started >= 2 * pack.STEP_DELAY_S and ended - between >= 2 * pack.STEP_DELAY_S
+    assert [e["data"] for e in logged.structured_content["data"]["log"]] == list(pack.LOG_MESSAGES)
+    lines = [r.getMessage() for r in caplog.records if r.name == "qaqnuz.provider.conformance"]
+    assert lines == [f"test_tool_with_logging: {m}" for m in pack.LOG_MESSAGES]  # to the server's log
+    steps = progress.structured_content["data"]["progress"]
+    assert [(s["progress"], s["total"]) for s in steps] == [(0, 100), (50, 100), (100, 100)]
+
+
+async def test_client_facing_fixtures_fail_with_a_clear_terminal_error(qaqnuz_kernel, qaqnuz_client):
+    kernel, key = await keyed_kernel(qaqnuz_kernel)
+    async with qaqnuz_client(kernel, key) as client:
+        for name, (arguments, method) in CLIENT_FACING.items():
+            result = await client.call_tool(name, arguments)
+            assert result.is_error and result.structured_content["error_class"] == "terminal", name
+            assert result.content[0].text == pack.NO_CLIENT_REQUESTS.format(method=method), name
+
+
+def test_the_requests_client_facing_fixtures_would_send():
+    sampling = pack.CLIENT_REQUESTS["test_sampling"]({"prompt": "hi"})
+    assert sampling["params"] == {
+        "messages": [{"role": "user", "content": {"type": "text", "text": "hi"}}],
+        "maxTokens": 100,
+    }
+    asked = pack.CLIENT_REQUESTS["test_elicitation"]({"message": "Who?"})["params"]
+    assert asked["message"] == "Who?" and asked["requestedSchema"]["required"] == ["username", "email"]
+    defaults = pack.CLIENT_REQUESTS["test_elicitation_sep1034_defaults"]({})["params"]["requestedSchema"]["properties"]
+    assert {k: v["default"] for k, v in defaults.items()} == {
+        "name": "John Doe",
+        "age": 30,
+        "score": 95.5,
+        "status": "active",
+        "verified": True,
+    }
+    assert defaults["status"]["enum"] == ["active", "inactive", "pending"]
+    enums = pack.CLIENT_REQUESTS["test_elicitation_sep1330_enums"]({})["params"]["requestedSchema"]["properties"]
+    assert "enum" not in enums["titledSingle"] and len(enums["titledSingle"]["oneOf"]) == 3
+    assert len(enums["legacyEnum"]["enumNames"]) == len(enums["legacyEnum"]["enum"])
+    assert enums["untitledMulti"]["items"]["enum"] and enums["titledMulti"]["items"]["anyOf"]
+
+
+async def test_arguments_are_validated_against_the_schemas(qaqnuz_kernel, qaqnuz_client):
+    kernel, key = await keyed_kernel(qaqnuz_kernel)
+    async with qaqnuz_client(kernel, key) as client:
+        no_prompt = await client.call_tool("test_sampling", {})
+        extra = await client.call_tool("json_schema_2020_12_tool", {"name": "Ada", "age": 3})
+        bad_ref = await client.call_tool("json_schema_2020_12_tool", {"address": {"city": 7}})
+        good = await client.call_tool("json_schema_2020_12_tool", {"name": "Ada", "address": {"city": "Bern"}})
+    assert no_prompt.structured_content["error_class"] == "validation"
+    assert "additionalProperties" in extra.content[0].text
+    assert bad_ref.structured_content["error_class"] == "validation"  # $ref into $defs is followed
+    assert good.structured_content["data"]["arguments"] == {"name": "Ada", "address": {"city": "Bern"}}
+
+
+async def test_scope_setting_and_unknown_settings(qaqnuz_kernel, qaqnuz_client):
+    kernel, key = await keyed_kernel(qaqnuz_kernel, keyed_config("qa.run", 'scope = "qa.run"'), scope="qa.run")
+    async with qaqnuz_client(kernel, key) as client:
+        assert len((await client.list_tools()).tools) == len(FIXTURES)
+    with pytest.raises(ConfigError) as caught:
+        await qaqnuz_kernel(keyed_config(extra="delay = 1"), plugins=[pack])
+    assert "delay" in "\n".join(caught.value.problems)
