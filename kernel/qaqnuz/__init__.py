@@ -32,6 +32,7 @@ from qaqnuz.records import (
     Stability,
     Tool,
     ToolProvider,
+    ToolResult,
     ToolSettings,
     Transport,
 )
@@ -91,6 +92,7 @@ __all__ = [
     "ToolConfig",
     "ToolError",
     "ToolProvider",
+    "ToolResult",
     "ToolSettings",
     "Transport",
     "UsageError",

@@ -21,7 +21,7 @@ import msgspec
 from qaqnuz import envelope as env
 from qaqnuz.envelope import ErrorClass
 from qaqnuz.errors import DependencyError, TerminalError
-from qaqnuz.records import ApprovalStatus, CallRequest, Decision, Principal, SideEffect, ToolSettings
+from qaqnuz.records import ApprovalStatus, CallRequest, Decision, Principal, SideEffect, ToolResult, ToolSettings
 from qaqnuz.registry import RegisteredTool, Snapshot
 
 if TYPE_CHECKING:
@@ -71,6 +71,7 @@ class Outcome:
     result: env.Success | env.Failure
     text: str
     approval_id: str | None = None
+    extra: tuple[Any, ...] = ()
 
 
 def _fail(step: str, cls: ErrorClass, message: str, *, outcome: str | None = None, **kw: Any) -> Outcome:
@@ -124,7 +125,7 @@ class Pipeline:
             outcome = _fail("internal", ErrorClass.TERMINAL, env.TERMINAL_FAILED)
         self._finish(principal, name, entry, call, started, transport, outcome)
         return mt.CallToolResult(
-            content=[mt.TextContent(type="text", text=outcome.text)],
+            content=[mt.TextContent(type="text", text=outcome.text), *outcome.extra],
             structured_content=env.to_builtins(outcome.result),
             is_error=isinstance(outcome.result, env.Failure),
         )
@@ -305,7 +306,15 @@ class Pipeline:
         try:
             with anyio.fail_after(tool.timeout_s):
                 data = await tool.handler(arguments)
+            blocks: tuple[Any, ...] = ()
+            if isinstance(data, ToolResult):
+                data, blocks = data.data, data.content
+                if not all(isinstance(b, _CONTENT_BLOCKS) for b in blocks):
+                    raise TypeError("a ToolResult content item is not an MCP content block")
             text, success = env.success(data, tool.max_result_bytes)
+            blocks, dropped = _fit_blocks(blocks, tool.max_result_bytes - len(text.encode("utf-8")))
+            if dropped:
+                success = env.Success(ok=True, data=success.data, truncated=True)
         except DependencyError as exc:
             log.warning("tool %s: dependency failure (%s)", tool.name, type(exc).__name__)
             message = exc.public or env.DEPENDENCY_FAILED
@@ -323,7 +332,7 @@ class Pipeline:
             self.kernel.executed(principal.brand)
         except Exception as exc:
             log.error("usage accounting failed (%s); the call itself succeeded", type(exc).__name__)
-        return Outcome("execution", "executed", success, text, approval_id)
+        return Outcome("execution", "executed", success, text, approval_id, blocks)
 
 
 @attrs.define
@@ -333,6 +342,21 @@ class _Call:
     digest: str
     step: str = ""
     approval_id: str | None = None
+
+
+_CONTENT_BLOCKS = (mt.TextContent, mt.ImageContent, mt.AudioContent, mt.EmbeddedResource, mt.ResourceLink)
+
+
+def _fit_blocks(blocks: tuple[Any, ...], budget: int) -> tuple[tuple[Any, ...], bool]:
+    """The leading blocks whose JSON fits in `budget` bytes, and whether any were dropped."""
+    kept: list[Any] = []
+    for block in blocks:
+        size = len(block.model_dump_json(by_alias=True, exclude_none=True))
+        if size > budget:
+            return tuple(kept), True
+        budget -= size
+        kept.append(block)
+    return tuple(kept), False
 
 
 def _wire_tool(entry: RegisteredTool) -> mt.Tool:

@@ -126,6 +126,20 @@ class Tool:
 
 
 @attrs.frozen
+class ToolResult:
+    """What a handler returns when it has MCP content blocks to show beside its data.
+
+    `data` is the payload (JSON-encoded into `content[0]` and `structuredContent.data`, as for a plain
+    return value); `content` holds `mcp.types` blocks (ImageContent, AudioContent, EmbeddedResource,
+    ResourceLink, TextContent) appended after `content[0]`. They count toward `max_result_bytes`: blocks
+    that do not fit are dropped from the end and the envelope says `truncated: true`.
+    """
+
+    data: Any
+    content: tuple[Any, ...] = attrs.field(default=(), converter=tuple)
+
+
+@attrs.frozen
 class ToolSettings:
     """A brand's settings for one tool. Exposure is opt-in: a tool is hidden until configured."""
 
@@ -293,6 +307,7 @@ __all__ = [
     "Tool",
     "ToolHandler",
     "ToolProvider",
+    "ToolResult",
     "ToolSettings",
     "Transport",
 ]

@@ -8,13 +8,14 @@ the SDK would put its text on the wire, so every failure becomes a fixed JSON-RP
 from __future__ import annotations
 
 import logging
+import warnings
 from collections.abc import Callable
 from typing import Any
 
 import mcp.types as mt
 from mcp.server import NotificationOptions, Server, ServerRequestContext
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
-from mcp.shared.exceptions import MCPError
+from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
 from qaqnuz import envelope as env
 from qaqnuz.kernel import Kernel
@@ -52,17 +53,25 @@ class Binding:
         self.transport = transport
         self.bus = InMemorySubscriptionBus()
         self.sessions: set[Any] = set()
-        self.server = GovernedServer(
+        with warnings.catch_warnings():
+            # logging/setLevel is deprecated in 2026-07-28 but still part of every handshake-era version.
+            warnings.simplefilter("ignore", MCPDeprecationWarning)
+            self.server = self._build_server(kernel)
+        self.server.add_notification_handler("notifications/initialized", mt.NotificationParams, self._initialized)
+        self._unsubscribe = kernel.add_change_listener(self.broadcast)
+
+    def _build_server(self, kernel: Kernel) -> GovernedServer:
+        return GovernedServer(
             kernel.runtime.config.server.name,
             version=_version(),
             on_list_tools=self._list_tools,
             on_call_tool=self._call_tool,
+            on_completion=self._complete,
+            on_set_logging_level=self._set_logging_level,
             on_subscriptions_listen=ListenHandler(self.bus),
             # No get_tool_input_schema: the SDK would call it before authentication, and answering for
             # a hidden tool would reveal that it exists. Its fallback goes through our tools/list.
         )
-        self.server.add_notification_handler("notifications/initialized", mt.NotificationParams, self._initialized)
-        self._unsubscribe = kernel.add_change_listener(self.broadcast)
 
     def close(self) -> None:
         self._unsubscribe()
@@ -96,6 +105,19 @@ class Binding:
         except Exception as exc:
             log.error("tools/call failed outside the pipeline (%s)", type(exc).__name__)
             raise MCPError(code=INTERNAL, message="Internal error") from None
+
+    async def _complete(self, ctx: ServerRequestContext[Any], params: mt.CompleteRequestParams) -> mt.CompleteResult:
+        """No prompts or resource templates are served, so there is never anything to complete."""
+        await self._principal(ctx)
+        return mt.CompleteResult(completion=mt.Completion(values=[], total=0, has_more=False))
+
+    async def _set_logging_level(
+        self, ctx: ServerRequestContext[Any], params: mt.SetLevelRequestParams
+    ) -> mt.EmptyResult:
+        """Accepted (authenticated) so clients that set a level at connect time keep working; tools send no
+        log notifications yet, so the level has nothing to filter."""
+        await self._principal(ctx)
+        return mt.EmptyResult()
 
     async def _initialized(self, ctx: ServerRequestContext[Any], params: mt.NotificationParams | None) -> None:
         session = ctx.session

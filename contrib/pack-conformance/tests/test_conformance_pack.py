@@ -98,7 +98,7 @@ async def test_error_handling_is_a_terminal_error_with_text(qaqnuz_kernel, qaqnu
     assert result.structured_content["error_class"] == "terminal"
 
 
-async def test_content_block_fixtures_return_the_blocks_as_data(qaqnuz_kernel, qaqnuz_client):
+async def test_content_block_fixtures_follow_the_payload_with_mcp_blocks(qaqnuz_kernel, qaqnuz_client):
     kernel, key = await keyed_kernel(qaqnuz_kernel)
     async with qaqnuz_client(kernel, key) as client:
         image = await client.call_tool("test_image_content", {})
@@ -106,17 +106,19 @@ async def test_content_block_fixtures_return_the_blocks_as_data(qaqnuz_kernel, q
         embedded = await client.call_tool("test_embedded_resource", {})
         mixed = await client.call_tool("test_multiple_content_types", {})
     for result in (image, audio, embedded, mixed):
-        assert not result.is_error and len(result.content) == 1  # one envelope: JSON text in content[0]
-    assert image.structured_content["data"] == {"type": "image", "data": pack.PNG, "mimeType": "image/png"}
-    assert audio.structured_content["data"] == {"type": "audio", "data": pack.WAV, "mimeType": "audio/wav"}
-    assert embedded.structured_content["data"]["resource"] == {
-        "uri": "test://embedded-resource",
-        "mimeType": "text/plain",
-        "text": "This is an embedded resource content.",
-    }
-    blocks = mixed.structured_content["data"]
-    assert [b["type"] for b in blocks] == ["text", "image", "resource"]
-    assert json.loads(blocks[2]["resource"]["text"]) == {"test": "data", "value": 123}
+        assert not result.is_error and result.content[0].type == "text"  # content[0]: the JSON payload
+    assert [c.type for c in image.content] == ["text", "image"]
+    assert (image.content[1].data, image.content[1].mime_type) == (pack.PNG, "image/png")
+    assert (audio.content[1].data, audio.content[1].mime_type) == (pack.WAV, "audio/wav")
+    resource = embedded.content[1].resource
+    assert (resource.uri, resource.mime_type, resource.text) == (
+        "test://embedded-resource",
+        "text/plain",
+        "This is an embedded resource content.",
+    )
+    assert [c.type for c in mixed.content] == ["text", "text", "image", "resource"]
+    assert json.loads(mixed.content[3].resource.text) == {"test": "data", "value": 123}
+    assert mixed.structured_content["data"] == {"content": ["text", "image", "resource"]}
 
 
 async def test_logging_and_progress_keep_the_reference_timing(qaqnuz_kernel, qaqnuz_client, caplog):

@@ -9,8 +9,8 @@ envelope).
 Each fixture does what the kernel lets a tool do today:
 
 * text and error fixtures behave exactly as the suite expects;
-* content-block fixtures (image, audio, embedded resource, mixed) return the MCP content blocks the
-  suite expects as their JSON data, because a tool cannot yet choose its own content blocks;
+* content-block fixtures (image, audio, embedded resource, mixed) return a `qaqnuz.ToolResult` whose
+  MCP content blocks follow the JSON payload in content[0];
 * logging and progress fixtures keep the reference timing (three steps ~50 ms apart), write their log
   lines to the server's log and return what they would have notified, because a tool handler has no
   request context to send notifications on;
@@ -26,9 +26,11 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
+import mcp.types as mt
 import msgspec
+from pydantic import TypeAdapter
 
-from qaqnuz import Provider, ProviderContext, SideEffect, TerminalError, Tool, hookimpl
+from qaqnuz import Provider, ProviderContext, SideEffect, TerminalError, Tool, ToolResult, hookimpl
 
 #: A 1x1 PNG and a tiny WAV, base64, as in the suite's reference server.
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
@@ -158,6 +160,14 @@ CLIENT_REQUESTS = {
 }
 
 
+_CONTENT_BLOCK = TypeAdapter(mt.ContentBlock)
+
+
+def _blocks(blocks: list[dict[str, Any]]) -> ToolResult:
+    """The blocks as MCP content after content[0]; the JSON payload names what was sent."""
+    return ToolResult({"content": [b["type"] for b in blocks]}, [_CONTENT_BLOCK.validate_python(b) for b in blocks])
+
+
 def image_block() -> dict[str, Any]:
     return {"type": "image", "data": PNG, "mimeType": "image/png"}
 
@@ -245,23 +255,27 @@ class ConformancePack:
     async def simple_text(self, arguments: Mapping[str, Any]) -> str:
         return SIMPLE_TEXT
 
-    async def image_content(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
-        return image_block()
+    async def image_content(self, arguments: Mapping[str, Any]) -> ToolResult:
+        return _blocks([image_block()])
 
-    async def audio_content(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
-        return {"type": "audio", "data": WAV, "mimeType": "audio/wav"}
+    async def audio_content(self, arguments: Mapping[str, Any]) -> ToolResult:
+        return _blocks([{"type": "audio", "data": WAV, "mimeType": "audio/wav"}])
 
-    async def embedded_resource(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
-        return resource_block("test://embedded-resource", "text/plain", "This is an embedded resource content.")
+    async def embedded_resource(self, arguments: Mapping[str, Any]) -> ToolResult:
+        return _blocks(
+            [resource_block("test://embedded-resource", "text/plain", "This is an embedded resource content.")]
+        )
 
-    async def multiple_content_types(self, arguments: Mapping[str, Any]) -> list[dict[str, Any]]:
-        return [
-            {"type": "text", "text": "Multiple content types test:"},
-            image_block(),
-            resource_block(
-                "test://mixed-content-resource", "application/json", json.dumps({"test": "data", "value": 123})
-            ),
-        ]
+    async def multiple_content_types(self, arguments: Mapping[str, Any]) -> ToolResult:
+        return _blocks(
+            [
+                {"type": "text", "text": "Multiple content types test:"},
+                image_block(),
+                resource_block(
+                    "test://mixed-content-resource", "application/json", json.dumps({"test": "data", "value": 123})
+                ),
+            ]
+        )
 
     async def with_logging(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
         for i, message in enumerate(LOG_MESSAGES):
