@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from qaqnuz.callcontext import CallContext, current_call
 from qaqnuz.config import parse_duration, parse_positive_duration
 from qaqnuz.errors import ConfigError, DependencyError, PluginError, TerminalError, ToolError, UsageError
 from qaqnuz.hookspecs import hookimpl
@@ -68,6 +69,7 @@ __all__ = [
     "Approver",
     "AuthProvider",
     "Binding",
+    "CallContext",
     "CallRequest",
     "ConfigError",
     "Decision",
@@ -97,6 +99,7 @@ __all__ = [
     "Transport",
     "UsageError",
     "__version__",
+    "current_call",
     "hookimpl",
     "input_schema",
     "parse_duration",

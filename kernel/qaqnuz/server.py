@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+import weakref
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,7 @@ from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, Too
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
 from qaqnuz import envelope as env
+from qaqnuz.callcontext import CallContext
 from qaqnuz.kernel import Kernel
 from qaqnuz.records import Principal
 
@@ -53,6 +55,7 @@ class Binding:
         self.transport = transport
         self.bus = InMemorySubscriptionBus()
         self.sessions: set[Any] = set()
+        self._levels: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
         with warnings.catch_warnings():
             # logging/setLevel is deprecated in 2026-07-28 but still part of every handshake-era version.
             warnings.simplefilter("ignore", MCPDeprecationWarning)
@@ -98,6 +101,9 @@ class Binding:
 
     async def _call_tool(self, ctx: ServerRequestContext[Any], params: mt.CallToolRequestParams) -> mt.CallToolResult:
         principal = await self._principal(ctx)
+        connection = _connection_of(ctx.session)
+        call = CallContext(ctx.session, ctx.request_id, lambda: self._levels.get(connection))
+        token = call._activate()
         try:
             return await self.kernel.pipeline.call_tool(
                 principal, params.name, params.arguments, transport=self.transport
@@ -105,6 +111,8 @@ class Binding:
         except Exception as exc:
             log.error("tools/call failed outside the pipeline (%s)", type(exc).__name__)
             raise MCPError(code=INTERNAL, message="Internal error") from None
+        finally:
+            CallContext._deactivate(token)
 
     async def _complete(self, ctx: ServerRequestContext[Any], params: mt.CompleteRequestParams) -> mt.CompleteResult:
         """No prompts or resource templates are served, so there is never anything to complete."""
@@ -114,9 +122,10 @@ class Binding:
     async def _set_logging_level(
         self, ctx: ServerRequestContext[Any], params: mt.SetLevelRequestParams
     ) -> mt.EmptyResult:
-        """Accepted (authenticated) so clients that set a level at connect time keep working; tools send no
-        log notifications yet, so the level has nothing to filter."""
+        """The lowest level of `CallContext.log` messages this connection wants (handshake-era clients;
+        2026-07-28 clients opt in per request and the SDK filters those)."""
         await self._principal(ctx)
+        self._levels[_connection_of(ctx.session)] = str(params.level)
         return mt.EmptyResult()
 
     async def _initialized(self, ctx: ServerRequestContext[Any], params: mt.NotificationParams | None) -> None:
@@ -135,6 +144,11 @@ class Binding:
             except Exception:
                 self.sessions.discard(session)
         await self.bus.publish(ToolsListChanged())
+
+
+def _connection_of(session: Any) -> Any:
+    """The connection behind a per-request session proxy (the SDK exposes it only privately)."""
+    return getattr(session, "_connection", session)
 
 
 def _version() -> str:

@@ -58,15 +58,19 @@ async def start_kernel(
 
 
 @asynccontextmanager
-async def connect(kernel: Kernel, key: str | None, *, mode: str = "auto") -> AsyncIterator[Any]:
-    """An `mcp.Client` talking to `kernel` in memory, authenticated as `key`."""
+async def connect(kernel: Kernel, key: str | None, *, mode: str = "auto", **client_options: Any) -> AsyncIterator[Any]:
+    """An `mcp.Client` talking to `kernel` in memory, authenticated as `key`.
+
+    `client_options` go to `mcp.Client` (e.g. `sampling_callback`, `elicitation_callback`,
+    `logging_callback`, `message_handler`).
+    """
     from mcp import Client
 
     from qaqnuz.server import Binding
 
     binding = Binding(kernel, lambda ctx: key, transport="memory")
     try:
-        async with Client(binding.server, mode=mode) as client:
+        async with Client(binding.server, mode=mode, **client_options) as client:
             yield client
     finally:
         binding.close()

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from pathlib import Path
 
+import mcp.types as mt
 import pytest
 
+import qaqnuz.callcontext
 import qaqnuz_pack_conformance as pack
 from qaqnuz import ConfigError
 
@@ -121,30 +122,74 @@ async def test_content_block_fixtures_follow_the_payload_with_mcp_blocks(qaqnuz_
     assert mixed.structured_content["data"] == {"content": ["text", "image", "resource"]}
 
 
-async def test_logging_and_progress_keep_the_reference_timing(qaqnuz_kernel, qaqnuz_client, caplog):
+async def test_logging_and_progress_reach_the_client_on_the_request(qaqnuz_kernel, qaqnuz_client, caplog):
     kernel, key = await keyed_kernel(qaqnuz_kernel)
-    async with qaqnuz_client(kernel, key) as client:
+    messages, steps = [], []
+
+    async def on_log(params):
+        messages.append((params.level, params.logger, params.data))
+
+    async def on_progress(progress, total, message):
+        steps.append((progress, total, message))
+
+    async with qaqnuz_client(kernel, key, mode="legacy", logging_callback=on_log) as client:
         with caplog.at_level(logging.INFO, logger="qaqnuz.provider.conformance"):
-            started = time.perf_counter()
             logged = await client.call_tool("test_tool_with_logging", {})
-            between = time.perf_counter()
-            progress = await client.call_tool("test_tool_with_progress", {})
-            ended = time.perf_counter()
-    assert between - started >= 2 * pack.STEP_DELAY_S and ended - between >= 2 * pack.STEP_DELAY_S
-    assert [e["data"] for e in logged.structured_content["data"]["log"]] == list(pack.LOG_MESSAGES)
+            progress = await client.call_tool("test_tool_with_progress", {}, progress_callback=on_progress)
+    assert not logged.is_error and not progress.is_error
+    assert messages == [("info", "conformance", m) for m in pack.LOG_MESSAGES]
     lines = [r.getMessage() for r in caplog.records if r.name == "qaqnuz.provider.conformance"]
-    assert lines == [f"test_tool_with_logging: {m}" for m in pack.LOG_MESSAGES]  # to the server's log
-    steps = progress.structured_content["data"]["progress"]
-    assert [(s["progress"], s["total"]) for s in steps] == [(0, 100), (50, 100), (100, 100)]
+    assert lines == [f"test_tool_with_logging: {m}" for m in pack.LOG_MESSAGES]  # and to the server's log
+    assert [(p, t) for p, t, _ in steps] == [(0, 100), (50, 100), (100, 100)]
 
 
-async def test_client_facing_fixtures_fail_with_a_clear_terminal_error(qaqnuz_kernel, qaqnuz_client):
+async def test_set_level_filters_log_notifications(qaqnuz_kernel, qaqnuz_client):
     kernel, key = await keyed_kernel(qaqnuz_kernel)
-    async with qaqnuz_client(kernel, key) as client:
-        for name, (arguments, method) in CLIENT_FACING.items():
-            result = await client.call_tool(name, arguments)
-            assert result.is_error and result.structured_content["error_class"] == "terminal", name
-            assert result.content[0].text == pack.NO_CLIENT_REQUESTS.format(method=method), name
+    messages = []
+
+    async def on_log(params):
+        messages.append(params.data)
+
+    async with qaqnuz_client(kernel, key, mode="legacy", logging_callback=on_log) as client:
+        await client.set_logging_level("warning")
+        result = await client.call_tool("test_tool_with_logging", {})
+    assert not result.is_error and messages == []  # info is below the connection's level
+
+
+async def test_client_facing_fixtures_ask_the_client(qaqnuz_kernel, qaqnuz_client):
+    kernel, key = await keyed_kernel(qaqnuz_kernel)
+    asked = []
+
+    async def on_sampling(context, params):
+        asked.append(("sampling", params.messages[0].content.text, params.max_tokens))
+        return mt.CreateMessageResult(
+            role="assistant", content=mt.TextContent(type="text", text="four"), model="test-model"
+        )
+
+    async def on_elicitation(context, params):
+        asked.append(("elicitation", params.message, sorted(params.requested_schema["properties"])))
+        return mt.ElicitResult(action="accept", content={"username": "ada", "email": "ada@example.com"})
+
+    options = {"sampling_callback": on_sampling, "elicitation_callback": on_elicitation}
+    async with qaqnuz_client(kernel, key, mode="legacy", **options) as client:
+        sampled = await client.call_tool("test_sampling", {"prompt": "2+2?"})
+        elicited = await client.call_tool("test_elicitation", {"message": "Who are you?"})
+    assert json.loads(sampled.content[0].text) == "LLM response: four"
+    assert json.loads(elicited.content[0].text) == {
+        "action": "accept",
+        "content": {"username": "ada", "email": "ada@example.com"},
+    }
+    assert asked == [("sampling", "2+2?", 100), ("elicitation", "Who are you?", ["email", "username"])]
+
+
+async def test_without_a_back_channel_client_requests_are_a_dependency_error(qaqnuz_kernel, qaqnuz_client):
+    kernel, key = await keyed_kernel(qaqnuz_kernel)
+    async with qaqnuz_client(kernel, key, mode="auto") as client:  # 2026-07-28: no server-to-client requests
+        sampled = await client.call_tool("test_sampling", {"prompt": "hi"})
+        elicited = await client.call_tool("test_elicitation", {"message": "Who?"})
+    assert sampled.structured_content["error_class"] == "dependency"
+    assert sampled.content[0].text == qaqnuz.callcontext.NO_SAMPLING
+    assert elicited.content[0].text == qaqnuz.callcontext.NO_ELICITATION
 
 
 def test_the_requests_client_facing_fixtures_would_send():

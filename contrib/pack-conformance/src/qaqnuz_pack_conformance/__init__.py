@@ -6,16 +6,15 @@ suite's reference server uses, as ordinary qaqnuz tools: each call goes through 
 its answer is the kernel's one envelope (content[0] is the JSON payload as text, structuredContent the
 envelope).
 
-Each fixture does what the kernel lets a tool do today:
+Each fixture does what the suite's reference server does:
 
-* text and error fixtures behave exactly as the suite expects;
+* text and error fixtures return their text, or raise `TerminalError` (isError true, a non-empty text);
 * content-block fixtures (image, audio, embedded resource, mixed) return a `qaqnuz.ToolResult` whose
   MCP content blocks follow the JSON payload in content[0];
-* logging and progress fixtures keep the reference timing (three steps ~50 ms apart), write their log
-  lines to the server's log and return what they would have notified, because a tool handler has no
-  request context to send notifications on;
-* sampling and elicitation fixtures cannot ask the client anything, so they fail with a `terminal`
-  error that says so. The request each would send is kept in `CLIENT_REQUESTS`.
+* logging and progress fixtures send three notifications ~50 ms apart on the request's stream through
+  `qaqnuz.current_call()` (and log the lines to the server log too);
+* sampling and elicitation fixtures ask the client through `current_call().sample()` / `.elicit()`;
+  outside an MCP request they fail with a `terminal` error that says so.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ import mcp.types as mt
 import msgspec
 from pydantic import TypeAdapter
 
-from qaqnuz import Provider, ProviderContext, SideEffect, TerminalError, Tool, ToolResult, hookimpl
+from qaqnuz import Provider, ProviderContext, SideEffect, TerminalError, Tool, ToolResult, current_call, hookimpl
 
 #: A 1x1 PNG and a tiny WAV, base64, as in the suite's reference server.
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAFBQIAX8jx0gAAAABJRU5ErkJggg=="
@@ -41,7 +40,7 @@ ERROR_TEXT = "This tool intentionally returns an error for testing"
 LOG_MESSAGES = ("Tool execution started", "Tool processing data", "Tool execution completed")
 PROGRESS_STEPS = (0, 50, 100)
 STEP_DELAY_S = 0.05
-NO_CLIENT_REQUESTS = "This server cannot send {method} to the client: qaqnuz tool handlers have no request context yet."
+NO_CLIENT_REQUESTS = "This server cannot send {method} to the client outside an MCP request."
 
 NO_ARGS: dict[str, Any] = {"type": "object", "properties": {}}
 
@@ -278,21 +277,25 @@ class ConformancePack:
         )
 
     async def with_logging(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        call = current_call()
         for i, message in enumerate(LOG_MESSAGES):
             if i:
                 await anyio.sleep(STEP_DELAY_S)
             self.log.info("test_tool_with_logging: %s", message)
-        return {
-            "result": "Tool with logging executed successfully",
-            "log": [{"level": "info", "logger": "conformance", "data": m} for m in LOG_MESSAGES],
-        }
+            if call is not None:
+                await call.log("info", message, logger="conformance")
+        return {"result": "Tool with logging executed successfully", "log": list(LOG_MESSAGES)}
 
     async def with_progress(self, arguments: Mapping[str, Any]) -> dict[str, Any]:
+        call = current_call()
         steps = []
         for i, done in enumerate(PROGRESS_STEPS):
             if i:
                 await anyio.sleep(STEP_DELAY_S)
-            steps.append({"progress": done, "total": 100, "message": f"Completed step {done} of 100"})
+            message = f"Completed step {done} of 100"
+            if call is not None:
+                await call.report_progress(done, 100, message)
+            steps.append({"progress": done, "total": 100, "message": message})
         return {"result": "Tool with progress executed successfully", "progress": steps}
 
     async def error_handling(self, arguments: Mapping[str, Any]) -> None:
@@ -301,9 +304,17 @@ class ConformancePack:
     def client_request(self, name: str) -> Any:
         build = CLIENT_REQUESTS[name]
 
-        async def handler(arguments: Mapping[str, Any]) -> None:
-            request = build(arguments)  # what the tool would send, once a handler can reach its client
-            raise TerminalError(f"{name}: no request context", public=NO_CLIENT_REQUESTS.format(**request))
+        async def handler(arguments: Mapping[str, Any]) -> Any:
+            request = build(arguments)
+            call = current_call()
+            if call is None:  # called outside an MCP request (e.g. straight through the pipeline)
+                raise TerminalError(f"{name}: no request context", public=NO_CLIENT_REQUESTS.format(**request))
+            params = request["params"]
+            if request["method"] == "sampling/createMessage":
+                text = await call.sample(params["messages"][0]["content"]["text"], max_tokens=params["maxTokens"])
+                return f"LLM response: {text}"
+            action, content = await call.elicit(params["message"], params["requestedSchema"])
+            return {"action": action, "content": content}
 
         handler.__name__ = name
         return handler
