@@ -226,7 +226,8 @@ def instructions(*, folder: Path, key: str, host: str, port: int, serving: bool)
     config = shlex.quote(str(folder / CONFIG_FILE))
     json_block = client_json(url, key)
     mcp_remote = f'npx -y mcp-remote {url} --header "Authorization: Bearer {key}"'
-    again = f"qaqnuz demo --dir {shlex.quote(str(folder))} --port {port}" + (
+    cli = _cli_prefix()
+    again = f"{cli} demo --dir {shlex.quote(str(folder))} --port {port}" + (
         f" --host {shlex.quote(host)}" if host != DEFAULT_HOST else ""
     )
     lines = [
@@ -251,10 +252,15 @@ def instructions(*, folder: Path, key: str, host: str, port: int, serving: bool)
         f"  {curl_line(url, key)}",
         "",
         "Approve a create_order call:",
-        f"  qaqnuz approvals list --config {config}",
-        f"  qaqnuz approvals approve APPROVAL_ID --config {config}",
+        f"  {cli} approvals list --config {config}",
+        f"  {cli} approvals approve APPROVAL_ID --config {config}",
         "",
         "Serve it (re-running reuses everything above):",
         f"  {again}",
     ]
     return "\n".join(lines)
+
+
+def _cli_prefix() -> str:
+    """How the reader runs `qaqnuz` again: through uv when the demo itself was started with `uv run`."""
+    return "uv run qaqnuz" if os.environ.get("UV") else "qaqnuz"
