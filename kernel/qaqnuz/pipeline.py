@@ -351,7 +351,7 @@ def _fit_blocks(blocks: tuple[Any, ...], budget: int) -> tuple[tuple[Any, ...], 
     """The leading blocks whose JSON fits in `budget` bytes, and whether any were dropped."""
     kept: list[Any] = []
     for block in blocks:
-        size = len(block.model_dump_json(by_alias=True, exclude_none=True))
+        size = len(block.model_dump_json(by_alias=True, exclude_none=True).encode("utf-8"))
         if size > budget:
             return tuple(kept), True
         budget -= size

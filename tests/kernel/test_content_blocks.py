@@ -119,3 +119,13 @@ async def test_set_level_and_complete_answer_and_require_a_key(client_factory, t
         assert caught.value.error.code == -32001
     finally:
         await kernel.aclose()
+
+
+def test_the_block_budget_counts_utf8_bytes_not_characters():
+    from qaqnuz.pipeline import _fit_blocks
+
+    euro = mt.TextContent(type="text", text="€" * 150)  # 150 characters, 450+ bytes of JSON
+    kept, dropped = _fit_blocks((euro,), 300)
+    assert kept == () and dropped is True
+    kept, dropped = _fit_blocks((euro,), 1000)
+    assert kept == (euro,) and dropped is False

@@ -167,3 +167,27 @@ def test_settings_are_checked(http_server, tmp_path):
     server = http_server()
     with pytest.raises(UsageError, match="--bogus does not apply"):
         server.kernel.transport("http", {"bogus": 1})
+
+
+def test_every_route_checks_the_host_header(server):
+    for path in ("/metrics", "/healthz", "/readyz", "/mcp", "/sse"):
+        response = httpx2.get(f"{server.base}{path}", headers={"Host": "evil.example.com"})
+        assert response.status_code == 421, path
+    assert httpx2.get(f"{server.base}/healthz").status_code == 200
+
+
+def test_no_slash_redirect_is_built_from_the_request_host(server):
+    response = httpx2.post(
+        f"{server.base}/messages?session_id=1", headers={"Host": f"localhost:{server.transport.port}"}, content=b"{}"
+    )
+    assert response.status_code == 404 and "location" not in response.headers
+
+
+def test_access_log_lines_cannot_be_forged(server, caplog):
+    import logging
+
+    with caplog.at_level(logging.INFO, logger="qaqnuz.http.access"):
+        httpx2.get(f"{server.base}/healthz%0A2026-01-01%20INFO%20qaqnuz.http.access:%20POST%20/mcp%20200")
+    lines = [r.getMessage() for r in caplog.records if r.name == "qaqnuz.http.access"]
+    assert lines and all("\n" not in line for line in lines)
+    assert any("\\n2026-01-01" in line for line in lines)  # the newline arrives escaped, on one line

@@ -143,8 +143,15 @@ def build_app(kernel: Any, settings: HttpSettings, limits: Limits) -> Built:
         async with session_manager.run():  # a mounted SDK app's own lifespan would never run
             yield
 
+    # No slash redirects: a 307 to "/messages/" would be built from the request's Host.
     app = Starlette(routes=routes, lifespan=lifespan)
-    front = Front(app, access_log_on=settings.access_log, allowed_origins=expand(settings.allowed_origins))
+    app.router.redirect_slashes = False
+    front = Front(
+        app,
+        access_log_on=settings.access_log,
+        allowed_origins=expand(settings.allowed_origins),
+        allowed_hosts=expand(settings.allowed_hosts),
+    )
     return Built(front, binding, session_manager, tracker)
 
 

@@ -102,10 +102,13 @@ def _header(scope: Scope, name: bytes) -> list[str]:
 class Front:
     """Every HTTP request: take `token` out of the query, add no-store headers, log one redacted line."""
 
-    def __init__(self, app: ASGIApp, *, access_log_on: bool, allowed_origins: list[str]) -> None:
+    def __init__(
+        self, app: ASGIApp, *, access_log_on: bool, allowed_origins: list[str], allowed_hosts: list[str]
+    ) -> None:
         self.app = app
         self.access_log_on = access_log_on
         self.allowed_origins = allowed_origins
+        self.allowed_hosts = allowed_hosts
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -126,8 +129,12 @@ class Front:
             await send(message)
 
         try:
+            # DNS rebinding: Host and Origin are checked on every route, /healthz and /metrics included.
+            hosts = _header(scope, b"host")
             origins = _header(scope, b"origin")
-            if origins and not host_allowed(origins[0], self.allowed_origins):
+            if len(hosts) != 1 or not host_allowed(hosts[0], self.allowed_hosts):
+                await respond(send_wrapped, 421, b"Invalid Host header")
+            elif origins and not host_allowed(origins[0], self.allowed_origins):
                 await respond(send_wrapped, 403, b"Invalid Origin header")
             else:
                 await self.app(scope, receive, send_wrapped)
@@ -135,12 +142,18 @@ class Front:
             if self.access_log_on:
                 access_log.info(
                     "%s %s %d %.1fms key=%s",
-                    scope.get("method", "?"),
-                    scope.get("path", "?"),
+                    _printable(str(scope.get("method", "?"))),
+                    _printable(str(scope.get("path", "?"))),
                     status,
                     (time.monotonic() - started) * 1000,
                     info.get("key_id", "-"),
                 )
+
+
+def _printable(text: str, limit: int = 200) -> str:
+    """A client-chosen string made safe for one log line: control characters escaped, length capped."""
+    escaped = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text[:limit])
+    return escaped + ("..." if len(text) > limit else "")
 
 
 def _secure(headers: Any) -> list[tuple[bytes, bytes]]:

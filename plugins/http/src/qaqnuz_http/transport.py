@@ -62,6 +62,7 @@ class HttpTransport:
             ws="none",
             lifespan="on",
             timeout_keep_alive=max(1, math.ceil(self.limits.keep_alive_timeout)),
+            limit_concurrency=s.max_connections,  # beyond it uvicorn answers 503 instead of queueing
             timeout_graceful_shutdown=max(1, math.ceil(self.limits.shutdown_timeout)),
         )
         self.server = server = _Server(config)
@@ -147,6 +148,7 @@ def _bridge_logging() -> Any:
     """
     ours = logging.getLogger("qaqnuz")
     saved = []
+    strip = _StripTracebacks()
     for name, floor in (("uvicorn", logging.INFO), ("mcp", logging.WARNING), ("sse_starlette", logging.WARNING)):
         logger = logging.getLogger(name)
         saved.append((logger, logger.handlers[:], logger.level, logger.propagate))
@@ -154,11 +156,24 @@ def _bridge_logging() -> Any:
             logger.handlers[:] = ours.handlers
             logger.propagate = False
         logger.setLevel(max(floor, ours.getEffectiveLevel()))
+        logger.addFilter(strip)
 
     def restore() -> None:
         for logger, handlers, level, propagate in saved:
             logger.handlers[:] = handlers
             logger.setLevel(level)
             logger.propagate = propagate
+            logger.removeFilter(strip)
 
     return restore
+
+
+class _StripTracebacks(logging.Filter):
+    """The SDK's and uvicorn's error records can carry request bodies in their tracebacks (pydantic
+    prints the input it rejected): keep the message, drop the traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info or record.exc_text:
+            record.msg = f"{record.getMessage()} ({record.exc_info[0].__name__ if record.exc_info else 'error'})"
+            record.args, record.exc_info, record.exc_text = None, None, None
+        return True
