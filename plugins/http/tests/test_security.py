@@ -191,3 +191,32 @@ def test_access_log_lines_cannot_be_forged(server, caplog):
     lines = [r.getMessage() for r in caplog.records if r.name == "qaqnuz.http.access"]
     assert lines and all("\n" not in line for line in lines)
     assert any("\\n2026-01-01" in line for line in lines)  # the newline arrives escaped, on one line
+
+
+def test_repeated_bad_credentials_from_one_address_are_throttled_before_any_lookup(server):
+    bad = {"Authorization": f"Bearer {new_key('qx_live_').raw}"}
+    for _ in range(30):
+        assert post(server.url, bad).status_code == 401
+    counted = server.kernel.metrics.registry.get_sample_value("qaqnuz_auth_failures_total", {"transport": "http"})
+    throttled = post(server.url, bad)
+    assert throttled.status_code == 429 and int(throttled.headers["retry-after"]) >= 1
+    assert b"Too many failed authentications" in throttled.content
+    after = server.kernel.metrics.registry.get_sample_value("qaqnuz_auth_failures_total", {"transport": "http"})
+    assert after == counted  # refused before the key lookup: nothing more was checked or counted
+
+
+def test_failure_limit_window_and_memory_bound():
+    from qaqnuz_http.guard import FailureLimit
+
+    now = [0.0]
+    limit = FailureLimit(3, max_sources=2, clock=lambda: now[0])
+    for _ in range(3):
+        limit.failed("a")
+    assert limit.blocked_for("a") == 60 and limit.blocked_for("b") == 0
+    now[0] = 59.5
+    assert limit.blocked_for("a") == 1
+    now[0] = 60.0
+    assert limit.blocked_for("a") == 0  # the first failure left the window
+    limit.failed("b")
+    limit.failed("c")  # a third address: the oldest entry is forgotten, memory stays bounded
+    assert len(limit._failures) <= 2

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 import qaqnuz
 from qaqnuz_http.guard import (
     SCOPE_QUERY_TOKEN,
+    FailureLimit,
     Front,
     Guard,
     Tracker,
@@ -103,6 +104,8 @@ def build_app(kernel: Any, settings: HttpSettings, limits: Limits) -> Built:
     )
     sse = SseServerTransport(MESSAGES_PATH, security_settings=security, max_request_body_size=settings.max_body_bytes)
 
+    failures = FailureLimit(settings.auth_failures_per_minute) if settings.auth_failures_per_minute else None
+
     def guard(app: ASGIApp) -> Guard:
         return Guard(
             app,
@@ -112,6 +115,7 @@ def build_app(kernel: Any, settings: HttpSettings, limits: Limits) -> Built:
             max_body_bytes=settings.max_body_bytes,
             request_timeout=limits.request_timeout,
             tracker=tracker,
+            failure_limit=failures,
         )
 
     mcp_endpoint = guard(StreamableHTTPASGIApp(session_manager))

@@ -7,8 +7,10 @@ size, credential → principal on every request, body read with a deadline) → 
 
 from __future__ import annotations
 
+import collections
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import Any
@@ -97,6 +99,55 @@ def expand(patterns: list[str]) -> list[str]:
 
 def _header(scope: Scope, name: bytes) -> list[str]:
     return [v.decode("latin-1") for k, v in scope.get("headers", ()) if k == name]
+
+
+TOO_MANY_FAILURES_BODY = (
+    b'{"error":"too_many_requests","error_description":"Too many failed authentications from this address. '
+    b'Wait before retrying."}'
+)
+
+
+class FailureLimit:
+    """At most `limit` failed authentications per source address in a rolling minute (checklist 33).
+
+    Counted before the key lookup, so guessing keys costs no store read and writes no audit line once
+    the address is blocked. Memory is bounded: past `max_sources` addresses the oldest are forgotten.
+    """
+
+    window_s = 60.0
+
+    def __init__(self, limit: int, *, max_sources: int = 10_000, clock: Any = time.monotonic) -> None:
+        self.limit = limit
+        self.max_sources = max_sources
+        self.clock = clock
+        self._failures: dict[str, collections.deque[float]] = {}
+
+    def _recent(self, source: str, now: float) -> collections.deque[float] | None:
+        log_ = self._failures.get(source)
+        if log_ is not None:
+            while log_ and log_[0] <= now - self.window_s:
+                log_.popleft()
+            if not log_:
+                del self._failures[source]
+                return None
+        return log_
+
+    def blocked_for(self, source: str) -> int:
+        """Seconds to wait (rounded up), or 0 when the address may try again."""
+        now = self.clock()
+        log_ = self._recent(source, now)
+        if log_ is None or len(log_) < self.limit:
+            return 0
+        return max(1, math.ceil(log_[len(log_) - self.limit] + self.window_s - now))
+
+    def failed(self, source: str) -> None:
+        now = self.clock()
+        log_ = self._recent(source, now)
+        if log_ is None:
+            if len(self._failures) >= self.max_sources:
+                self._failures.pop(next(iter(self._failures)))
+            log_ = self._failures[source] = collections.deque()
+        log_.append(now)
 
 
 class Front:
@@ -223,9 +274,11 @@ class Guard:
         max_body_bytes: int,
         request_timeout: float,
         tracker: Tracker,
+        failure_limit: FailureLimit | None = None,
     ) -> None:
         self.app = app
         self.kernel = kernel
+        self.failure_limit = failure_limit
         self.allowed_hosts = allowed_hosts
         self.query_token = query_token
         self.max_body_bytes = max_body_bytes
@@ -257,8 +310,18 @@ class Guard:
                 credential = value.strip()
         elif query_tokens and self.query_token:
             credential = query_tokens[0].value
+        source = (scope.get("client") or ("?", 0))[0]
+        if self.failure_limit is not None:
+            wait = self.failure_limit.blocked_for(source)
+            if wait:  # too many bad credentials from this address: refuse before any key lookup
+                await respond(
+                    send, 429, TOO_MANY_FAILURES_BODY, b"application/json", ((b"retry-after", str(wait).encode()),)
+                )
+                return
         principal = await self.kernel.authenticate(credential, transport="http")
         if principal is None:
+            if self.failure_limit is not None:
+                self.failure_limit.failed(source)
             log.debug(
                 "refused %s %s: credential %s",
                 scope.get("method"),

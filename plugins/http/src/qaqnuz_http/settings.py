@@ -25,6 +25,7 @@ class HttpSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     session_idle_timeout: str = "30m"
     max_sessions: int = 10_000
     max_connections: int = 1000
+    auth_failures_per_minute: int = 30
     metrics: bool = True
     access_log: bool = True
 
@@ -59,6 +60,8 @@ def check(settings: HttpSettings) -> Limits:
         problems.append(f"{where} port: must be between 0 and 65535")
     if settings.max_body_bytes < 1024:
         problems.append(f"{where} max_body_bytes: must be at least 1024")
+    if settings.auth_failures_per_minute < 0:
+        problems.append(f"{where} auth_failures_per_minute: 0 (off) or more")
     if settings.max_connections < 1:
         problems.append(f"{where} max_connections: must be at least 1")
     if settings.max_sessions < 1:
