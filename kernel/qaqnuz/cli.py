@@ -215,6 +215,17 @@ def cmd_keys_create(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _audit(config: Config, **fields: Any) -> None:
+    """One audit line from the CLI, chained onto the server's log (writers share the file under a lock)."""
+    from qaqnuz.audit import AuditLog
+
+    audit = AuditLog(config.resolve(config.server.audit_file))
+    try:
+        audit.write({"time": time.time(), **fields})
+    finally:
+        audit.close()
+
+
 def _store(args: argparse.Namespace) -> Any:
     from qaqnuz.store import Store
 
@@ -247,7 +258,6 @@ def cmd_keys_list(args: argparse.Namespace) -> int:
 
 def cmd_keys_revoke(args: argparse.Namespace) -> int:
     config = _config(args)
-    from qaqnuz.audit import AuditLog
     from qaqnuz.store import Store
 
     store = Store(config.store_path())
@@ -257,15 +267,7 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     if not store.revoke_key(args.key_id, time.time()):
         _err(f"key {args.key_id} was already revoked")
         return EXIT_OK
-    AuditLog(config.resolve(config.server.audit_file)).write(
-        {
-            "time": time.time(),
-            "step": "key",
-            "outcome": "revoked",
-            "brand": record.brand,
-            "key_id": record.key_id,
-        }
-    )
+    _audit(config, step="key", outcome="revoked", brand=record.brand, key_id=record.key_id)
     _err(f"revoked key {args.key_id} ({record.name}, brand {record.brand}); it fails from the next call on")
     return EXIT_OK
 
@@ -310,7 +312,6 @@ def _approval_dict(record: Any, now: float) -> dict[str, Any]:
 
 
 def cmd_approvals_decide(args: argparse.Namespace) -> int:
-    from qaqnuz.audit import AuditLog
     from qaqnuz.store import ApprovalNotFound, ApprovalNotPending, Store
 
     config = _config(args)
@@ -333,19 +334,17 @@ def cmd_approvals_decide(args: argparse.Namespace) -> int:
         raise UsageError(f"no approval {args.approval_id!r}") from None
     except ApprovalNotPending as exc:
         raise UsageError(f"approval {args.approval_id} is {exc.status}, not pending; nothing to decide") from None
-    AuditLog(config.resolve(config.server.audit_file)).write(
-        {
-            "time": time.time(),
-            "step": "approval",
-            "outcome": str(record.status),
-            "brand": record.brand,
-            "key_id": record.key_id,
-            "tool": record.tool,
-            "args_hash": record.args_hash,
-            "approval_id": record.approval_id,
-            "decided_by": by,
-            "reason": args.reason,
-        }
+    _audit(
+        config,
+        step="approval",
+        outcome=str(record.status),
+        brand=record.brand,
+        key_id=record.key_id,
+        tool=record.tool,
+        args_hash=record.args_hash,
+        approval_id=record.approval_id,
+        decided_by=by,
+        reason=args.reason,
     )
     verb = "approved" if approve else "denied"
     extra = f"; valid until {_ts(record.valid_until)}" if approve else ""

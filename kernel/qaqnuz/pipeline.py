@@ -21,7 +21,7 @@ import msgspec
 from qaqnuz import envelope as env
 from qaqnuz.envelope import ErrorClass
 from qaqnuz.errors import DependencyError, TerminalError
-from qaqnuz.records import ApprovalStatus, CallRequest, Decision, Principal, SideEffect, ToolResult, ToolSettings
+from qaqnuz.records import ApprovalStatus, CallRequest, Decision, Principal, SideEffect, ToolResult
 from qaqnuz.registry import RegisteredTool, Snapshot
 
 if TYPE_CHECKING:
@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("qaqnuz.pipeline")
 _canonical = msgspec.json.Encoder(order="sorted")
-_DEFAULT_SETTINGS = ToolSettings()
 _CACHE_LIMIT = 10_000
 
 
