@@ -23,6 +23,11 @@ _encoder = msgspec.json.Encoder(order="sorted")
 _decoder = msgspec.json.Decoder()
 
 
+def canonical_json(value: object) -> bytes:
+    """Compact JSON with sorted keys: the one encoding every hash in qaqnuz is taken over."""
+    return _encoder.encode(value)
+
+
 def chain_hash(prev: str, body: dict[str, Any]) -> str:
     return hashlib.sha256(prev.encode("ascii") + b"\n" + _encoder.encode(body)).hexdigest()
 

@@ -82,7 +82,6 @@ class Runtime:
     packs: Mapping[str, ToolProvider]
     provider_keys: Mapping[str, Any]
     wait_seconds: float
-    valid_for: float
     _limits: Mapping[str, tuple[Limit, Limit]]
     _settings: Mapping[tuple[str, str], ToolSettings]
     _ceilings: Mapping[tuple[str, str], frozenset[str]]
@@ -150,9 +149,7 @@ class Kernel:
         selected_at: str | None = None,
     ) -> tuple[Any, Any]:
         registered = self.plugins.provider(kind, name, selected_at or where)
-        settings = decode_settings(
-            raw, registered.provider.settings_type, f"[{where}]" if not where.startswith("[") else where
-        )
+        settings = decode_settings(raw, registered.provider.settings_type, f"[{where}]")
         reuse_key = (kind, name, repr(settings))
         if previous is not None and kind in (ProviderKind.LIMITER, ProviderKind.TOOLS):
             old = previous.provider_keys.get(f"{kind}:{where}")
@@ -223,7 +220,6 @@ class Kernel:
             packs=packs,
             provider_keys=keys,
             wait_seconds=config.approvals.wait_seconds,
-            valid_for=parse_duration(config.approvals.valid_for),
             limits=limits,
             settings={
                 (brand, tool): ToolSettings(t.enabled, t.exposable, t.approval)
@@ -450,7 +446,7 @@ class Kernel:
             if quota:
                 self.metrics.monthly_quota.labels(brand).set(quota)
 
-    def approval_requested(self, brand: str, approval_id: str) -> None:
+    def approval_requested(self) -> None:
         """Refresh the pending gauge; only approval-gated calls (human-paced) pay for it."""
         self._refresh_pending_gauge()
 

@@ -73,6 +73,3 @@ def key_hash(server_secret: bytes, raw: str) -> str:
 
 def hash_matches(server_secret: bytes, raw: str, stored: str) -> bool:
     return hmac.compare_digest(key_hash(server_secret, raw), stored)
-
-
-KEY_ID_RE = re.compile(rf"[0-9A-Za-z]{{{KEY_ID_LEN}}}\Z")

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from qaqnuz.config import SCOPE_RE, TOOL_NAME_RE, parse_duration
+from qaqnuz.config import SCOPE_RE, TOOL_NAME_RE, parse_positive_duration
 from qaqnuz.errors import ConfigError
 from qaqnuz.records import SideEffect, Stability, Tool, ToolHandler
 
@@ -114,9 +114,7 @@ def tool_from_config(tool: ToolConfig, handler: ToolHandler, where: str) -> Tool
     if not tool.description.strip():
         problems.append(f"{where} description: required; it is what the model reads")
     try:
-        timeout = parse_duration(tool.timeout)
-        if timeout <= 0:
-            raise ValueError("must be more than 0")
+        timeout = parse_positive_duration(tool.timeout)
     except ValueError as exc:
         problems.append(f"{where} timeout: {exc}")
         timeout = 30.0

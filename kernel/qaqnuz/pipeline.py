@@ -16,25 +16,24 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import attrs
 import mcp.types as mt
-import msgspec
 
 from qaqnuz import envelope as env
+from qaqnuz.audit import canonical_json
 from qaqnuz.envelope import ErrorClass
 from qaqnuz.errors import DependencyError, TerminalError
-from qaqnuz.records import ApprovalStatus, CallRequest, Decision, Principal, SideEffect, ToolResult
+from qaqnuz.records import ApprovalRequest, ApprovalStatus, CallRequest, Decision, Principal, SideEffect, ToolResult
 from qaqnuz.registry import RegisteredTool, Snapshot
 
 if TYPE_CHECKING:
     from qaqnuz.kernel import Kernel, Runtime
 
 log = logging.getLogger("qaqnuz.pipeline")
-_canonical = msgspec.json.Encoder(order="sorted")
 _CACHE_LIMIT = 10_000
 
 
 def args_digest(arguments: Mapping[str, Any]) -> str:
     """SHA-256 of the canonical JSON of the arguments (sorted keys, compact)."""
-    return hashlib.sha256(_canonical.encode(arguments)).hexdigest()
+    return hashlib.sha256(canonical_json(arguments)).hexdigest()
 
 
 def visibility(runtime: Runtime, entry: RegisteredTool | None, principal: Principal) -> str | None:
@@ -247,10 +246,13 @@ class Pipeline:
         """The approval id to execute under, or the Outcome that stops the call."""
         approver, kernel, tool = runtime.approver, self.kernel, entry.tool.name
         binding = hashlib.sha256(f"{entry.digest}:{digest}".encode("ascii")).hexdigest()
+        summary = {"tool": tool, "key_name": principal.name}
+
+        async def ask() -> ApprovalRequest:
+            return await approver.request(principal.brand, principal.key_id, tool, binding, summary=summary)
+
         try:
-            approval = await approver.request(
-                principal.brand, principal.key_id, tool, binding, summary={"tool": tool, "key_name": principal.name}
-            )
+            approval = await ask()
             if (approval.brand, approval.key_id, approval.tool, approval.args_hash) != (
                 principal.brand,
                 principal.key_id,
@@ -267,9 +269,7 @@ class Pipeline:
                     kernel.observe_decision(approval)
                     return approval.approval_id
                 # Used by a concurrent identical call (or it just lapsed): ask again rather than run twice.
-                approval = await approver.request(
-                    principal.brand, principal.key_id, tool, binding, summary={"tool": tool, "key_name": principal.name}
-                )
+                approval = await ask()
                 if approval.status is ApprovalStatus.APPROVED:
                     raise ValueError("an approval could not be consumed")
             if approval.status in (ApprovalStatus.DENIED, ApprovalStatus.EXPIRED):
@@ -285,7 +285,7 @@ class Pipeline:
             kernel.metrics.approver_errors.inc()
             log.error("approver failed (%s); denying", type(exc).__name__)
             return _fail("approval", ErrorClass.PERMISSION, env.APPROVAL_UNAVAILABLE, outcome="approval_unavailable")
-        kernel.approval_requested(principal.brand, approval.approval_id)
+        kernel.approval_requested()
         return _fail(
             "approval",
             ErrorClass.PERMISSION,

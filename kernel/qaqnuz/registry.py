@@ -15,16 +15,15 @@ from typing import Any
 
 import anyio
 import attrs
-import msgspec
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
+from qaqnuz.audit import canonical_json
 from qaqnuz.config import SCOPE_RE, TOOL_NAME_RE
 from qaqnuz.errors import ConfigError
 from qaqnuz.records import SideEffect, Stability, Tool, ToolProvider
 
 log = logging.getLogger("qaqnuz.registry")
-_canonical = msgspec.json.Encoder(order="sorted")
 SYNC_TIMEOUT_S = 30.0
 
 
@@ -47,7 +46,7 @@ EMPTY = Snapshot(0, {}, "")
 
 
 def definition_digest(pack: str, tool: Tool) -> str:
-    return hashlib.sha256(_canonical.encode({"pack": pack, **tool.definition()})).hexdigest()
+    return hashlib.sha256(canonical_json({"pack": pack, **tool.definition()})).hexdigest()
 
 
 def check_tool(tool: Any) -> str | None:

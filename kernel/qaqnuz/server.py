@@ -28,7 +28,9 @@ log = logging.getLogger("qaqnuz.server")
 #: JSON-RPC error codes we own (the range servers may use: -32000..-32019).
 UNAUTHORIZED = -32001
 INTERNAL = -32603
-CredentialSource = Callable[[ServerRequestContext[Any]], str | None]
+#: Finds the caller in a request: a raw credential the Binding authenticates, or a Principal the transport
+#: authenticated for this same request (then used as is; it must never come from an earlier request).
+CredentialSource = Callable[[ServerRequestContext[Any]], str | Principal | None]
 
 
 class GovernedServer(Server[Any]):
@@ -84,6 +86,8 @@ class Binding:
             credential = self.credential(ctx)
         except Exception:
             credential = None
+        if isinstance(credential, Principal):  # the transport authenticated this very request already
+            return credential
         principal = await self.kernel.authenticate(credential, transport=self.transport)
         if principal is None:
             raise MCPError(code=UNAUTHORIZED, message=env.AUTH_FAILED)

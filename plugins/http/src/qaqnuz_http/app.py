@@ -21,6 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import qaqnuz
 from qaqnuz_http.guard import (
+    SCOPE_PRINCIPAL,
     SCOPE_QUERY_TOKEN,
     FailureLimit,
     Front,
@@ -43,10 +44,10 @@ class Built:
     tracker: Tracker
 
 
-def _credential(ctx: Any) -> str | None:
-    """The Binding's credential source: the key the Guard found in this very request."""
+def _credential(ctx: Any) -> Any:
+    """The Binding's caller source: the Principal the Guard authenticated for this very request."""
     request = getattr(ctx, "request", None)
-    return credential_from_scope(request.scope) if request is not None else None
+    return request.scope.get(SCOPE_PRINCIPAL) if request is not None else None
 
 
 class SseEndpoint:
@@ -110,7 +111,6 @@ def build_app(kernel: Any, settings: HttpSettings, limits: Limits) -> Built:
         return Guard(
             app,
             kernel=kernel,
-            allowed_hosts=settings.allowed_hosts,
             query_token=settings.query_token,
             max_body_bytes=settings.max_body_bytes,
             request_timeout=limits.request_timeout,

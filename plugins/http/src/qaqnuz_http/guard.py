@@ -27,6 +27,8 @@ log = logging.getLogger("qaqnuz.http")
 
 #: Where the credential of an authenticated request waits for the Binding to authenticate it again.
 SCOPE_CREDENTIAL = "qaqnuz.credential"
+#: The Principal the Guard authenticated for this request; the Binding uses it instead of a second lookup.
+SCOPE_PRINCIPAL = "qaqnuz.principal"
 #: The `?token=` value, taken out of the query string by `Front`.
 SCOPE_QUERY_TOKEN = "qaqnuz.query_token"  # noqa: S105 - a scope key, not a secret
 #: A dict shared by every layer of one request; the access log reads `key_id` from it.
@@ -269,7 +271,6 @@ class Guard:
         app: ASGIApp,
         *,
         kernel: Any,
-        allowed_hosts: list[str],
         query_token: bool,
         max_body_bytes: int,
         request_timeout: float,
@@ -279,17 +280,13 @@ class Guard:
         self.app = app
         self.kernel = kernel
         self.failure_limit = failure_limit
-        self.allowed_hosts = allowed_hosts
         self.query_token = query_token
         self.max_body_bytes = max_body_bytes
         self.request_timeout = request_timeout
         self.tracker = tracker
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        hosts = _header(scope, b"host")
-        if len(hosts) != 1 or not host_allowed(hosts[0], self.allowed_hosts):
-            await respond(send, 421, b"Invalid Host header")
-            return
+        # Host and Origin were checked by Front, which wraps every route.
         declared = _header(scope, b"content-length")
         if declared and (not declared[0].isdigit() or int(declared[0]) > self.max_body_bytes):
             await respond(send, 413, b"Request body too large")
@@ -334,6 +331,7 @@ class Guard:
         scope = dict(scope)
         scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"authorization"]
         scope[SCOPE_CREDENTIAL] = Credential(credential) if credential is not None else None
+        scope[SCOPE_PRINCIPAL] = principal
         token = AccessToken(
             token=f"key:{principal.key_id}",  # never the raw key
             client_id=principal.key_id,
