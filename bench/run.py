@@ -328,7 +328,7 @@ async def main(args: argparse.Namespace) -> dict[str, Any]:
         try:
             # In-process kernel for the in-memory and direct rows.
             kernel = await start_kernel(write_config(folder / "inproc", CONFIG), plugins=[bench_pack])
-            key, _ = kernel.mint_key(brand="acme", scopes=[bench_pack.SCOPE], name="bench")
+            key, _ = await kernel.keys.mint(brand="acme", scopes=[bench_pack.SCOPE], name="bench")
             # Its own folder (store, secret, audit file) for the stdio subprocesses; mint the key there.
             stdio_config = write_config(folder / "stdio", CONFIG)
             minting = await start_kernel(stdio_config, plugins=[bench_pack])

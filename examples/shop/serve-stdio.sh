@@ -10,7 +10,7 @@ mkdir -p "$state"
 chmod 700 "$state"
 
 if [ ! -s "$state/shop.db" ]; then
-  uv run --quiet python -m qaqnuz_pack_sql.demo_shop "$state/shop.db"
+  uv run --quiet python -m qaqnuz_demo.shop "$state/shop.db"
 fi
 if [ ! -s "$state/qaqnuz.secret" ]; then
   (umask 077 && python3 -c 'import secrets; print(secrets.token_urlsafe(48))' > "$state/qaqnuz.secret")

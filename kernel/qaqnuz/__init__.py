@@ -1,43 +1,84 @@
 """qaqnuz: a governed MCP server built as a pluggy microkernel.
 
-This module is the public face plugins import: the hook marker, the records and provider protocols,
-and the errors a tool raises to choose its error class. Anything not exported here is internal.
+This module is the public face plugins import: the hook marker, the records and provider protocols, the
+per-kind factory contexts, the store contract, and the errors a tool raises to choose its error class.
+Anything not exported here is internal. Importing it loads no MCP SDK module: the heavy pieces (`Kernel`,
+`Binding`, `run_cli`) load on first use.
 """
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
 
 from qaqnuz.callcontext import CallContext, current_call
+from qaqnuz.command_context import CommandContext
 from qaqnuz.config import parse_duration, parse_positive_duration
-from qaqnuz.errors import ConfigError, DependencyError, PluginError, TerminalError, ToolError, UsageError
+from qaqnuz.contexts import (
+    ApproverContext,
+    AuditSinkContext,
+    AuthContext,
+    Context,
+    LimiterContext,
+    PolicyContext,
+    StoreContext,
+    ToolPackContext,
+    TransportContext,
+    WebRouteContext,
+)
+from qaqnuz.envelope import Outcome
+from qaqnuz.errors import (
+    ConfigError,
+    DependencyError,
+    PendingCapReached,
+    PluginError,
+    StoreError,
+    TerminalError,
+    ToolError,
+    UsageError,
+)
 from qaqnuz.hookspecs import hookimpl
+from qaqnuz.keys import looks_like_key
 from qaqnuz.packkit import InputParam, ToolConfig, input_schema, tool_from_config, unique_names
 from qaqnuz.records import (
+    CALLER_NAMES,
     Admission,
+    ApprovalCall,
     ApprovalRequest,
     ApprovalStatus,
     Approver,
+    AuditSink,
     AuthProvider,
+    Caller,
     CallRequest,
+    Channel,
+    Command,
     Decision,
+    Host,
     Limit,
+    MountedRoute,
     NoSettings,
     Policy,
     Principal,
     Provider,
-    ProviderContext,
     ProviderKind,
     RateLimiter,
     SideEffect,
     Stability,
     Tool,
+    ToolList,
     ToolProvider,
     ToolResult,
     ToolSettings,
     Transport,
+    WebRoute,
 )
 from qaqnuz.secrets import Secret, SecretRef
+from qaqnuz.store import ApprovalNotFound, ApprovalNotPending, KeyCapReached, KeyNotActive, KeyRecord, Store
+
+if TYPE_CHECKING:
+    from qaqnuz.kernel import Kernel
+    from qaqnuz.server import Binding
 
 try:
     __version__ = version("qaqnuz")
@@ -45,7 +86,7 @@ except PackageNotFoundError:  # pragma: no cover - running from a source tree wi
     __version__ = "0+unknown"
 
 
-def __getattr__(name: str) -> object:
+def __getattr__(name: str) -> Any:
     """Heavier pieces load on first use, so importing the records never imports the MCP server."""
     if name == "Kernel":
         from qaqnuz.kernel import Kernel
@@ -63,45 +104,75 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "CALLER_NAMES",
     "Admission",
+    "ApprovalCall",
+    "ApprovalNotFound",
+    "ApprovalNotPending",
     "ApprovalRequest",
     "ApprovalStatus",
     "Approver",
+    "ApproverContext",
+    "AuditSink",
+    "AuditSinkContext",
+    "AuthContext",
     "AuthProvider",
     "Binding",
     "CallContext",
     "CallRequest",
+    "Caller",
+    "Channel",
+    "Command",
+    "CommandContext",
     "ConfigError",
+    "Context",
     "Decision",
     "DependencyError",
+    "Host",
     "InputParam",
     "Kernel",
+    "KeyCapReached",
+    "KeyNotActive",
+    "KeyRecord",
     "Limit",
+    "LimiterContext",
+    "MountedRoute",
     "NoSettings",
+    "Outcome",
+    "PendingCapReached",
     "PluginError",
     "Policy",
+    "PolicyContext",
     "Principal",
     "Provider",
-    "ProviderContext",
     "ProviderKind",
     "RateLimiter",
     "Secret",
     "SecretRef",
     "SideEffect",
     "Stability",
+    "Store",
+    "StoreContext",
+    "StoreError",
     "TerminalError",
     "Tool",
     "ToolConfig",
     "ToolError",
+    "ToolList",
+    "ToolPackContext",
     "ToolProvider",
     "ToolResult",
     "ToolSettings",
     "Transport",
+    "TransportContext",
     "UsageError",
+    "WebRoute",
+    "WebRouteContext",
     "__version__",
     "current_call",
     "hookimpl",
     "input_schema",
+    "looks_like_key",
     "parse_duration",
     "parse_positive_duration",
     "run_cli",

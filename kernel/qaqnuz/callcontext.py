@@ -1,26 +1,23 @@
-"""What a running tool may do on its caller's connection: log, report progress, ask the client.
+"""What a running tool may know and do: whose call it runs, and its caller's connection.
 
-A handler stays `async (arguments) -> data`; the few that talk back call `qaqnuz.current_call()` for the
-`CallContext` of the call they are running in (None outside an MCP request, e.g. in a direct pipeline
-call). Everything rides the request's own stream, so it reaches only the caller. The tool's timeout
-covers the time spent waiting for the client. Sampling and elicitation need a client that offers them
-on a handshake-era session; anywhere else they raise `DependencyError`, which the envelope reports.
+A handler stays `async (arguments) -> data`; it calls `qaqnuz.current_call()` for the `CallContext` of the
+call it is running in. `caller` is always there (brand, key id, key name, role: never the key), so packs
+bind the caller's brand into their queries and requests. Talking back (log, progress, sampling,
+elicitation) rides the request's own stream through a `Channel` the transport's binding supplies, so it
+reaches only the caller; without one (a direct pipeline call) logging and progress do nothing and
+sampling and elicitation raise `DependencyError`, which the envelope reports. The tool's timeout covers
+the time spent waiting for the client.
 """
 
 from __future__ import annotations
 
 import contextvars
-import logging
-import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-import mcp.types as mt
-from mcp.shared.exceptions import MCPDeprecationWarning
-
 from qaqnuz.errors import DependencyError
+from qaqnuz.records import Caller, Channel
 
-log = logging.getLogger("qaqnuz.callcontext")
 LEVELS: tuple[str, ...] = ("debug", "info", "notice", "warning", "error", "critical", "alert", "emergency")
 _current: contextvars.ContextVar[CallContext | None] = contextvars.ContextVar("qaqnuz_call", default=None)
 
@@ -29,17 +26,18 @@ NO_ELICITATION = "This client cannot answer questions (elicitation) on this conn
 
 
 def current_call() -> CallContext | None:
-    """The context of the tool call running in this task, or None."""
+    """The context of the tool call running in this task, or None outside a tool call."""
     return _current.get()
 
 
 class CallContext:
-    """Bound to one tools/call request: its session, request id and the connection's log level."""
+    """Bound to one tools/call: the caller, and the channel back to it (if the transport has one)."""
 
-    def __init__(self, session: Any, request_id: Any, min_level: Callable[[], str | None]) -> None:
-        self._session = session
-        self._request_id = request_id
-        self._min_level = min_level
+    __slots__ = ("_channel", "caller")
+
+    def __init__(self, caller: Caller, channel: Channel | None = None) -> None:
+        self.caller = caller
+        self._channel = channel
 
     def _activate(self) -> contextvars.Token[CallContext | None]:
         return _current.set(self)
@@ -52,46 +50,22 @@ class CallContext:
         """A `notifications/message` to the caller, if it asked for this level. Never fails the call."""
         if level not in LEVELS:
             raise ValueError(f"log level must be one of {', '.join(LEVELS)}")
-        threshold = self._min_level()
-        if threshold is not None and LEVELS.index(level) < LEVELS.index(threshold):
-            return
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", MCPDeprecationWarning)
-                await self._session.send_log_message(
-                    level=level, data=message, logger=logger, related_request_id=self._request_id
-                )
-        except Exception as exc:  # the client went away or the era cannot carry it: logging is best effort
-            log.debug("could not send a log notification (%s)", type(exc).__name__)
+        if self._channel is not None:
+            await self._channel.log(level, message, logger=logger)
 
     async def report_progress(self, progress: float, total: float | None = None, message: str | None = None) -> None:
         """A `notifications/progress` for the caller's progress token; nothing if it sent none."""
-        try:
-            await self._session.report_progress(progress, total, message)
-        except Exception as exc:
-            log.debug("could not send a progress notification (%s)", type(exc).__name__)
+        if self._channel is not None:
+            await self._channel.report_progress(progress, total, message)
 
     async def sample(self, prompt: str, *, max_tokens: int = 100, system_prompt: str | None = None) -> str:
         """Ask the client's model (sampling/createMessage); the text it answered."""
-        messages = [mt.SamplingMessage(role="user", content=mt.TextContent(type="text", text=prompt))]
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", MCPDeprecationWarning)
-                result = await self._session.create_message(
-                    messages=messages,
-                    max_tokens=max_tokens,
-                    system_prompt=system_prompt,
-                    related_request_id=self._request_id,
-                )
-        except Exception as exc:
-            raise DependencyError(type(exc).__name__, public=NO_SAMPLING) from None
-        content = result.content
-        return content.text if isinstance(content, mt.TextContent) else ""
+        if self._channel is None:
+            raise DependencyError("no channel", public=NO_SAMPLING)
+        return await self._channel.sample(prompt, max_tokens=max_tokens, system_prompt=system_prompt)
 
     async def elicit(self, message: str, schema: Mapping[str, Any]) -> tuple[str, dict[str, Any] | None]:
         """Ask the user a form question (elicitation/create); (action, content) of the answer."""
-        try:
-            result = await self._session.elicit_form(message, dict(schema), related_request_id=self._request_id)
-        except Exception as exc:
-            raise DependencyError(type(exc).__name__, public=NO_ELICITATION) from None
-        return str(result.action), (dict(result.content) if result.content is not None else None)
+        if self._channel is None:
+            raise DependencyError("no channel", public=NO_ELICITATION)
+        return await self._channel.elicit(message, schema)

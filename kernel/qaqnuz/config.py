@@ -113,12 +113,16 @@ class BrandConfig(Strict):
     roles: dict[str, list[str]] = msgspec.field(default_factory=dict)
     tools: dict[str, ToolSettingsConfig] = msgspec.field(default_factory=dict)
     limits: LimitsOverride | None = None
+    #: `[brands.<brand>.packs.<pack>]`: settings of that pack for this brand's calls (validated by the kernel
+    #: against the pack's settings struct).
+    packs: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
 
 
 class ApprovalsConfig(Strict):
     pending_ttl: str = "24h"
     valid_for: str = "1h"
     wait_seconds: float = 0.0
+    max_pending_per_key: int = 20
 
 
 class PluginsConfig(Strict):
@@ -126,6 +130,27 @@ class PluginsConfig(Strict):
     policies: list[str] = msgspec.field(default_factory=lambda: ["scope"])
     limiter: str = "memory"
     approver: str = "queue"
+    audit: list[str] = msgspec.field(default_factory=lambda: ["file"])
+    routes: list[str] = msgspec.field(default_factory=list)
+
+
+class PackConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """One `[packs.<pack>]` table: the kernel's own keys, and the provider's settings (the rest)."""
+
+    type: str
+    brands: tuple[str, ...] | None = None
+    shared: bool = False
+    settings: dict[str, Any] = msgspec.field(default_factory=dict)
+
+    def serves(self, brand: str) -> bool:
+        """Whether the pack's tools may be seen and called by `brand` (`brands = [...]` limits it)."""
+        return self.brands is None or brand in self.brands
+
+
+#: Keys of `[packs.<pack>]` the kernel reads itself; every other key is the provider's.
+PACK_KERNEL_KEYS = ("type", "brands", "shared")
+#: Keys `[brands.<brand>.packs.<pack>]` may not override.
+PACK_FIXED_KEYS = (*PACK_KERNEL_KEYS, "tools")
 
 
 #: Keys of `[plugins]` that select providers; every other key there is a `[plugins.<name>]` table.
@@ -157,18 +182,22 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
     approvals: ApprovalsConfig
     plugins: PluginsConfig
     plugin_settings: dict[str, dict[str, Any]]
-    packs: dict[str, dict[str, Any]]
+    packs: dict[str, PackConfig]
     path: str | None = None
     base_dir: str = "."
+    #: Packs left out because their table is invalid (only in a config with problems): what tools they would
+    #: provide is unknown, so references to tools are not checked against the others alone.
+    broken_packs: tuple[str, ...] = ()
 
     def resolve(self, relative: str) -> str:
         """A path from config, made absolute against the config file's folder."""
         return str(Path(self.base_dir, os.path.expanduser(relative)))
 
-    def store_path(self) -> str:
-        if not self.server.store.startswith("sqlite:///"):
-            raise ConfigError([f"[server] store: {self.server.store!r} is not a sqlite:/// URL"])
-        return self.resolve(self.server.store.removeprefix("sqlite:///"))
+    @property
+    def store_scheme(self) -> str:
+        """The scheme of `[server] store`, which names the store provider ("sqlite", "postgresql"); "" when
+        the URL was invalid (and reported)."""
+        return self.server.store.split("://", 1)[0].lower() if "://" in self.server.store else ""
 
     def limits_for(self, brand: str) -> LimitsConfig:
         cfg = self.brands[brand]
@@ -188,30 +217,50 @@ def default_config_path() -> Path:
 
 def load_config(path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None) -> Config:
     """Read, override from the environment and validate a config file; raise ConfigError listing all."""
+    config, problems = load_config_lenient(path, env=env)
+    if problems or config is None:
+        raise ConfigError(problems)
+    return config
+
+
+def load_config_lenient(
+    path: str | os.PathLike[str] | None = None, *, env: Mapping[str, str] | None = None
+) -> tuple[Config | None, list[str]]:
+    """The config as far as it is valid (broken tables left out or defaulted), and every problem found.
+
+    `config check` uses this to go on validating providers and packs after a structural error, so one run
+    reports every error of a file. None only when the file cannot be read or parsed at all.
+    """
     file = Path(path) if path is not None else default_config_path()
     try:
         raw_text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError([f"{file}: no such config file; create one with `qaqnuz init` or pass --config"]) from None
+        return None, [f"{file}: no such config file; create one with `qaqnuz init` or pass --config"]
     except OSError as exc:
-        raise ConfigError([f"{file}: cannot read the config file ({exc.strerror})"]) from None
-    return parse_config(raw_text, source=str(file), base_dir=str(file.resolve().parent), env=env)
+        return None, [f"{file}: cannot read the config file ({exc.strerror})"]
+    return parse_config_lenient(raw_text, source=str(file), base_dir=str(file.resolve().parent), env=env)
 
 
 def parse_config(
     text: str, *, source: str = "<config>", base_dir: str = ".", env: Mapping[str, str] | None = None
 ) -> Config:
+    config, problems = parse_config_lenient(text, source=source, base_dir=base_dir, env=env)
+    if problems or config is None:
+        raise ConfigError(problems)
+    return config
+
+
+def parse_config_lenient(
+    text: str, *, source: str = "<config>", base_dir: str = ".", env: Mapping[str, str] | None = None
+) -> tuple[Config | None, list[str]]:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([f"{source}: not valid TOML: {exc}"]) from None
+        return None, [f"{source}: not valid TOML: {exc}"]
     problems: list[str] = []
     overridden = apply_env_overrides(data, os.environ if env is None else env, problems)
     config = validate(data, problems, source=source, base_dir=base_dir)
-    if problems:
-        raise ConfigError([_blame_env(problem, overridden) for problem in problems])
-    assert config is not None
-    return config
+    return config, [_blame_env(problem, overridden) for problem in problems]
 
 
 def apply_env_overrides(data: dict[str, Any], env: Mapping[str, str], problems: list[str]) -> dict[str, str]:
@@ -255,10 +304,13 @@ def _blame_env(problem: str, overridden: Mapping[str, str]) -> str:
 TOP_LEVEL = ("server", "plans", "brands", "approvals", "plugins", "packs")
 
 
-def validate(
-    data: dict[str, Any], problems: list[str], *, source: str = "<config>", base_dir: str = "."
-) -> Config | None:
-    """Every structural and cross-reference check; problems are appended, located."""
+def validate(data: dict[str, Any], problems: list[str], *, source: str = "<config>", base_dir: str = ".") -> Config:
+    """Every structural and cross-reference check; problems are appended, located.
+
+    Returns the config as far as it is valid: a broken table is defaulted (`[server]`, `[plugins]`, ...)
+    or left out (a brand, a pack), so the caller may go on checking the rest. It is only usable as a
+    whole when `problems` stayed empty.
+    """
     for key in data:
         if key not in TOP_LEVEL:
             problems.append(f"{source}: [{key}]: unknown section; valid sections: {', '.join(TOP_LEVEL)}")
@@ -292,18 +344,26 @@ def validate(
     for name in {*DEFAULT_PLANS, *raw_plans}:
         merged = _merge(DEFAULT_PLANS.get(name, {}), raw_plans.get(name, {}))
         plan = _table({name: merged}, name, PlanConfig, f"[plans.{name}]", problems)
-        if plan is not None:
+        if plan is None:
+            continue
+        broken = len(problems)
+        for dim in ("per_key", "per_brand"):
+            _check(parse_rate, getattr(plan.limits, dim), f"[plans.{name}.limits] {dim}", problems)
+        if plan.max_keys is not None and plan.max_keys < 0:
+            problems.append(f"[plans.{name}] max_keys: must be 0 or more")
+        if len(problems) == broken:
             plans[name] = plan
-            for dim in ("per_key", "per_brand"):
-                _check(parse_rate, getattr(plan.limits, dim), f"[plans.{name}.limits] {dim}", problems)
-            if plan.max_keys is not None and plan.max_keys < 0:
-                problems.append(f"[plans.{name}] max_keys: must be 0 or more")
 
-    brands: dict[str, BrandConfig] = {}
+    raw_packs = data.get("packs", {})
+    if not isinstance(raw_packs, dict):
+        problems.append("[packs]: must be a table of packs")
+        raw_packs = {}
     raw_brands = data.get("brands", {})
     if not isinstance(raw_brands, dict):
         problems.append("[brands]: must be a table of brands")
         raw_brands = {}
+
+    brands: dict[str, BrandConfig] = {}
     for name in raw_brands:
         where = f"[brands.{name}]"
         if not NAME_RE.match(name):
@@ -311,9 +371,9 @@ def validate(
         brand = _table(raw_brands, name, BrandConfig, where, problems)
         if brand is None:
             continue
-        brands[name] = brand
-        if brand.plan not in plans and brand.plan not in raw_plans:  # a defined but invalid plan is reported once
-            problems.append(f"{where} plan: undefined plan {brand.plan!r}; defined plans: {', '.join(sorted(plans))}")
+        if brand.plan not in plans and brand.plan not in raw_plans:  # an invalid plan is reported at the plan
+            known = ", ".join(sorted(plans))
+            problems.append(f"{where} plan: undefined plan {brand.plan!r}; defined plans: {known}")
         for role, scopes in brand.roles.items():
             if not NAME_RE.match(role):
                 problems.append(f"{where} roles.{role}: role names are lower case letters, digits, '_' or '-'")
@@ -330,20 +390,64 @@ def validate(
             for dim in ("per_key", "per_brand"):
                 if getattr(brand.limits, dim) is not None:
                     _check(parse_rate, getattr(brand.limits, dim), f"{where} limits.{dim}", problems)
+        brands[name] = brand  # with problems, kept (if its plan is valid) so later checks can still run
 
-    packs: dict[str, dict[str, Any]] = {}
-    raw_packs = data.get("packs", {})
-    if not isinstance(raw_packs, dict):
-        problems.append("[packs]: must be a table of packs")
-        raw_packs = {}
+    packs: dict[str, PackConfig] = {}
+    broken_packs: list[str] = []
     for name, raw in raw_packs.items():
         where = f"[packs.{name}]"
         if not isinstance(raw, dict):
             problems.append(f"{where}: must be a table")
-        elif not isinstance(raw.get("type"), str):
+            broken_packs.append(name)
+            continue
+        if not isinstance(raw.get("type"), str):
             problems.append(f'{where} type: missing; name the tool provider, e.g. type = "sql"')
-        else:
-            packs[name] = raw
+            broken_packs.append(name)
+            continue
+        pack_brands = raw.get("brands")
+        shared = raw.get("shared", False)
+        broken = len(problems)
+        if pack_brands is not None:
+            if not isinstance(pack_brands, list) or not all(isinstance(b, str) for b in pack_brands):
+                problems.append(f'{where} brands: a list of brand names, e.g. brands = ["acme"]')
+                pack_brands = None
+            else:
+                for brand_name in pack_brands:
+                    if brand_name not in raw_brands:
+                        known = ", ".join(sorted(raw_brands)) or "none"
+                        problems.append(f"{where} brands: unknown brand {brand_name!r}; configured brands: {known}")
+        if not isinstance(shared, bool):
+            problems.append(f"{where} shared: true or false")
+            shared = False
+        if len(problems) != broken:
+            broken_packs.append(name)
+            continue
+        packs[name] = PackConfig(
+            type=raw["type"],
+            brands=tuple(pack_brands) if pack_brands is not None else None,
+            shared=shared,
+            settings={k: v for k, v in raw.items() if k not in PACK_KERNEL_KEYS},
+        )
+
+    for brand_name, brand in brands.items():
+        for pack_name, override in brand.packs.items():
+            where = f"[brands.{brand_name}.packs.{pack_name}]"
+            if pack_name not in raw_packs:
+                known = ", ".join(sorted(raw_packs)) or "none"
+                problems.append(f"{where}: no pack named {pack_name!r} is configured; configured packs: {known}")
+                continue
+            pack = packs.get(pack_name)
+            if pack is not None and not pack.serves(brand_name):
+                problems.append(
+                    f"{where}: pack {pack_name!r} is limited to brands {', '.join(pack.brands or ())}; "
+                    f"add {brand_name!r} to [packs.{pack_name}] brands or remove these settings"
+                )
+            for key in override:
+                if key in PACK_FIXED_KEYS:
+                    problems.append(
+                        f"{where} {key}: cannot be set per brand; {key} is defined once, in [packs.{pack_name}] "
+                        f"(per-brand settings change where and as whom a pack connects, not what it is)"
+                    )
 
     for key in ("sync_interval", "last_used_flush", "max_key_lifetime"):
         _check(_positive_duration, getattr(server, key), f"[server] {key}", problems)
@@ -351,24 +455,29 @@ def validate(
         _check(_positive_duration, getattr(approvals, key), f"[approvals] {key}", problems)
     if approvals.wait_seconds < 0 or approvals.wait_seconds > 300:
         problems.append("[approvals] wait_seconds: must be between 0 and 300")
-    if not server.store.startswith("sqlite:///"):
-        problems.append(f"[server] store: {server.store!r} is not supported; use sqlite:///path/to/file.db")
+    if approvals.max_pending_per_key < 1:
+        problems.append("[approvals] max_pending_per_key: must be at least 1")
+    if not re.fullmatch(r"[a-z][a-z0-9+.-]*://.*", server.store, flags=re.DOTALL):
+        problems.append(
+            f"[server] store: {server.store!r} is not a store URL; write e.g. sqlite:///qaqnuz.db "
+            f"(the scheme names the store provider)"
+        )
+        server = msgspec.structs.replace(server, store="")  # reported: no store is built from it
     if not re.fullmatch(r"[a-z][a-z0-9]{0,15}_(?:[a-z0-9]{1,16}_)?", server.key_prefix):
         problems.append(f"[server] key_prefix: {server.key_prefix!r} must look like 'qx_live_'")
     if server.log_level.lower() not in {"debug", "info", "warning", "error"}:
         problems.append("[server] log_level: one of debug, info, warning, error")
-    if problems:
-        return None
     return Config(
         server=server,
         plans=plans,
-        brands=brands,
+        brands={name: brand for name, brand in brands.items() if brand.plan in plans},
         approvals=approvals,
         plugins=plugins,
         plugin_settings=plugin_settings,
         packs=packs,
         path=None if source.startswith("<") else str(Path(source).resolve()),
         base_dir=base_dir,
+        broken_packs=tuple(broken_packs),
     )
 
 
@@ -425,7 +534,7 @@ def _table(parent: Mapping[str, Any], key: str, struct: type[Any], where: str, p
             continue
         if nested is not None and isinstance(value, list) and _is_container(info.type, list):
             for index, item in enumerate(value):
-                _table({index: item}, index, nested, _child(where, f"{name}[{index}]"), problems)
+                _table({str(index): item}, str(index), nested, _child(where, f"{name}[{index}]"), problems)
             continue
         try:
             msgspec.convert(value, type=info.type, strict=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import enum
 from typing import Any
 
+import attrs
 import msgspec
 
 _encoder = msgspec.json.Encoder()
@@ -40,6 +41,32 @@ class Failure(msgspec.Struct, frozen=True, omit_defaults=True):
     sanitized_error: str
     retry_hint: RetryHint | None = None
     approval_id: str | None = None
+    #: A public reference to the server's log line for this failure (terminal and dependency failures).
+    incident_id: str | None = None
+
+
+@attrs.frozen
+class Outcome:
+    """What one call came to: the envelope, its content text, and what the audit line and metrics need.
+
+    `blocks` are the MCP content blocks a tool added after its payload (already cut to the byte budget).
+    """
+
+    step: str
+    outcome: str
+    result: Success | Failure
+    text: str
+    approval_id: str | None = None
+    blocks: tuple[Any, ...] = ()
+    incident_id: str | None = None
+
+    @property
+    def is_error(self) -> bool:
+        return isinstance(self.result, Failure)
+
+    @property
+    def error_class(self) -> str:
+        return str(self.result.error_class) if isinstance(self.result, Failure) else ""
 
 
 # Fixed texts. The permission text for invisible tools is one string whatever the reason, so a caller
@@ -53,6 +80,7 @@ APPROVAL_UNAVAILABLE = "Approvals are temporarily unavailable, so this call cann
 DEPENDENCY_FAILED = "A service this tool depends on failed or timed out. Please retry with backoff."
 TERMINAL_FAILED = "The tool failed. This is a permanent error; retrying the same call will not help."
 AUTH_FAILED = "Unauthorized: the API key is missing, invalid, expired or revoked."
+TOO_MANY_PENDING = "Too many approval requests from this key are waiting for a decision. Retry once some are decided."
 
 
 def approval_required(approval_id: str) -> str:
@@ -87,13 +115,22 @@ def failure(
     *,
     retry_after_ms: int | None = None,
     approval_id: str | None = None,
+    incident_id: str | None = None,
 ) -> Failure:
     hint = RetryHint(retry_after_ms=max(1, retry_after_ms)) if retry_after_ms is not None else None
-    return Failure(ok=False, error_class=error_class, sanitized_error=message, retry_hint=hint, approval_id=approval_id)
+    return Failure(
+        ok=False,
+        error_class=error_class,
+        sanitized_error=message,
+        retry_hint=hint,
+        approval_id=approval_id,
+        incident_id=incident_id,
+    )
 
 
 def to_builtins(envelope: Success | Failure) -> dict[str, Any]:
-    return msgspec.to_builtins(envelope)
+    built: dict[str, Any] = msgspec.to_builtins(envelope)
+    return built
 
 
 def truncate(data: Any, max_bytes: int) -> Any:

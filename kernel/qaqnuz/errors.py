@@ -30,7 +30,18 @@ class ConfigError(UsageError):
 
 
 class StoreError(QaqnuzError):
-    """The embedded store failed; callers treat it as a denial."""
+    """The store failed; callers treat it as a denial."""
+
+
+class PendingCapReached(QaqnuzError):
+    """An approver refuses to open another request: the key already has its cap of requests waiting.
+
+    The caller gets `retryable` (retry once some are decided)."""
+
+    def __init__(self, pending: int, cap: int) -> None:
+        super().__init__(f"{pending} approval requests pending, cap {cap}")
+        self.pending = pending
+        self.cap = cap
 
 
 class ToolError(Exception):

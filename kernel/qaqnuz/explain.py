@@ -21,13 +21,16 @@ def explain_brand(runtime: Any, snapshot: Any, brand: str) -> list[dict[str, Any
         why = ""
         for role, ceiling in sorted(cfg.roles.items()):
             principal = Principal(key_id="-", brand=brand, role=role, scopes=frozenset(ceiling))
-            reason = visibility(runtime, entry, principal)
+            reason = visibility(runtime, snapshot, entry, principal)
             if reason is None:
                 roles.append(role)
             elif not why or reason.startswith("key lacks"):
                 why = why or reason
         if not cfg.roles:
-            why = visibility(runtime, entry, Principal("-", brand, "-", frozenset({tool.scope}))) or "no roles defined"
+            why = (
+                visibility(runtime, snapshot, entry, Principal("-", brand, "-", frozenset({tool.scope})))
+                or "no roles defined"
+            )
         if roles:
             why = f"visible to keys holding {tool.scope} with role {', '.join(roles)}"
         elif why.startswith(("key lacks", "role ")):

@@ -20,6 +20,7 @@ ALPHABET = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
 KEY_ID_LEN = 12
 SECRET_LEN = 43  # 62**43 > 2**256
 CHECKSUM_LEN = 6
+KEY_ID_RE = re.compile(rf"[0-9A-Za-z]{{{KEY_ID_LEN}}}")
 _BODY_RE = re.compile(
     rf"(?P<key_id>[0-9A-Za-z]{{{KEY_ID_LEN}}})_(?P<secret>[0-9A-Za-z]{{{SECRET_LEN}}})"
     rf"(?P<checksum>[0-9A-Za-z]{{{CHECKSUM_LEN}}})"
@@ -65,6 +66,14 @@ def parse_key(raw: str | None, prefix: str) -> ParsedKey | None:
     if not hmac.compare_digest(checksum(raw[:-CHECKSUM_LEN]), match.group("checksum")):
         return None
     return ParsedKey(key_id=match.group("key_id"), raw=raw)
+
+
+_ANY_KEY = re.compile(r"[a-z][a-z0-9]{0,15}_(?:[a-z0-9]{1,16}_)?[0-9A-Za-z]{12}_[0-9A-Za-z]{49}")
+
+
+def looks_like_key(text: str) -> bool:
+    """Whether `text` has the shape of an API key of any prefix (no store lookup, no checksum check)."""
+    return _ANY_KEY.fullmatch(text.strip()) is not None
 
 
 def key_hash(server_secret: bytes, raw: str) -> str:

@@ -9,6 +9,7 @@ reports mistakes at the same kind of location.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import msgspec
@@ -104,8 +105,10 @@ def _param_schema(param: InputParam, where: str) -> dict[str, Any]:
     return schema
 
 
-def tool_from_config(tool: ToolConfig, handler: ToolHandler, where: str) -> Tool:
-    """A `Tool` record for a configured tool, with every shared field checked at `where`."""
+def tool_from_config(tool: ToolConfig, handler: ToolHandler, where: str, *, binds_brand: bool = False) -> Tool:
+    """A `Tool` record for a configured tool, with every shared field checked at `where`.
+
+    `binds_brand` says the handler limits its data to the caller's brand (see `qaqnuz.Tool`)."""
     problems = []
     if not TOOL_NAME_RE.match(tool.name):
         problems.append(f"{where} name: {tool.name!r} must match [A-Za-z0-9_.-]{{1,128}}")
@@ -132,10 +135,11 @@ def tool_from_config(tool: ToolConfig, handler: ToolHandler, where: str) -> Tool
         stability=tool.stability,
         timeout_s=timeout,
         max_result_bytes=tool.max_result_bytes,
+        binds_brand=binds_brand,
     )
 
 
-def unique_names(tools: list[ToolConfig], where: str) -> None:
+def unique_names(tools: Sequence[ToolConfig], where: str) -> None:
     """Two tools of one pack with the same name are an error naming both positions."""
     seen: dict[str, int] = {}
     for index, tool in enumerate(tools):

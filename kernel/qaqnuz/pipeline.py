@@ -2,7 +2,11 @@
 
 list_tools and call_tool share one visibility function, so nothing a key cannot call is ever shown to
 it, and every hidden tool fails with the same bytes as an unknown one. Every exception inside auth,
-policy, limiter or approver is a denial; every exception inside a tool is a sanitised `terminal`.
+policy, limiter or approver is a denial; every exception inside a tool is a sanitised `terminal` with an
+incident id that the server's log line (with its traceback) carries too.
+
+The pipeline knows no transport and no wire format: it is handed the current runtime and catalogue and a
+bookkeeper, and returns a domain `Outcome`; the binding turns that into MCP.
 """
 
 from __future__ import annotations
@@ -10,25 +14,42 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Mapping
+from typing import Any
 
 import anyio
 import attrs
-import mcp.types as mt
 
 from qaqnuz import envelope as env
+from qaqnuz import masking
 from qaqnuz.audit import canonical_json
-from qaqnuz.envelope import ErrorClass
-from qaqnuz.errors import DependencyError, TerminalError
-from qaqnuz.records import ApprovalRequest, ApprovalStatus, CallRequest, Decision, Principal, SideEffect, ToolResult
+from qaqnuz.callcontext import CallContext
+from qaqnuz.envelope import ErrorClass, Outcome
+from qaqnuz.errors import DependencyError, PendingCapReached, TerminalError
+from qaqnuz.keys import random_b62
+from qaqnuz.records import (
+    ApprovalCall,
+    ApprovalRequest,
+    ApprovalStatus,
+    Caller,
+    CallRequest,
+    Channel,
+    Decision,
+    Principal,
+    SideEffect,
+    ToolList,
+    ToolResult,
+)
 from qaqnuz.registry import RegisteredTool, Snapshot
-
-if TYPE_CHECKING:
-    from qaqnuz.kernel import Kernel, Runtime
+from qaqnuz.runtime import Runtime
+from qaqnuz.sink import Bookkeeper
 
 log = logging.getLogger("qaqnuz.pipeline")
 _CACHE_LIMIT = 10_000
+#: How long a caller over the pending-approvals cap should wait before retrying.
+PENDING_CAP_RETRY_MS = 60_000
+#: The `type` of each MCP content block a `ToolResult` may carry.
+CONTENT_BLOCK_TYPES = frozenset({"text", "image", "audio", "resource", "resource_link"})
 
 
 def args_digest(arguments: Mapping[str, Any]) -> str:
@@ -36,10 +57,15 @@ def args_digest(arguments: Mapping[str, Any]) -> str:
     return hashlib.sha256(canonical_json(arguments)).hexdigest()
 
 
-def visibility(runtime: Runtime, entry: RegisteredTool | None, principal: Principal) -> str | None:
+def new_incident_id() -> str:
+    """A random public reference for one failure: in the caller's envelope and the server's log line."""
+    return "inc_" + random_b62(16)
+
+
+def visibility(runtime: Runtime, snapshot: Snapshot, entry: RegisteredTool | None, principal: Principal) -> str | None:
     """Why `principal` cannot see `entry`, or None if it can. The one check behind list and call."""
-    brand = runtime.config.brands.get(principal.brand)
-    if brand is None or not runtime.config.plans[brand.plan].entitled:
+    brand = principal.brand
+    if not runtime.entitled(brand):
         return "brand not entitled"
     if not runtime.policies:
         return "no policy is configured, so every call is denied"
@@ -48,85 +74,83 @@ def visibility(runtime: Runtime, entry: RegisteredTool | None, principal: Princi
     tool = entry.tool
     if tool.side_effect is SideEffect.SENSITIVE:
         return "sensitive tools are never exposed"
-    settings = runtime.tool_settings(principal.brand, tool.name)
+    if not runtime.serves(entry.pack, brand):
+        return f"pack {entry.pack} is limited to other brands"
+    settings = runtime.tool_settings(brand, tool.name)
     if not settings.enabled:
         return "disabled for the brand"
     if not settings.exposable:
         return "not exposable for the brand (opt-in)"
+    if runtime.own_instance(entry.pack, brand) and (brand, tool.name) not in snapshot.brand_tools:
+        return f"the brand's own settings of pack {entry.pack} did not load this tool"
     if tool.scope not in principal.scopes:
         return f"key lacks scope {tool.scope}"
-    if tool.scope not in runtime.ceiling(principal.brand, principal.role):
+    if tool.scope not in runtime.ceiling(brand, principal.role):
         return f"role {principal.role} ceiling lacks scope {tool.scope}"
     return None
-
-
-@attrs.frozen
-class Outcome:
-    """What one call came to, for the envelope, the audit line and the metrics."""
-
-    step: str
-    outcome: str
-    result: env.Success | env.Failure
-    text: str
-    approval_id: str | None = None
-    extra: tuple[Any, ...] = ()
 
 
 def _fail(step: str, cls: ErrorClass, message: str, *, outcome: str | None = None, **kw: Any) -> Outcome:
     failure = env.failure(cls, message, **kw)
     outcome = outcome or ("denied" if step != "execution" else "failed")
-    return Outcome(step, outcome, failure, message, failure.approval_id)
+    return Outcome(step, outcome, failure, message, failure.approval_id, incident_id=failure.incident_id)
+
+
+Current = Callable[[], tuple[Runtime, Snapshot]]
 
 
 class Pipeline:
-    def __init__(self, kernel: Kernel) -> None:
-        self.kernel = kernel
-        self._visible_cache: dict[tuple[Any, ...], tuple[frozenset[str], list[mt.Tool]]] = {}
+    """The governed path over whatever runtime and catalogue `current()` returns at the start of a call."""
+
+    def __init__(self, current: Current, sink: Bookkeeper) -> None:
+        self.current = current
+        self.sink = sink
+        self._visible_cache: dict[tuple[Any, ...], ToolList] = {}
 
     # -- tools/list ------------------------------------------------------------------------------------
-    def _visible(
-        self, principal: Principal, runtime: Runtime | None = None, snapshot: Snapshot | None = None
-    ) -> tuple[frozenset[str], list[mt.Tool]]:
-        """The names and wire definitions `principal` may see, cached per key, config and catalogue."""
-        runtime = runtime or self.kernel.runtime
-        snapshot = snapshot or self.kernel.registry.snapshot
+    def visible(self, principal: Principal, runtime: Runtime, snapshot: Snapshot) -> ToolList:
+        """The tools `principal` may see, cached per key, config and catalogue."""
         key = (principal, runtime.version, snapshot.version)
         cached = self._visible_cache.get(key)
         if cached is None:
-            entries = [e for e in snapshot.tools.values() if visibility(runtime, e, principal) is None]
-            cached = (frozenset(e.tool.name for e in entries), [_wire_tool(e) for e in entries])
+            entries = [e for e in snapshot.tools.values() if visibility(runtime, snapshot, e, principal) is None]
+            cached = ToolList(frozenset(e.tool.name for e in entries), tuple(e.tool for e in entries))
             if len(self._visible_cache) >= _CACHE_LIMIT:
                 self._visible_cache.clear()
             self._visible_cache[key] = cached
         return cached
 
-    def list_tools(self, principal: Principal) -> list[mt.Tool]:
-        return self._visible(principal)[1]
+    def list_tools(self, principal: Principal) -> ToolList:
+        runtime, snapshot = self.current()
+        return self.visible(principal, runtime, snapshot)
 
     # -- tools/call ------------------------------------------------------------------------------------
     async def call_tool(
-        self, principal: Principal, name: str, arguments: Mapping[str, Any] | None, *, transport: str = ""
-    ) -> mt.CallToolResult:
+        self,
+        principal: Principal,
+        name: str,
+        arguments: Mapping[str, Any] | None,
+        *,
+        transport: str = "",
+        channel: Channel | None = None,
+    ) -> Outcome:
         started = time.perf_counter()
         # One runtime and one catalogue for the whole call, even if a reload lands mid-call.
-        runtime, snapshot = self.kernel.runtime, self.kernel.registry.snapshot
+        runtime, snapshot = self.current()
         entry = snapshot.tools.get(name)
         arguments = arguments if arguments is not None else {}
-        call = _Call(digest="")
+        call = _Call(digest="", channel=channel)
         try:
             outcome = await self._govern(runtime, snapshot, principal, entry, arguments, call)
         except anyio.get_cancelled_exc_class():
             self._finish(principal, name, entry, call, started, transport, None)
             raise
         except Exception as exc:  # a bug in the kernel itself: fail closed
-            log.error("internal error in the governed path (%s)", type(exc).__name__)
-            outcome = _fail("internal", ErrorClass.TERMINAL, env.TERMINAL_FAILED)
+            incident = new_incident_id()
+            log.error("internal error in the governed path (incident %s)", incident, exc_info=exc)
+            outcome = _fail("internal", ErrorClass.TERMINAL, env.TERMINAL_FAILED, incident_id=incident)
         self._finish(principal, name, entry, call, started, transport, outcome)
-        return mt.CallToolResult(
-            content=[mt.TextContent(type="text", text=outcome.text), *outcome.extra],
-            structured_content=env.to_builtins(outcome.result),
-            is_error=isinstance(outcome.result, env.Failure),
-        )
+        return outcome
 
     def _finish(
         self,
@@ -142,16 +166,14 @@ class Pipeline:
         elapsed = time.perf_counter() - started
         # Only registered names reach the audit line or a label: a client-chosen name is unbounded.
         tool_label = name if entry is not None else "(unknown)"
+        incident: str | None = None
         if outcome is None:
             step, result, error_class, approval_id = call.step or "execution", "cancelled", "", call.approval_id
         else:
             step, result, approval_id = outcome.step, outcome.outcome, outcome.approval_id
-            error_class = str(outcome.result.error_class) if isinstance(outcome.result, env.Failure) else ""
-        try:
-            self.kernel.metrics.call(principal.brand, tool_label, result, error_class, elapsed)
-        except Exception as exc:
-            log.error("updating call metrics failed (%s)", type(exc).__name__)
-        self.kernel.record(
+            error_class, incident = outcome.error_class, outcome.incident_id
+        self.sink.call_done(principal.brand, tool_label, result, error_class, elapsed)
+        self.sink.record(
             brand=principal.brand,
             key_id=principal.key_id,
             role=principal.role,
@@ -162,6 +184,7 @@ class Pipeline:
             error_class=error_class or None,
             latency_ms=round(elapsed * 1000, 3),
             approval_id=approval_id,
+            incident_id=incident,
             transport=transport or None,
         )
 
@@ -174,15 +197,14 @@ class Pipeline:
         arguments: Mapping[str, Any],
         call: _Call,
     ) -> Outcome:
-        kernel = self.kernel
+        sink = self.sink
         try:
             call.digest = args_digest(arguments) if isinstance(arguments, Mapping) else ""
         except Exception:  # not JSON-encodable, or nested too deep
             call.digest = ""
-        brand_cfg = runtime.config.brands.get(principal.brand)
         # 1. entitlement
         call.step = "entitlement"
-        if brand_cfg is None or not runtime.config.plans[brand_cfg.plan].entitled:
+        if not runtime.entitled(principal.brand):
             return _fail("entitlement", ErrorClass.PERMISSION, env.NOT_ENTITLED)
         # 2. rate limit, both dimensions, fail closed: only an explicit True admits
         call.step = "rate_limit"
@@ -191,17 +213,17 @@ class Pipeline:
             admission = await runtime.limiter.admit(principal.key_id, key_limit, principal.brand, brand_limit)
             admitted = admission.admitted is True
         except Exception as exc:
-            kernel.metrics.limiter_errors.inc()
+            sink.limiter_error()
             log.error("rate limiter failed (%s); denying", type(exc).__name__)
             return _fail("rate_limit", ErrorClass.RETRYABLE, env.LIMITER_UNAVAILABLE, retry_after_ms=1000)
         if not admitted:
             dimension = admission.dimension if admission.dimension in ("key", "brand") else "key"
-            kernel.metrics.rate_limit_rejections.labels(dimension).inc()
+            sink.rate_limited(dimension)
             wait = admission.retry_after_ms if isinstance(admission.retry_after_ms, int) else 1000
             return _fail("rate_limit", ErrorClass.RETRYABLE, env.RATE_LIMITED, retry_after_ms=wait)
         # 3. visibility: the same (cached) answer list_tools gives; one generic answer for every reason
         call.step = "visibility"
-        if entry is None or entry.tool.name not in self._visible(principal, runtime, snapshot)[0]:
+        if entry is None or entry.tool.name not in self.visible(principal, runtime, snapshot).names:
             return _fail("visibility", ErrorClass.PERMISSION, env.NOT_PERMITTED)
         tool = entry.tool
         # 4. input validation (validator compiled once per definition)
@@ -224,7 +246,7 @@ class Pipeline:
                 decision = await policy.decide(request)
                 allowed = isinstance(decision, Decision) and decision.allow is True
             except Exception as exc:
-                kernel.metrics.policy_errors.inc()
+                sink.policy_error()
                 log.error("policy %s failed (%s); denying", type(policy).__name__, type(exc).__name__)
                 return _fail("policy", ErrorClass.PERMISSION, env.POLICY_DENIED)
             if not allowed:
@@ -232,41 +254,58 @@ class Pipeline:
         # 6. approval gate: bound to the exact call and to this definition of the tool
         if settings.approval:
             call.step = "approval"
-            gate = await self._approval(runtime, principal, entry, call.digest)
+            gate = await self._approval(runtime, principal, entry, arguments, call.digest)
             if isinstance(gate, Outcome):
                 return gate
             call.approval_id = gate
-        # 7. execution with the tool's timeout
+        # 7. execution with the tool's timeout, as this brand's instance of the pack runs it
         call.step = "execution"
-        return await self._execute(principal, entry, arguments, call.approval_id)
+        runnable = snapshot.brand_tools.get((principal.brand, tool.name), tool)
+        return await self._execute(principal, runnable, arguments, call)
 
     async def _approval(
-        self, runtime: Runtime, principal: Principal, entry: RegisteredTool, digest: str
+        self,
+        runtime: Runtime,
+        principal: Principal,
+        entry: RegisteredTool,
+        arguments: Mapping[str, Any],
+        digest: str,
     ) -> Outcome | str:
         """The approval id to execute under, or the Outcome that stops the call."""
-        approver, kernel, tool = runtime.approver, self.kernel, entry.tool.name
-        binding = hashlib.sha256(f"{entry.digest}:{digest}".encode("ascii")).hexdigest()
-        summary = {"tool": tool, "key_name": principal.name}
+        approver, sink, tool = runtime.approver, self.sink, entry.tool.name
+        shown, cut = masking.for_approver(arguments)
+        wanted = ApprovalCall(
+            brand=principal.brand,
+            key_id=principal.key_id,
+            key_name=principal.name,
+            tool=tool,
+            args_hash=digest,
+            tool_digest=entry.digest,
+            arguments=shown,
+            arguments_truncated=cut,
+            max_pending=runtime.config.approvals.max_pending_per_key,
+        )
 
         async def ask() -> ApprovalRequest:
-            return await approver.request(principal.brand, principal.key_id, tool, binding, summary=summary)
-
-        try:
-            approval = await ask()
+            approval = await approver.request(wanted)
             if (approval.brand, approval.key_id, approval.tool, approval.args_hash) != (
                 principal.brand,
                 principal.key_id,
                 tool,
-                binding,
+                digest,
             ):
                 raise ValueError("the approver answered for a different call")
+            return approval
+
+        try:
+            approval = await ask()
             if approval.status is ApprovalStatus.PENDING and runtime.wait_seconds > 0:
                 waited = await approver.wait(approval.approval_id, runtime.wait_seconds)
                 if waited is not None and waited.approval_id == approval.approval_id:
                     approval = waited
             if approval.status is ApprovalStatus.APPROVED:
                 if await approver.consume(approval.approval_id) is True:
-                    kernel.observe_decision(approval)
+                    await sink.decision_observed(approval)
                     return approval.approval_id
                 # Used by a concurrent identical call (or it just lapsed): ask again rather than run twice.
                 approval = await ask()
@@ -274,18 +313,26 @@ class Pipeline:
                     raise ValueError("an approval could not be consumed")
             if approval.status in (ApprovalStatus.DENIED, ApprovalStatus.EXPIRED):
                 await approver.close(approval.approval_id)
-                kernel.observe_decision(approval)
+                await sink.decision_observed(approval)
                 denied = approval.status is ApprovalStatus.DENIED
                 text = (env.approval_denied if denied else env.approval_expired)(approval.approval_id)
                 outcome = "approval_denied" if denied else "approval_expired"
                 return _fail("approval", ErrorClass.PERMISSION, text, approval_id=approval.approval_id, outcome=outcome)
             if approval.status is not ApprovalStatus.PENDING:
                 raise ValueError(f"unexpected approval status {approval.status!r}")
+        except PendingCapReached:
+            return _fail(
+                "approval",
+                ErrorClass.RETRYABLE,
+                env.TOO_MANY_PENDING,
+                retry_after_ms=PENDING_CAP_RETRY_MS,
+                outcome="approval_capped",
+            )
         except Exception as exc:
-            kernel.metrics.approver_errors.inc()
+            sink.approver_error()
             log.error("approver failed (%s); denying", type(exc).__name__)
             return _fail("approval", ErrorClass.PERMISSION, env.APPROVAL_UNAVAILABLE, outcome="approval_unavailable")
-        kernel.approval_requested()
+        await sink.approval_requested()
         return _fail(
             "approval",
             ErrorClass.PERMISSION,
@@ -294,41 +341,48 @@ class Pipeline:
             outcome="approval_requested",
         )
 
-    async def _execute(
-        self,
-        principal: Principal,
-        entry: RegisteredTool,
-        arguments: Mapping[str, Any],
-        approval_id: str | None,
-    ) -> Outcome:
-        tool = entry.tool
+    async def _execute(self, principal: Principal, tool: Any, arguments: Mapping[str, Any], call: _Call) -> Outcome:
+        approval_id = call.approval_id
+        context = CallContext(Caller.of(principal), call.channel)
+        token = context._activate()
         try:
             with anyio.fail_after(tool.timeout_s):
                 data = await tool.handler(arguments)
             blocks: tuple[Any, ...] = ()
             if isinstance(data, ToolResult):
                 data, blocks = data.data, data.content
-                if not all(isinstance(b, _CONTENT_BLOCKS) for b in blocks):
+                if not all(_is_block(b) for b in blocks):
                     raise TypeError("a ToolResult content item is not an MCP content block")
             text, success = env.success(data, tool.max_result_bytes)
             blocks, dropped = _fit_blocks(blocks, tool.max_result_bytes - len(text.encode("utf-8")))
             if dropped:
                 success = env.Success(ok=True, data=success.data, truncated=True)
         except DependencyError as exc:
-            log.warning("tool %s: dependency failure (%s)", tool.name, type(exc).__name__)
+            incident = new_incident_id()
+            log.warning("tool %s: dependency failure (incident %s)", tool.name, incident, exc_info=exc)
             message = exc.public or env.DEPENDENCY_FAILED
-            return _fail("execution", ErrorClass.DEPENDENCY, message, approval_id=approval_id)
+            return _fail("execution", ErrorClass.DEPENDENCY, message, approval_id=approval_id, incident_id=incident)
         except TerminalError as exc:
-            log.warning("tool %s: terminal failure (%s)", tool.name, type(exc).__name__)
-            return _fail("execution", ErrorClass.TERMINAL, exc.public or env.TERMINAL_FAILED, approval_id=approval_id)
+            incident = new_incident_id()
+            log.warning("tool %s: terminal failure (incident %s)", tool.name, incident, exc_info=exc)
+            message = exc.public or env.TERMINAL_FAILED
+            return _fail("execution", ErrorClass.TERMINAL, message, approval_id=approval_id, incident_id=incident)
         except TimeoutError:
-            log.warning("tool %s: timed out after %ss", tool.name, tool.timeout_s)
-            return _fail("execution", ErrorClass.DEPENDENCY, env.DEPENDENCY_FAILED, approval_id=approval_id)
+            incident = new_incident_id()
+            log.warning("tool %s: timed out after %ss (incident %s)", tool.name, tool.timeout_s, incident)
+            return _fail(
+                "execution", ErrorClass.DEPENDENCY, env.DEPENDENCY_FAILED, approval_id=approval_id, incident_id=incident
+            )
         except Exception as exc:
-            log.error("tool %s raised %s", tool.name, type(exc).__name__)
-            return _fail("execution", ErrorClass.TERMINAL, env.TERMINAL_FAILED, approval_id=approval_id)
+            incident = new_incident_id()
+            log.error("tool %s raised %s (incident %s)", tool.name, type(exc).__name__, incident, exc_info=exc)
+            return _fail(
+                "execution", ErrorClass.TERMINAL, env.TERMINAL_FAILED, approval_id=approval_id, incident_id=incident
+            )
+        finally:
+            CallContext._deactivate(token)
         try:  # bookkeeping must never turn a call that ran into a failure
-            self.kernel.executed(principal.brand)
+            await self.sink.executed(principal.brand)
         except Exception as exc:
             log.error("usage accounting failed (%s); the call itself succeeded", type(exc).__name__)
         return Outcome("execution", "executed", success, text, approval_id, blocks)
@@ -341,9 +395,12 @@ class _Call:
     digest: str
     step: str = ""
     approval_id: str | None = None
+    channel: Channel | None = None
 
 
-_CONTENT_BLOCKS = (mt.TextContent, mt.ImageContent, mt.AudioContent, mt.EmbeddedResource, mt.ResourceLink)
+def _is_block(block: Any) -> bool:
+    """An MCP content block (`mcp.types`): a pydantic model with one of the content `type`s."""
+    return getattr(block, "type", None) in CONTENT_BLOCK_TYPES and hasattr(block, "model_dump_json")
 
 
 def _fit_blocks(blocks: tuple[Any, ...], budget: int) -> tuple[tuple[Any, ...], bool]:
@@ -358,25 +415,11 @@ def _fit_blocks(blocks: tuple[Any, ...], budget: int) -> tuple[tuple[Any, ...], 
     return tuple(kept), False
 
 
-def _wire_tool(entry: RegisteredTool) -> mt.Tool:
-    tool = entry.tool
-    return mt.Tool(
-        name=tool.name,
-        description=f"[{tool.stability}] {tool.description}",
-        input_schema=dict(tool.input_schema),
-        annotations=mt.ToolAnnotations(
-            read_only_hint=tool.side_effect is SideEffect.READ,
-            destructive_hint=tool.side_effect is not SideEffect.READ,
-            open_world_hint=tool.side_effect is SideEffect.EXTERNAL,
-        ),
-    )
-
-
 def _error_order(error: Any) -> tuple[int, str]:
     return (len(error.absolute_path), str(list(error.absolute_path)))
 
 
-_RULE_HINTS = {
+_RULE_HINTS: dict[str, Callable[[Any], str]] = {
     "type": lambda v: f"expected type {' or '.join(v) if isinstance(v, list) else v}",
     "enum": lambda v: "must be one of the allowed values",
     "const": lambda v: "must equal the required constant",

@@ -10,15 +10,16 @@ from __future__ import annotations
 import importlib
 import importlib.metadata as md
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from types import ModuleType
+from typing import Any
 
 import attrs
 import pluggy
 
 from qaqnuz import hookspecs
 from qaqnuz.errors import PluginError
-from qaqnuz.records import Provider, ProviderKind
+from qaqnuz.records import Command, Provider, ProviderKind, WebRoute
 
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 KERNEL_DISTRIBUTION = "qaqnuz"
@@ -30,6 +31,9 @@ BUILTINS: tuple[tuple[str, str], ...] = (
     ("memory", "qaqnuz.builtin.memory_limiter"),
     ("queue", "qaqnuz.builtin.queue_approver"),
     ("anonymous", "qaqnuz.builtin.anonymous"),
+    ("sqlite", "qaqnuz.builtin.sqlite_store"),
+    ("file", "qaqnuz.builtin.file_audit"),
+    ("commands", "qaqnuz.commands"),
 )
 
 HOOK_FOR_KIND: dict[ProviderKind, str] = {
@@ -39,7 +43,34 @@ HOOK_FOR_KIND: dict[ProviderKind, str] = {
     ProviderKind.LIMITER: "qaqnuz_rate_limiters",
     ProviderKind.TRANSPORT: "qaqnuz_transports",
     ProviderKind.TOOLS: "qaqnuz_tool_providers",
+    ProviderKind.STORE: "qaqnuz_stores",
+    ProviderKind.AUDIT: "qaqnuz_audit_sinks",
 }
+COMMANDS_HOOK = "qaqnuz_commands"
+WEB_ROUTES_HOOK = "qaqnuz_web_routes"
+
+#: First-party providers and commands that come with a distribution of their own, for errors that name
+#: what to install: (kind, name) -> (distribution, extra).
+FIRST_PARTY: dict[tuple[str, str], tuple[str, str]] = {
+    ("transport", "stdio"): ("qaqnuz-stdio", "stdio"),
+    ("transport", "http"): ("qaqnuz-http", "http"),
+    ("tools", "sql"): ("qaqnuz-pack-sql", "packs"),
+    ("tools", "http"): ("qaqnuz-pack-http", "packs"),
+    ("limiter", "redis"): ("qaqnuz-redis", "redis"),
+    ("approver", "slack"): ("qaqnuz-slack", "slack"),
+    ("store", "postgresql"): ("qaqnuz-postgres", "postgres"),
+    ("store", "postgres"): ("qaqnuz-postgres", "postgres"),
+    ("command", "demo"): ("qaqnuz-demo", "demo"),
+}
+
+
+def install_hint(kind: str, name: str) -> str:
+    """How to get a first-party provider that is not installed, or "" for an unknown name."""
+    known = FIRST_PARTY.get((kind, name))
+    if known is None:
+        return ""
+    distribution, extra = known
+    return f"{name!r} comes with the distribution {distribution}, which is not installed: pip install 'qaqnuz[{extra}]'"
 
 
 @attrs.frozen
@@ -61,6 +92,18 @@ class Registered:
     plugin: PluginInfo
 
 
+@attrs.frozen
+class RegisteredRoute:
+    route: WebRoute
+    plugin: PluginInfo
+
+
+@attrs.frozen
+class RegisteredCommand:
+    command: Command
+    plugin: PluginInfo
+
+
 def _env_list(name: str) -> list[str]:
     return [part.strip() for part in os.environ.get(name, "").split(",") if part.strip()]
 
@@ -74,7 +117,8 @@ class Plugins:
 
     `explicit` names plugins to load even when autoload is off: an entry-point name, a module path, or
     an already-imported module object (tests pass modules directly). `allow`/`block` filter entry points
-    by short name.
+    by short name. `hook_args` are the keyword arguments the kernel passes to every registration hook
+    whose spec names them (specs may gain arguments; implementations may accept fewer).
     """
 
     def __init__(
@@ -86,9 +130,12 @@ class Plugins:
         explicit: Iterable[str | ModuleType | object] = (),
         allow: Iterable[str] | None = None,
         block: Iterable[str] = (),
+        specs: ModuleType = hookspecs,
+        hook_args: Mapping[str, Any] | None = None,
     ) -> None:
         self.pm = pluggy.PluginManager(hookspecs.PROJECT)
-        self.pm.add_hookspecs(hookspecs)
+        self.pm.add_hookspecs(specs)
+        self.hook_args = dict(hook_args or {})
         self.group = group
         self.infos: list[PluginInfo] = []
         if autoload is None:
@@ -117,6 +164,8 @@ class Plugins:
                 f"({exc}); check the plugin against qaqnuz {hookspecs.PROJECT} hook names"
             ) from None
         self.providers = self._collect()
+        self.routes = self._collect_routes()
+        self.commands = self._collect_commands()
 
     # -- loading -----------------------------------------------------------------------------------
     def _load_entry_points(
@@ -186,28 +235,40 @@ class Plugins:
     def _name_of(self, plugin: object) -> str:
         return self.pm.get_name(plugin) or repr(plugin)
 
-    # -- providers ---------------------------------------------------------------------------------
-    def _collect(self) -> dict[ProviderKind, dict[str, Registered]]:
+    # -- calling hooks ---------------------------------------------------------------------------------
+    def call(self, hook_name: str) -> list[tuple[PluginInfo, list[Any]]]:
+        """Each implementing plugin with the items its implementation returned, called through pluggy.
+
+        Each plugin is called through a subset of the hook (pluggy passes only the arguments the
+        implementation names), so a failure and every returned item are attributed to their plugin.
+        """
         by_name = {info.name: info for info in self.infos}
+        hook = getattr(self.pm.hook, hook_name)
+        impls = hook.get_hookimpls()
+        argnames = set(hook.spec.argnames) if hook.spec is not None else set()
+        kwargs = {k: v for k, v in self.hook_args.items() if k in argnames}
+        out: list[tuple[PluginInfo, list[Any]]] = []
+        for impl in impls:
+            info = by_name[impl.plugin_name]
+            only = self.pm.subset_hook_caller(hook_name, remove_plugins=[i.plugin for i in impls if i is not impl])
+            try:
+                results = only(**kwargs)
+                items = [item for result in results for item in (result or ())]
+            except Exception as exc:
+                raise PluginError(
+                    f"plugin {info.name!r} ({info.distribution}) failed in {hook_name} "
+                    f"({type(exc).__name__}); it must return a list of records"
+                ) from None
+            out.append((info, items))
+        return out
+
+    def _collect(self) -> dict[ProviderKind, dict[str, Registered]]:
         result: dict[ProviderKind, dict[str, Registered]] = {}
         for kind, hook_name in HOOK_FOR_KIND.items():
             table: dict[str, Registered] = {}
-            hook = getattr(self.pm.hook, hook_name)
-            for impl in hook.get_hookimpls():
-                info = by_name[impl.plugin_name]
-                try:
-                    provided = impl.function()
-                except Exception as exc:
-                    raise PluginError(
-                        f"plugin {info.name!r} ({info.distribution}) failed in {hook_name} "
-                        f"({type(exc).__name__}); it must return a list of Provider records"
-                    ) from None
-                for provider in provided or ():
-                    if not isinstance(provider, Provider):
-                        raise PluginError(
-                            f"plugin {info.name!r} ({info.distribution}) returned {type(provider).__name__} "
-                            f"from {hook_name}; expected qaqnuz.Provider records"
-                        )
+            for info, provided in self.call(hook_name):
+                for provider in provided:
+                    _expect(provider, Provider, info, hook_name)
                     if provider.name in table:
                         first = table[provider.name].plugin
                         raise PluginError(
@@ -219,13 +280,61 @@ class Plugins:
             result[kind] = table
         return result
 
+    def _collect_routes(self) -> dict[str, RegisteredRoute]:
+        table: dict[str, RegisteredRoute] = {}
+        for info, routes in self.call(WEB_ROUTES_HOOK):
+            for route in routes:
+                _expect(route, WebRoute, info, WEB_ROUTES_HOOK)
+                if route.name in table:
+                    first = table[route.name].plugin
+                    raise PluginError(
+                        f"duplicate web route {route.name!r}: registered by plugin {first.name!r} "
+                        f"({first.distribution}) and plugin {info.name!r} ({info.distribution}); "
+                        f"uninstall or block one of them"
+                    )
+                table[route.name] = RegisteredRoute(route, info)
+        return table
+
+    def _collect_commands(self) -> dict[str, RegisteredCommand]:
+        table: dict[str, RegisteredCommand] = {}
+        for info, commands in self.call(COMMANDS_HOOK):
+            for command in commands:
+                _expect(command, Command, info, COMMANDS_HOOK)
+                name = " ".join(command.name.split())
+                if name in table:
+                    first = table[name].plugin
+                    raise PluginError(
+                        f"the command `qaqnuz {name}` is registered by plugin {first.name!r} "
+                        f"({first.distribution}) and plugin {info.name!r} ({info.distribution}); "
+                        f"uninstall or block one of them"
+                    )
+                table[name] = RegisteredCommand(command, info)
+        return table
+
     def provider(self, kind: ProviderKind, name: str, where: str) -> Registered:
-        """The provider config asked for, or an error listing the valid names."""
+        """The provider config asked for, or an error listing the valid names (and what to install)."""
         table = self.providers[kind]
         if name not in table:
             valid = ", ".join(sorted(table)) or "none installed"
-            raise PluginError(f"{where}: unknown {kind} provider {name!r}; valid names: {valid}")
+            hint = install_hint(str(kind), name)
+            raise PluginError(
+                f"{where}: unknown {kind} provider {name!r}; valid names: {valid}" + (f"; {hint}" if hint else "")
+            )
         return table[name]
+
+    def route(self, name: str, where: str) -> RegisteredRoute:
+        if name not in self.routes:
+            valid = ", ".join(sorted(self.routes)) or "none installed"
+            raise PluginError(f"{where}: unknown web route {name!r}; valid names: {valid}")
+        return self.routes[name]
+
+
+def _expect(item: object, kind: type, info: PluginInfo, hook_name: str) -> None:
+    if not isinstance(item, kind):
+        raise PluginError(
+            f"plugin {info.name!r} ({info.distribution}) returned {type(item).__name__} from {hook_name}; "
+            f"expected qaqnuz.{kind.__name__} records"
+        )
 
 
 def _kernel_version() -> str:

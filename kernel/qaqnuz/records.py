@@ -1,18 +1,23 @@
 """Frozen records and provider protocols: the vocabulary shared by the kernel and every plugin.
 
-Registration hooks return `Provider` records, never live objects, so discovery does no I/O and the
-kernel decides what to instantiate from config. The request path talks to providers only through the
-small Protocols below, which keeps the governed order explicit in `pipeline.py`.
+Registration hooks return records (`Provider`, `WebRoute`, `Command`), never live objects, so discovery does
+no I/O and the kernel decides what to instantiate from config. The request path talks to providers only
+through the small Protocols below, which keeps the governed order explicit in `pipeline.py`. Nothing here
+imports the MCP SDK: `import qaqnuz` stays light.
 """
 
 from __future__ import annotations
 
+import argparse
 import enum
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import attrs
 import msgspec
+
+if TYPE_CHECKING:
+    from qaqnuz.envelope import Outcome
 
 
 class ProviderKind(enum.StrEnum):
@@ -24,6 +29,8 @@ class ProviderKind(enum.StrEnum):
     LIMITER = "limiter"
     TRANSPORT = "transport"
     TOOLS = "tools"
+    STORE = "store"
+    AUDIT = "audit"
 
 
 class NoSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -35,46 +42,49 @@ class Provider:
     """What a registration hook returns: a named factory plus the shape of its settings.
 
     `factory(settings, context)` is called only when config selects `name`; `settings` is an instance of
-    `settings_type` decoded from `[plugins.<name>]` (or the pack table for tool providers).
+    `settings_type` decoded from `[plugins.<name>]` (or the pack table for tool providers), and `context`
+    is the context of its kind (`ToolPackContext`, `StoreContext`, ...): each kind sees only what it needs.
     """
 
     name: str
-    factory: Callable[[Any, ProviderContext], Any]
+    factory: Callable[[Any, Any], Any]
     description: str
     settings_type: type[msgspec.Struct] = NoSettings
 
 
 @attrs.frozen
-class ProviderContext:
-    """What a factory may use: the kernel's validated config, store, clock and logger.
+class WebRoute:
+    """An ASGI application a plugin mounts on the HTTP transport, under `path` (a prefix).
 
-    `resolve(path)` makes a path from config absolute against the config file's folder.
+    `factory(settings, context)` builds the app once per server from `[plugins.<name>]` and a
+    `WebRouteContext`. The route authenticates its own requests (a console session, a Slack signature):
+    the transport never hands it an MCP key. With `mcp_key = True` the transport instead authenticates an
+    MCP key on every request (`Authorization: Bearer`) and puts the `Principal` in the ASGI scope under
+    `"qaqnuz.principal"`; a request without a valid key then gets the fixed 401 and never reaches the route.
     """
 
-    config: Any
-    store: Any
-    clock: Callable[[], float]
-    logger: Any
-    server_secret: bytes = attrs.field(repr=False)
-    redactor: Any = attrs.field(default=None, repr=False)
-    #: The config section this instance is built for, e.g. "packs.shop" or "plugins.memory", so a
-    #: factory can locate its own errors ("[packs.shop] tools[0] sql: ...").
-    section: str = ""
+    name: str
+    path: str
+    factory: Callable[[Any, Any], Any]
+    description: str
+    settings_type: type[msgspec.Struct] = NoSettings
+    mcp_key: bool = False
 
-    def resolve(self, path: str) -> str:
-        return str(self.config.resolve(path))
 
-    def secret(self, ref: Any, where: str) -> Any:
-        """Resolve a `SecretRef` now; a missing secret is a ConfigError located at `where`.
+@attrs.frozen
+class Command:
+    """A `qaqnuz` subcommand. `name` is its words after `qaqnuz` ("demo", "keys rotate", "slack manifest").
 
-        The value is masked in the kernel's log output from here on.
-        """
-        from qaqnuz.secrets import resolve
+    `arguments(parser)` adds its options; `run(args, context)` does the work and returns the exit code
+    (0 ok, 1 runtime failure, 2 usage or config error; raising `UsageError`/`ConfigError` gives 2 with the
+    message). A command without `run` names a group and carries the group's help.
+    """
 
-        secret = resolve(ref, where, self.config.base_dir)
-        if self.redactor is not None:
-            self.redactor.add(secret.reveal())
-        return secret
+    name: str
+    help: str
+    run: Callable[[argparse.Namespace, Any], int] | None = None
+    arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    epilog: str = ""
 
 
 class SideEffect(enum.StrEnum):
@@ -98,7 +108,9 @@ class Tool:
     """One tool definition as a tool provider yields it.
 
     Everything but `handler` is part of the definition hash, so a change to any of them is a change the
-    registry notices and announces.
+    registry notices and announces. `binds_brand` says the tool itself limits its data to the calling
+    brand (an SQL tool that uses `:brand`, an HTTP tool that sends `{{ brand }}`); `config check` warns
+    about tools several brands share that do not.
     """
 
     name: str
@@ -110,6 +122,7 @@ class Tool:
     stability: Stability = Stability.STABLE
     timeout_s: float = 30.0
     max_result_bytes: int = 256 * 1024
+    binds_brand: bool = False
 
     def definition(self) -> dict[str, Any]:
         """The hashed part of a tool: everything a client or the governance path can observe."""
@@ -122,6 +135,7 @@ class Tool:
             "stability": str(self.stability),
             "timeout_s": self.timeout_s,
             "max_result_bytes": self.max_result_bytes,
+            "binds_brand": self.binds_brand,
         }
 
 
@@ -160,6 +174,31 @@ class Principal:
 
 
 @attrs.frozen
+class Caller:
+    """What a running tool may know about whose call it runs (never the key itself).
+
+    Packs bind these so one pack serves many brands without one brand reading another's data.
+    """
+
+    brand: str
+    key_id: str
+    key_name: str
+    role: str
+
+    @classmethod
+    def of(cls, principal: Principal) -> Caller:
+        return cls(principal.brand, principal.key_id, principal.name, principal.role)
+
+    def values(self) -> dict[str, str]:
+        """The names packs bind (`:brand`, `{{ key_id }}`, ...) and their values."""
+        return {"brand": self.brand, "key_id": self.key_id, "key_name": self.key_name, "role": self.role}
+
+
+#: The argument names a pack reserves for the caller's identity (never taken from the caller's input).
+CALLER_NAMES: frozenset[str] = frozenset({"brand", "key_id", "key_name", "role"})
+
+
+@attrs.frozen
 class Decision:
     """A policy's answer. `reason` is for the audit log and operators, never shown to the caller."""
 
@@ -193,8 +232,33 @@ class ApprovalStatus(enum.StrEnum):
 
 
 @attrs.frozen
+class ApprovalCall:
+    """One exact call that needs a human decision, as the governed path hands it to the approver.
+
+    `args_hash` is the same SHA-256 the audit line carries; `tool_digest` binds the approval to this
+    definition of the tool (a changed tool asks again). `arguments` is what the human sees: secret-looking
+    values already masked, capped at 16 KiB (`arguments_truncated` then says so). `max_pending` caps the
+    requests one key may have waiting.
+    """
+
+    brand: str
+    key_id: str
+    key_name: str
+    tool: str
+    args_hash: str
+    tool_digest: str
+    arguments: Any
+    arguments_truncated: bool = False
+    max_pending: int = 20
+
+
+@attrs.frozen
 class ApprovalRequest:
-    """One exact call awaiting a human: bound to brand, key, tool and the arguments' hash."""
+    """One exact call awaiting a human: bound to brand, key, tool and the arguments' hash.
+
+    `arguments` is kept only while a human may still need it: it is None once the request was used,
+    denied or expired.
+    """
 
     approval_id: str
     brand: str
@@ -208,6 +272,17 @@ class ApprovalRequest:
     decided_by: str | None = None
     reason: str | None = None
     valid_until: float | None = None
+    key_name: str = ""
+    arguments: Any = None
+    arguments_truncated: bool = False
+
+    def effective_status(self, now: float) -> ApprovalStatus:
+        """The status as of `now`: a pending or approved request past its time is expired."""
+        if self.status is ApprovalStatus.PENDING and self.expires_at <= now:
+            return ApprovalStatus.EXPIRED
+        if self.status is ApprovalStatus.APPROVED and self.valid_until is not None and self.valid_until <= now:
+            return ApprovalStatus.EXPIRED
+        return self.status
 
 
 @attrs.frozen
@@ -221,6 +296,18 @@ class CallRequest:
     args_hash: str
     settings: ToolSettings
     ceiling: frozenset[str] = frozenset()
+
+
+@attrs.define(eq=False)
+class ToolList:
+    """The tools one principal may see under one config and catalogue (cached by the pipeline).
+
+    `wire` is free for a binding to cache its own encoding of `tools` on (it is rebuilt with the list).
+    """
+
+    names: frozenset[str]
+    tools: tuple[Tool, ...]
+    wire: Any = None
 
 
 @runtime_checkable
@@ -251,63 +338,155 @@ class RateLimiter(Protocol):
 class Approver(Protocol):
     """Holds approval requests and their decisions.
 
-    `request` returns the live approval for the exact call (creating a pending one if there is none);
+    `request` returns the live approval for the exact call (creating a pending one if there is none) and
+    raises `qaqnuz.PendingCapReached` when the key already has `call.max_pending` requests waiting;
     `consume` atomically turns an approved, still valid approval into consumed and says whether it did;
-    `close` marks a denied or expired approval as reported so the next identical call opens a new one.
+    `close` marks a denied or expired approval as reported so the next identical call opens a new one;
+    `wait` holds for up to `seconds` for a decision and returns the approval as it then stands.
     """
 
-    async def request(
-        self, brand: str, key_id: str, tool: str, args_hash: str, *, summary: Mapping[str, Any]
-    ) -> ApprovalRequest: ...
+    async def request(self, call: ApprovalCall) -> ApprovalRequest: ...
 
     async def consume(self, approval_id: str) -> bool: ...
 
     async def close(self, approval_id: str) -> None: ...
 
-    async def wait(self, approval_id: str, seconds: float) -> ApprovalRequest | None:
-        """Hold for up to `seconds` for a decision; the approval as it then stands."""
-        ...
+    async def wait(self, approval_id: str, seconds: float) -> ApprovalRequest | None: ...
 
 
 @runtime_checkable
 class ToolProvider(Protocol):
-    """Yields tool definitions; the registry polls `list_tools` every sync period."""
+    """Yields tool definitions; the registry polls `list_tools` every sync period.
+
+    A provider holding connections may also define `async def aclose()`; the kernel awaits it when the
+    provider is replaced (config reload) or the server stops.
+    """
 
     async def list_tools(self) -> Sequence[Tool]: ...
 
 
 @runtime_checkable
-class Transport(Protocol):
-    """Serves a kernel until stopped (EOF, signal, or the kernel shutting down).
+class AuditSink(Protocol):
+    """Receives every audit record (a flat JSON-able mapping) in order. `write` must not drop a record
+    silently: raise, and the kernel counts it (`qaqnuz_audit_errors_total`) and logs it loudly."""
 
-    A network transport refuses non-loopback binds while `kernel.loopback_only` is true.
+    def write(self, record: Mapping[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class Channel(Protocol):
+    """The caller's connection as a running tool may use it (implemented by the MCP binding)."""
+
+    async def log(self, level: str, message: Any, *, logger: str | None = None) -> None: ...
+
+    async def report_progress(self, progress: float, total: float | None, message: str | None) -> None: ...
+
+    async def sample(self, prompt: str, *, max_tokens: int, system_prompt: str | None) -> str: ...
+
+    async def elicit(self, message: str, schema: Mapping[str, Any]) -> tuple[str, dict[str, Any] | None]: ...
+
+
+ChangeListener = Callable[[], Awaitable[None]]
+
+
+@runtime_checkable
+class Host(Protocol):
+    """What a transport may use of a running kernel, and nothing more.
+
+    `authenticate` turns a credential into a principal (every request; a failure is counted and audited);
+    `list_tools` and `call_tool` are the governed path; `readiness` says whether the store, the limiter and
+    the tool catalogue answer; `on_change` registers a listener for tool-list changes (it returns the
+    function that unregisters it); `web_routes` are the plugin routes config enabled, built for this server.
     """
 
-    async def serve(self, kernel: Any) -> None: ...
+    @property
+    def server_name(self) -> str: ...
+
+    @property
+    def version(self) -> str: ...
+
+    @property
+    def loopback_only(self) -> bool: ...
+
+    @property
+    def metrics_registry(self) -> Any: ...
+
+    async def authenticate(self, credential: str | None, *, transport: str) -> Principal | None: ...
+
+    def list_tools(self, principal: Principal) -> ToolList: ...
+
+    async def call_tool(
+        self,
+        principal: Principal,
+        name: str,
+        arguments: Mapping[str, Any] | None,
+        *,
+        transport: str,
+        channel: Channel | None = None,
+    ) -> Outcome: ...
+
+    async def readiness(self) -> dict[str, bool]: ...
+
+    def on_change(self, listener: ChangeListener) -> Callable[[], None]: ...
+
+    def web_routes(self) -> Sequence[MountedRoute]: ...
+
+
+@attrs.frozen
+class MountedRoute:
+    """A web route built for one server: where it is mounted, its ASGI app, and whether the transport
+    authenticates an MCP key for it."""
+
+    name: str
+    path: str
+    app: Any
+    mcp_key: bool = False
+
+
+@runtime_checkable
+class Transport(Protocol):
+    """Serves a running kernel, through its `Host`, until stopped (EOF, a signal, or `stop()`).
+
+    The kernel runs its background work (tool sync, config reload, flushes) around `serve`.
+    A network transport refuses non-loopback binds while `host.loopback_only` is true.
+    """
+
+    async def serve(self, host: Host) -> None: ...
 
 
 __all__ = [
+    "CALLER_NAMES",
     "Admission",
+    "ApprovalCall",
     "ApprovalRequest",
     "ApprovalStatus",
     "Approver",
+    "AuditSink",
     "AuthProvider",
     "CallRequest",
+    "Caller",
+    "Channel",
+    "Command",
     "Decision",
+    "Host",
     "Limit",
+    "MountedRoute",
     "NoSettings",
     "Policy",
     "Principal",
     "Provider",
-    "ProviderContext",
     "ProviderKind",
     "RateLimiter",
     "SideEffect",
     "Stability",
     "Tool",
     "ToolHandler",
+    "ToolList",
     "ToolProvider",
     "ToolResult",
     "ToolSettings",
     "Transport",
+    "WebRoute",
 ]

@@ -4,6 +4,11 @@ A snapshot is immutable; readers take `registry.snapshot` once per request and n
 catalogue. Each tool's JSON Schema validator is compiled once per definition hash and reused across
 syncs. A pack that fails during sync keeps its last good tools; a duplicate tool name across packs is an
 error naming both packs.
+
+A pack with per-brand settings has one more instance per such brand. The catalogue (names, definitions,
+validators) comes from the pack's own instance; a brand instance must yield the same definitions, and
+only its handlers are used, for that brand's calls (`Snapshot.brand_tools`). A brand instance that fails
+or disagrees leaves that brand without those tools (fail closed), never with another brand's handler.
 """
 
 from __future__ import annotations
@@ -40,9 +45,12 @@ class Snapshot:
     version: int
     tools: Mapping[str, RegisteredTool]
     digest: str
+    #: (brand, tool name) -> the tool as the brand's own instance of its pack yields it.
+    brand_tools: Mapping[tuple[str, str], Tool] = attrs.field(factory=dict)
 
 
 EMPTY = Snapshot(0, {}, "")
+BrandPacks = Mapping[tuple[str, str], ToolProvider]
 
 
 def definition_digest(pack: str, tool: Tool) -> str:
@@ -76,10 +84,14 @@ class Registry:
     def __init__(self) -> None:
         self.snapshot: Snapshot = EMPTY
         self._last_good: dict[str, dict[str, RegisteredTool]] = {}
+        self._last_good_brand: dict[tuple[str, str], dict[str, Tool]] = {}
         self._compiled: dict[str, RegisteredTool] = {}
 
-    async def sync(self, packs: Mapping[str, ToolProvider], *, strict: bool = False) -> bool:
-        """Poll every pack once; True if the catalogue changed. `strict` turns problems into errors."""
+    async def sync(
+        self, packs: Mapping[str, ToolProvider], brand_packs: BrandPacks | None = None, *, strict: bool = False
+    ) -> bool:
+        """Poll every pack (and per-brand instance) once; True if clients can see a change. `strict` turns
+        problems into errors."""
         per_pack: dict[str, dict[str, RegisteredTool]] = {}
         failures: list[str] = []
         for pack, provider in packs.items():
@@ -122,21 +134,62 @@ class Registry:
             for line in conflicts:
                 log.error("%s; keeping the previous catalogue", line)
             return False
+        brand_tools = await self._sync_brands(brand_packs or {}, per_pack, failures)
         if strict and failures:
             raise ConfigError(failures)
         self._last_good = per_pack
         digest = hashlib.sha256("".join(sorted(e.digest for e in merged.values())).encode()).hexdigest()
         previous = self.snapshot
-        unchanged = merged.keys() == previous.tools.keys() and all(
-            previous.tools[name] is entry for name, entry in merged.items()
+        unchanged = (
+            merged.keys() == previous.tools.keys()
+            and all(previous.tools[name] is entry for name, entry in merged.items())
+            and brand_tools.keys() == previous.brand_tools.keys()
+            and all(previous.brand_tools[k] is tool for k, tool in brand_tools.items())
         )
         if unchanged and previous.version:
             return False
         # A new snapshot whenever any entry changed, even only its handler (a pack rebuilt by a config
         # reload); the return value says whether clients can see a difference.
-        self.snapshot = Snapshot(previous.version + 1, dict(sorted(merged.items())), digest)
+        self.snapshot = Snapshot(previous.version + 1, dict(sorted(merged.items())), digest, brand_tools)
         self._compiled = {e.digest: e for e in merged.values()}
-        return digest != previous.digest or previous.version == 0
+        return digest != previous.digest or previous.version == 0 or brand_tools.keys() != previous.brand_tools.keys()
+
+    async def _sync_brands(
+        self, brand_packs: BrandPacks, per_pack: Mapping[str, Mapping[str, RegisteredTool]], failures: list[str]
+    ) -> dict[tuple[str, str], Tool]:
+        """(brand, name) -> tool for every per-brand instance whose tools match its pack's definitions."""
+        out: dict[tuple[str, str], Tool] = {}
+        last_good: dict[tuple[str, str], dict[str, Tool]] = {}
+        for (pack, brand), provider in brand_packs.items():
+            where = f"[brands.{brand}.packs.{pack}]"
+            try:
+                with anyio.fail_after(SYNC_TIMEOUT_S):
+                    tools = list(await provider.list_tools())
+            except Exception as exc:
+                message = f"{where}: listing tools failed ({type(exc).__name__})"
+                failures.append(message)
+                log.error("%s; keeping its last good tools", message)
+                kept = self._last_good_brand.get((pack, brand), {})
+            else:
+                base = per_pack.get(pack, {})
+                kept = {}
+                for tool in tools:
+                    entry = base.get(tool.name) if isinstance(tool, Tool) else None
+                    if entry is None or (entry.tool is not tool and definition_digest(pack, tool) != entry.digest):
+                        name = tool.name if isinstance(tool, Tool) else type(tool).__name__
+                        message = (
+                            f"{where}: tool {name!r} is not the one [packs.{pack}] defines; per-brand settings "
+                            f"may change where and as whom a pack connects, not its tools"
+                        )
+                        failures.append(message)
+                        log.error("%s; the brand cannot call it", message)
+                        continue
+                    kept[tool.name] = tool
+            last_good[(pack, brand)] = kept
+            for name, tool in kept.items():
+                out[(brand, name)] = tool
+        self._last_good_brand = last_good
+        return out
 
     def _compile(self, pack: str, tool: Tool) -> RegisteredTool:
         digest = definition_digest(pack, tool)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -72,29 +73,43 @@ def resolve(ref: SecretRef, where: str, base_dir: str) -> Secret:
     return Secret(value)
 
 
+#: Anything shaped like an API key (`<prefix><key id>_<secret><checksum>`): its secret part is masked.
+KEY_PATTERN = re.compile(r"\b([a-z][a-z0-9]{0,15}_(?:[a-z0-9]{1,16}_)?)([0-9A-Za-z]{12})_[0-9A-Za-z]{49}\b")
+
+
 class Redactor(logging.Filter):
-    """Masks every secret value a kernel resolved, in any log record that passes a handler it guards."""
+    """Masks every secret value a kernel resolved, and anything shaped like an API key, in every log
+    record that passes a handler it guards, tracebacks included (they are formatted, then masked)."""
 
     def __init__(self) -> None:
         super().__init__()
         self._values: set[str] = set()
+        self._ordered: list[str] = []
         self._handlers: list[logging.Handler] = []
 
     def add(self, value: str) -> None:
-        if len(value) >= 4:  # masking a 1-3 character string would mangle ordinary text
+        if len(value) >= 4 and value not in self._values:  # masking 1-3 characters would mangle ordinary text
             self._values.add(value)
+            self._ordered = sorted(self._values, key=len, reverse=True)
+
+    def mask(self, text: str) -> str:
+        for value in self._ordered:
+            text = text.replace(value, MASK)
+        return KEY_PATTERN.sub(r"\1\2_[redacted]", text)
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self._values:
-            return True
         message = record.getMessage()
-        masked = message
-        for value in sorted(self._values, key=len, reverse=True):
-            masked = masked.replace(value, MASK)
+        masked = self.mask(message)
         if masked != message:
             record.msg, record.args = masked, None
-        if record.exc_info:  # a traceback could carry a secret in an exception's text
-            record.exc_info, record.exc_text = None, None
+        if record.exc_info:
+            if not record.exc_text:
+                record.exc_text = _FORMATTER.formatException(record.exc_info)
+            record.exc_info = None
+        if record.exc_text:
+            record.exc_text = self.mask(record.exc_text)
+        if record.stack_info:
+            record.stack_info = self.mask(record.stack_info)
         return True
 
     def guard(self, loggers: Iterable[logging.Logger]) -> None:
@@ -109,3 +124,6 @@ class Redactor(logging.Filter):
         for handler in self._handlers:
             handler.removeFilter(self)
         self._handlers.clear()
+
+
+_FORMATTER = logging.Formatter()

@@ -1,4 +1,5 @@
-"""Binds a kernel's pipeline to the `mcp` low-level Server, for both protocol eras.
+"""The binding: a kernel's `Host` as an `mcp` low-level Server, for both protocol eras. The only module
+that turns the governed path's domain answers (`ToolList`, `Outcome`) into MCP wire types.
 
 The transport supplies how to find the caller's credential in a request; every request is
 authenticated again (revocation takes effect on the next call). No handler lets an exception escape:
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 import warnings
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import mcp.types as mt
@@ -19,9 +20,10 @@ from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, Too
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 
 from qaqnuz import envelope as env
-from qaqnuz.callcontext import CallContext
-from qaqnuz.kernel import Kernel
-from qaqnuz.records import Principal
+from qaqnuz.callcontext import LEVELS, NO_ELICITATION, NO_SAMPLING
+from qaqnuz.envelope import Outcome
+from qaqnuz.errors import DependencyError
+from qaqnuz.records import Host, Principal, SideEffect, Tool, ToolList
 
 log = logging.getLogger("qaqnuz.server")
 
@@ -36,7 +38,7 @@ CredentialSource = Callable[[ServerRequestContext[Any]], str | Principal | None]
 class GovernedServer(Server[Any]):
     """A low-level Server that advertises tools.listChanged on handshake-era connections."""
 
-    def create_initialization_options(  # type: ignore[override]
+    def create_initialization_options(
         self, notification_options: NotificationOptions | None = None, *args: Any, **kwargs: Any
     ) -> Any:
         return super().create_initialization_options(
@@ -45,14 +47,14 @@ class GovernedServer(Server[Any]):
 
 
 class Binding:
-    """One MCP server object for one kernel and one way of finding credentials.
+    """One MCP server object for one host and one way of finding credentials.
 
     Tracks handshake-era sessions (to push notifications/tools/list_changed) and publishes on the
     subscription bus for 2026-07-28 clients listening with subscriptions/listen.
     """
 
-    def __init__(self, kernel: Kernel, credential: CredentialSource, *, transport: str) -> None:
-        self.kernel = kernel
+    def __init__(self, host: Host, credential: CredentialSource, *, transport: str) -> None:
+        self.host = host
         self.credential = credential
         self.transport = transport
         self.bus = InMemorySubscriptionBus()
@@ -61,14 +63,14 @@ class Binding:
         with warnings.catch_warnings():
             # logging/setLevel is deprecated in 2026-07-28 but still part of every handshake-era version.
             warnings.simplefilter("ignore", MCPDeprecationWarning)
-            self.server = self._build_server(kernel)
+            self.server = self._build_server(host)
         self.server.add_notification_handler("notifications/initialized", mt.NotificationParams, self._initialized)
-        self._unsubscribe = kernel.add_change_listener(self.broadcast)
+        self._unsubscribe = host.on_change(self.broadcast)
 
-    def _build_server(self, kernel: Kernel) -> GovernedServer:
+    def _build_server(self, host: Host) -> GovernedServer:
         return GovernedServer(
-            kernel.runtime.config.server.name,
-            version=_version(),
+            host.server_name,
+            version=host.version,
             on_list_tools=self._list_tools,
             on_call_tool=self._call_tool,
             on_completion=self._complete,
@@ -88,7 +90,7 @@ class Binding:
             credential = None
         if isinstance(credential, Principal):  # the transport authenticated this very request already
             return credential
-        principal = await self.kernel.authenticate(credential, transport=self.transport)
+        principal = await self.host.authenticate(credential, transport=self.transport)
         if principal is None:
             raise MCPError(code=UNAUTHORIZED, message=env.AUTH_FAILED)
         return principal
@@ -98,7 +100,7 @@ class Binding:
     ) -> mt.ListToolsResult:
         principal = await self._principal(ctx)
         try:
-            return mt.ListToolsResult(tools=self.kernel.pipeline.list_tools(principal))
+            return mt.ListToolsResult(tools=wire_tools(self.host.list_tools(principal)))
         except Exception as exc:
             log.error("tools/list failed (%s)", type(exc).__name__)
             return mt.ListToolsResult(tools=[])  # list_tools never fails: show nothing rather than leak
@@ -106,17 +108,15 @@ class Binding:
     async def _call_tool(self, ctx: ServerRequestContext[Any], params: mt.CallToolRequestParams) -> mt.CallToolResult:
         principal = await self._principal(ctx)
         connection = _connection_of(ctx.session)
-        call = CallContext(ctx.session, ctx.request_id, lambda: self._levels.get(connection))
-        token = call._activate()
+        channel = McpChannel(ctx.session, ctx.request_id, lambda: self._levels.get(connection))
         try:
-            return await self.kernel.pipeline.call_tool(
-                principal, params.name, params.arguments, transport=self.transport
+            outcome = await self.host.call_tool(
+                principal, params.name, params.arguments, transport=self.transport, channel=channel
             )
+            return wire_result(outcome)
         except Exception as exc:
             log.error("tools/call failed outside the pipeline (%s)", type(exc).__name__)
             raise MCPError(code=INTERNAL, message="Internal error") from None
-        finally:
-            CallContext._deactivate(token)
 
     async def _complete(self, ctx: ServerRequestContext[Any], params: mt.CompleteRequestParams) -> mt.CompleteResult:
         """No prompts or resource templates are served, so there is never anything to complete."""
@@ -150,12 +150,88 @@ class Binding:
         await self.bus.publish(ToolsListChanged())
 
 
+def wire_tools(visible: ToolList) -> list[mt.Tool]:
+    """The MCP definitions of a principal's visible tools, encoded once per cached list."""
+    if visible.wire is None:
+        visible.wire = [wire_tool(tool) for tool in visible.tools]
+    wire: list[mt.Tool] = visible.wire
+    return wire
+
+
+def wire_tool(tool: Tool) -> mt.Tool:
+    return mt.Tool(
+        name=tool.name,
+        description=f"[{tool.stability}] {tool.description}",
+        input_schema=dict(tool.input_schema),
+        annotations=mt.ToolAnnotations(
+            read_only_hint=tool.side_effect is SideEffect.READ,
+            destructive_hint=tool.side_effect is not SideEffect.READ,
+            open_world_hint=tool.side_effect is SideEffect.EXTERNAL,
+        ),
+    )
+
+
+def wire_result(outcome: Outcome) -> mt.CallToolResult:
+    """The envelope on the wire: payload or sanitised text first, a tool's own blocks after it."""
+    return mt.CallToolResult(
+        content=[mt.TextContent(type="text", text=outcome.text), *outcome.blocks],
+        structured_content=env.to_builtins(outcome.result),
+        is_error=outcome.is_error,
+    )
+
+
+class McpChannel:
+    """A running tool's way back to its caller: the request's own session and request id."""
+
+    def __init__(self, session: Any, request_id: Any, min_level: Callable[[], str | None]) -> None:
+        self._session = session
+        self._request_id = request_id
+        self._min_level = min_level
+
+    async def log(self, level: str, message: Any, *, logger: str | None = None) -> None:
+        """A `notifications/message`, if the connection asked for this level. Never fails the call."""
+        threshold = self._min_level()
+        if threshold is not None and LEVELS.index(level) < LEVELS.index(threshold):
+            return
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", MCPDeprecationWarning)
+                await self._session.send_log_message(
+                    level=level, data=message, logger=logger, related_request_id=self._request_id
+                )
+        except Exception as exc:  # the client went away or the era cannot carry it: logging is best effort
+            log.debug("could not send a log notification (%s)", type(exc).__name__)
+
+    async def report_progress(self, progress: float, total: float | None, message: str | None) -> None:
+        try:
+            await self._session.report_progress(progress, total, message)
+        except Exception as exc:
+            log.debug("could not send a progress notification (%s)", type(exc).__name__)
+
+    async def sample(self, prompt: str, *, max_tokens: int, system_prompt: str | None) -> str:
+        messages = [mt.SamplingMessage(role="user", content=mt.TextContent(type="text", text=prompt))]
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", MCPDeprecationWarning)
+                result = await self._session.create_message(
+                    messages=messages,
+                    max_tokens=max_tokens,
+                    system_prompt=system_prompt,
+                    related_request_id=self._request_id,
+                )
+        except Exception as exc:
+            raise DependencyError(type(exc).__name__, public=NO_SAMPLING) from None
+        content = result.content
+        return content.text if isinstance(content, mt.TextContent) else ""
+
+    async def elicit(self, message: str, schema: Mapping[str, Any]) -> tuple[str, dict[str, Any] | None]:
+        try:
+            result = await self._session.elicit_form(message, dict(schema), related_request_id=self._request_id)
+        except Exception as exc:
+            raise DependencyError(type(exc).__name__, public=NO_ELICITATION) from None
+        return str(result.action), (dict(result.content) if result.content is not None else None)
+
+
 def _connection_of(session: Any) -> Any:
     """The connection behind a per-request session proxy (the SDK exposes it only privately)."""
     return getattr(session, "_connection", session)
-
-
-def _version() -> str:
-    from qaqnuz import __version__
-
-    return __version__

@@ -4,9 +4,12 @@ Installed with qaqnuz (entry point `pytest11`), so a third-party pack's tests ca
 
     async def test_my_tool(qaqnuz_kernel, qaqnuz_client):
         kernel = await qaqnuz_kernel(CONFIG, plugins=[my_pack.plugin])
-        key = kernel.mint_key(brand="acme", scopes=["orders.read"], name="test")
+        key, _ = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="test")
         async with qaqnuz_client(kernel, key) as client:
             result = await client.call_tool("my_tool", {"id": "1"})
+
+A store plugin runs the shared store contract against itself: subclass
+`qaqnuz.store_contract.StoreContract` in a test module and give it a `store` fixture.
 
 Everything is real: the store is SQLite in the test's tmp_path, calls go through the governed
 pipeline and the `mcp` SDK's in-memory transport (both protocol eras: pass `mode="legacy"`).
@@ -68,7 +71,7 @@ async def connect(kernel: Kernel, key: str | None, *, mode: str = "auto", **clie
 
     from qaqnuz.server import Binding
 
-    binding = Binding(kernel, lambda ctx: key, transport="memory")
+    binding = Binding(kernel.host, lambda ctx: key, transport="memory")
     try:
         async with Client(binding.server, mode=mode, **client_options) as client:
             yield client

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 
 from qaqnuz import hookspecs
-from qaqnuz.plugins import HOOK_FOR_KIND
+from qaqnuz.plugins import COMMANDS_HOOK, HOOK_FOR_KIND, WEB_ROUTES_HOOK
 from qaqnuz.records import ProviderKind
 
 PINNED = {
@@ -15,6 +15,10 @@ PINNED = {
     "qaqnuz_rate_limiters": "() -> 'list[Provider]'",
     "qaqnuz_transports": "() -> 'list[Provider]'",
     "qaqnuz_tool_providers": "() -> 'list[Provider]'",
+    "qaqnuz_stores": "() -> 'list[Provider]'",
+    "qaqnuz_audit_sinks": "() -> 'list[Provider]'",
+    "qaqnuz_commands": "() -> 'list[Command]'",
+    "qaqnuz_web_routes": "() -> 'list[WebRoute]'",
 }
 
 
@@ -29,16 +33,17 @@ def test_every_spec_is_pinned_and_unchanged():
         assert str(inspect.signature(fn)) == PINNED[name], name
 
 
-def test_every_spec_documents_when_it_is_called_and_what_it_returns():
+def test_every_spec_documents_when_it_is_called_what_it_returns_and_an_example():
     for name, fn in _specs().items():
         doc = inspect.getdoc(fn) or ""
-        assert "Called once per kernel build" in doc, name
-        assert "Provider" in doc or "provider" in doc, name
+        assert "Called once" in doc, name
+        assert "Return" in doc, name
+        assert "Example::" in doc and "@hookimpl" in doc and f"def {name}():" in doc, name
 
 
-def test_one_registration_hook_per_provider_kind():
+def test_one_registration_hook_per_provider_kind_plus_commands_and_web_routes():
     assert set(HOOK_FOR_KIND) == set(ProviderKind)
-    assert set(HOOK_FOR_KIND.values()) == set(PINNED)
+    assert {*HOOK_FOR_KIND.values(), COMMANDS_HOOK, WEB_ROUTES_HOOK} == set(PINNED)
 
 
 def test_one_name_everywhere():

@@ -45,7 +45,7 @@ STOP_S = 20
 
 def demo_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("QAQNUZ_")}
-    env.update(QAQNUZ_DISABLE_PLUGIN_AUTOLOAD="1", QAQNUZ_PLUGINS="http,pack-sql")
+    env.update(QAQNUZ_DISABLE_PLUGIN_AUTOLOAD="1", QAQNUZ_PLUGINS="demo,http,pack-sql")
     return env
 
 

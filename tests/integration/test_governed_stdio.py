@@ -58,7 +58,7 @@ async def provision(folder: Path, text: str, **keys: tuple[str, str, list[str]])
     try:
         raw = {}
         for name, (brand, role, scopes) in keys.items():
-            raw[name], _ = kernel.mint_key(brand=brand, role=role, scopes=scopes, name=name)
+            raw[name], _ = await kernel.keys.mint(brand=brand, role=role, scopes=scopes, name=name)
     finally:
         await kernel.aclose()
     return cfg, raw
@@ -382,9 +382,9 @@ async def test_per_brand_limit_holds_across_two_keys(tmp_path, mode):
     cfg = write_config(tmp_path, kit_config(per_key="100/60s", per_brand="5/60s"))
     kernel = await start_kernel(cfg, plugins=["testkit_pack.plugin"])
     try:
-        first, _ = kernel.mint_key(brand="acme", scopes=["orders.read"], name="first")
-        second, _ = kernel.mint_key(brand="acme", scopes=["orders.read"], name="second")
-        other, _ = kernel.mint_key(brand="globex", scopes=["orders.read"], name="other")
+        first, _ = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="first")
+        second, _ = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="second")
+        other, _ = await kernel.keys.mint(brand="globex", scopes=["orders.read"], name="other")
         async with (
             connect(kernel, first, mode=mode) as one,
             connect(kernel, second, mode=mode) as two,

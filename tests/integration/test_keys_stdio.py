@@ -42,10 +42,12 @@ async def test_bad_keys_fail_identically_at_startup(tmp_path):
     cfg = write_config(tmp_path, kit_config())
     kernel = await start_kernel(cfg, plugins=["testkit_pack.plugin"])
     try:
-        expired_raw, expiring = kernel.mint_key(brand="acme", scopes=["orders.read"], name="expiring", expires_in=1)
-        good, good_rec = kernel.mint_key(brand="acme", scopes=["orders.read"], name="good")
-        revoked, revoked_rec = kernel.mint_key(brand="acme", scopes=["orders.read"], name="revoked")
-        assert kernel.store.revoke_key(revoked_rec.key_id, time.time())
+        expired_raw, expiring = await kernel.keys.mint(
+            brand="acme", scopes=["orders.read"], name="expiring", expires_in=1
+        )
+        good, good_rec = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="good")
+        revoked, revoked_rec = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="revoked")
+        assert await kernel.store.revoke_key(revoked_rec.key_id, time.time())
     finally:
         await kernel.aclose()
 
@@ -102,7 +104,7 @@ async def test_revocation_takes_effect_on_the_next_call_in_an_open_session(tmp_p
     cfg = write_config(tmp_path, kit_config())
     kernel = await start_kernel(cfg, plugins=["testkit_pack.plugin"])
     try:
-        raw, record = kernel.mint_key(brand="acme", scopes=["orders.read"], name="revoke-me")
+        raw, record = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="revoke-me")
     finally:
         await kernel.aclose()
 
@@ -133,8 +135,8 @@ async def test_last_used_is_set_after_a_stdio_call_and_survives_restart(tmp_path
     cfg = write_config(tmp_path, kit_config())
     kernel = await start_kernel(cfg, plugins=["testkit_pack.plugin"])
     try:
-        raw, record = kernel.mint_key(brand="acme", scopes=["orders.read"], name="used")
-        _, idle = kernel.mint_key(brand="acme", scopes=["orders.read"], name="idle")
+        raw, record = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="used")
+        _, idle = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="idle")
     finally:
         await kernel.aclose()
     assert record.last_used_at is None
@@ -157,8 +159,8 @@ async def test_last_used_is_set_after_a_stdio_call_and_survives_restart(tmp_path
 
     restarted = await start_kernel(cfg, plugins=["testkit_pack.plugin"])
     try:
-        assert restarted.store.get_key(record.key_id).last_used_at == last_used
-        assert restarted.store.get_key(idle.key_id).last_used_at is None
+        assert (await restarted.store.get_key(record.key_id)).last_used_at == last_used
+        assert (await restarted.store.get_key(idle.key_id)).last_used_at is None
     finally:
         await restarted.aclose()
     # Closing a kernel that saw no calls keeps the stored time.

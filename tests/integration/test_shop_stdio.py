@@ -20,7 +20,7 @@ import pytest
 
 import qaqnuz_pack_sql
 from qaqnuz.testing import start_kernel
-from qaqnuz_pack_sql import demo_shop
+from qaqnuz_demo import shop as demo_shop
 from stdio_harness import stdio_session
 
 pytestmark = pytest.mark.anyio
@@ -45,7 +45,7 @@ async def provision(folder: Path, *, sync: str = "5s") -> tuple[Path, str]:
     demo_shop.create(state / "shop.db")
     kernel = await start_kernel(cfg, plugins=[qaqnuz_pack_sql])
     try:
-        key, _ = kernel.mint_key(brand="acme", role="manager", scopes=SCOPES, name="shop-stdio")
+        key, _ = await kernel.keys.mint(brand="acme", role="manager", scopes=SCOPES, name="shop-stdio")
     finally:
         await kernel.aclose()
     return cfg, key

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.anyio
 async def test_list_and_call(tmp_path, mode):
     cfg = write_config(tmp_path, kit_config())
     kernel = await start_kernel(cfg, plugins=["testkit_pack.plugin"])
-    key, _ = kernel.mint_key(brand="acme", scopes=["orders.read"], name="t")
+    key, _ = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="t")
     await kernel.aclose()
     async with stdio_session(server_env(cfg, key), mode=mode) as client:
         tools = await client.list_tools()

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kit import kit_config, server_env
-from qaqnuz.store import Store
+from qaqnuz.builtin.sqlite_store import SqliteStore
 from qaqnuz.testing import start_kernel, write_config
 
 pytestmark = pytest.mark.anyio
@@ -30,7 +30,7 @@ INITIALIZED = {"jsonrpc": "2.0", "method": "notifications/initialized"}
 async def _setup(tmp_path: Path) -> tuple[Path, str, str]:
     cfg = write_config(tmp_path, kit_config())
     kernel = await start_kernel(cfg, plugins=["testkit_pack.plugin"])
-    key, record = kernel.mint_key(brand="acme", scopes=["orders.read"], name="wire")
+    key, record = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="wire")
     await kernel.aclose()
     return cfg, key, record.key_id
 
@@ -80,6 +80,7 @@ async def test_protocol_errors_are_generic_and_stdout_is_only_json_rpc(tmp_path)
         boom = _reply(proc, 4)["result"]
         assert boom["isError"] is True and boom["structuredContent"]["error_class"] == "terminal"
         assert "hunter2" not in json.dumps(boom)
+        incident = boom["structuredContent"]["incident_id"]
         _send(proc, {"jsonrpc": "2.0", "id": 5, "method": "tools/list", "params": {}})
         assert [t["name"] for t in _reply(proc, 5)["result"]["tools"]]
     finally:
@@ -87,7 +88,9 @@ async def test_protocol_errors_are_generic_and_stdout_is_only_json_rpc(tmp_path)
     for line in rest.splitlines():  # anything left on stdout is JSON-RPC too
         assert json.loads(line)["jsonrpc"] == "2.0"
     assert proc.returncode == 0
-    assert "hunter2" not in err and key not in err  # neither exception text nor the key reach the log
+    # The operator's log has what the caller never sees: the traceback, under the same incident id. Never the key.
+    assert f"tool boom raised RuntimeError (incident {incident})" in err and "Traceback" in err
+    assert key not in err
 
 
 async def test_sigterm_stops_cleanly_and_flushes_last_used(tmp_path):
@@ -116,7 +119,7 @@ async def test_sigterm_stops_cleanly_and_flushes_last_used(tmp_path):
             proc.kill()
     assert proc.returncode == 0, err
     assert "received SIGTERM; stopping" in err and "last-used times flushed" in err
-    store = Store(tmp_path / "qaqnuz.db")
-    record = store.get_key(key_id)
-    store.close()
+    store = SqliteStore(tmp_path / "qaqnuz.db")
+    record = await store.get_key(key_id)
+    await store.aclose()
     assert record.last_used_at is not None and record.last_used_at <= before

@@ -33,7 +33,7 @@ async def prepared(tmp_path: Path) -> tuple[Path, str]:
     cfg = write_config(tmp_path, kit_config(sync="1s"))
     kernel = await start_kernel(cfg, plugins=["testkit_pack.plugin"])
     try:
-        key, _ = kernel.mint_key(brand="acme", scopes=["orders.read"], name="sync")
+        key, _ = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="sync")
     finally:
         await kernel.aclose()
     return cfg, key

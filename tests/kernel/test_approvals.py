@@ -18,7 +18,7 @@ def _config(wait: float) -> str:
 async def test_wait_seconds_holds_the_call_until_a_decision(tmp_path):
     kernel = await start_kernel(write_config(tmp_path, _config(5)), plugins=["testkit_pack.plugin"])
     try:
-        key, _ = kernel.mint_key(brand="acme", role="manager", scopes=["orders.write"], name="w")
+        key, _ = await kernel.keys.mint(brand="acme", role="manager", scopes=["orders.write"], name="w")
         results = []
         async with connect(kernel, key, mode="legacy") as client, anyio.create_task_group() as tg:
 
@@ -27,10 +27,10 @@ async def test_wait_seconds_holds_the_call_until_a_decision(tmp_path):
 
             tg.start_soon(call)
             with anyio.fail_after(4):
-                while not kernel.store.list_approvals("acme"):
+                while not await kernel.store.list_approvals("acme"):
                     await anyio.sleep(0.05)
-            pending = kernel.store.list_approvals("acme")[0]
-            kernel.store.decide_approval(
+            pending = (await kernel.store.list_approvals("acme"))[0]
+            await kernel.store.decide_approval(
                 pending.approval_id, approve=True, by="test", reason=None, now=kernel.clock(), valid_for=60
             )
         assert results[0].is_error is False, results[0].structured_content
@@ -45,12 +45,12 @@ async def test_wait_seconds_holds_the_call_until_a_decision(tmp_path):
 async def test_an_approval_executes_once_under_concurrent_reissues(tmp_path):
     kernel = await start_kernel(write_config(tmp_path, _config(0)), plugins=["testkit_pack.plugin"])
     try:
-        key, _ = kernel.mint_key(brand="acme", role="manager", scopes=["orders.write"], name="c")
+        key, _ = await kernel.keys.mint(brand="acme", role="manager", scopes=["orders.write"], name="c")
         async with connect(kernel, key, mode="legacy") as client:
             first = await client.call_tool("create_order", {"sku": "B", "qty": 2})
             approval_id = first.structured_content["approval_id"]
             assert kernel.metrics.registry.get_sample_value("qaqnuz_approvals_pending", {"brand": "acme"}) == 1.0
-            kernel.store.decide_approval(
+            await kernel.store.decide_approval(
                 approval_id, approve=True, by="test", reason=None, now=kernel.clock(), valid_for=60
             )
             results = []

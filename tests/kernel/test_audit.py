@@ -150,7 +150,7 @@ async def test_calls_are_audited_without_argument_values(tmp_path, mode) -> None
         ("boom", {}, "execution", "failed", "terminal"),
     ]
     try:
-        key, record = kernel.mint_key(brand="acme", scopes=["orders.read"], name="auditor")
+        key, record = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="auditor")
         async with connect(kernel, key, mode=mode) as client:
             for tool, args, _, _, _ in calls:
                 await client.call_tool(tool, args)

@@ -84,9 +84,16 @@ CASES = [
     ("bad-duration", lambda _: kit_config(sync="soon"), "[server] sync_interval:", "'soon' is not a duration"),
     (
         "bad-store-url",
-        replace_once('store = "sqlite:///qaqnuz.db"', 'store = "postgres://db/qaqnuz"'),
+        replace_once('store = "sqlite:///qaqnuz.db"', 'store = "qaqnuz.db"'),
         "[server] store:",
-        "sqlite:///",
+        "is not a store URL; write e.g. sqlite:///qaqnuz.db",
+    ),
+    (
+        "store-plugin-not-installed",
+        replace_once('store = "sqlite:///qaqnuz.db"', 'store = "postgresql://db/qaqnuz"'),
+        "[server] store:",
+        "unknown store provider 'postgresql'; valid names: sqlite; 'postgresql' comes with the distribution "
+        "qaqnuz-postgres, which is not installed: pip install 'qaqnuz[postgres]'",
     ),
     (
         "unknown-provider",
@@ -98,7 +105,7 @@ CASES = [
         "unknown-provider-settings",
         prepend("[plugins.nosuch]\nx = 1\n"),
         "[plugins.nosuch]:",
-        "no installed provider is named 'nosuch'",
+        "no installed provider or web route is named 'nosuch'",
     ),
     ("pack-without-type", replace_once('type = "testkit"\n', ""), "[packs.kit] type:", "missing"),
     (
@@ -211,7 +218,7 @@ async def test_env_override_reaches_the_running_server(tmp_path):
     config = write_config(tmp_path, GOOD)
     kernel = await start_kernel(config, plugins=["testkit_pack.plugin"])
     try:
-        raw, _ = kernel.mint_key(brand="acme", scopes=["orders.read"], name="env")
+        raw, _ = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="env")
     finally:
         await kernel.aclose()
     env = {**server_env(config, raw), "QAQNUZ_SERVER__NAME": "renamed-by-env"}

@@ -74,7 +74,7 @@ type = "blocks"
 @pytest.fixture
 async def client_factory(tmp_path):
     kernel = await start_kernel(write_config(tmp_path, CONFIG), plugins=[BlocksPlugin()])
-    key, _ = kernel.mint_key(brand="acme", scopes=["media.read"], name="b")
+    key, _ = await kernel.keys.mint(brand="acme", scopes=["media.read"], name="b")
     yield lambda mode: connect(kernel, key, mode=mode)
     await kernel.aclose()
 

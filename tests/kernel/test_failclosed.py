@@ -134,7 +134,7 @@ async def governed(tmp_path):
         cfg = write_config(tmp_path, config(plugins_table))
         kernel = await start_kernel(cfg, plugins=[pack, BrokenProviders()])
         made.append(kernel)
-        key, _ = kernel.mint_key(brand="acme", scopes=["orders.read"], name="t")
+        key, _ = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="t")
         return kernel, key, pack
 
     yield make

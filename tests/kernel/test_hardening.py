@@ -28,7 +28,7 @@ async def test_reload_that_changes_only_pack_settings_takes_effect(tmp_path):
     path = write_config(tmp_path, kit_config())
     kernel = await start_kernel(path, plugins=["testkit_pack.plugin"])
     try:
-        key, _ = kernel.mint_key(brand="acme", scopes=["orders.read"], name="r")
+        key, _ = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="r")
         async with connect(kernel, key) as client:
             before = (await client.call_tool("big", {})).structured_content
             assert before["truncated"] is True
@@ -59,7 +59,7 @@ async def test_a_transient_reload_failure_is_retried(tmp_path):
 async def test_a_cancelled_call_still_leaves_an_audit_line(tmp_path):
     kernel = await start_kernel(write_config(tmp_path, kit_config()), plugins=["testkit_pack.plugin"])
     try:
-        key, _ = kernel.mint_key(brand="acme", scopes=["orders.read"], name="c")
+        key, _ = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="c")
         principal = await kernel.authenticate(key)
         with anyio.move_on_after(0.2):
             await kernel.pipeline.call_tool(principal, "slow", {})
@@ -72,7 +72,7 @@ async def test_a_cancelled_call_still_leaves_an_audit_line(tmp_path):
 async def test_bookkeeping_failure_after_execution_does_not_fail_the_call(tmp_path, monkeypatch):
     kernel = await start_kernel(write_config(tmp_path, kit_config()), plugins=["testkit_pack.plugin"])
     try:
-        key, _ = kernel.mint_key(brand="acme", scopes=["orders.read"], name="b")
+        key, _ = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="b")
 
         def broken(*args, **kwargs):
             raise qaqnuz.errors.StoreError("usage table is gone")
@@ -112,7 +112,7 @@ async def test_only_an_explicit_true_allows(tmp_path):
     text = kit_config().replace("[packs.kit]", '[plugins]\npolicies = ["scope", "truthy"]\n\n[packs.kit]')
     kernel = await start_kernel(write_config(tmp_path, text), plugins=["testkit_pack.plugin", TruthyPolicyPlugin()])
     try:
-        key, _ = kernel.mint_key(brand="acme", scopes=["orders.read"], name="t")
+        key, _ = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="t")
         async with connect(kernel, key) as client:
             result = await client.call_tool("echo", {"message": "x"})
         assert result.structured_content["error_class"] == "permission"
@@ -123,7 +123,7 @@ async def test_only_an_explicit_true_allows(tmp_path):
 async def test_unknown_tool_names_never_reach_the_audit_line(tmp_path):
     kernel = await start_kernel(write_config(tmp_path, kit_config()), plugins=["testkit_pack.plugin"])
     try:
-        key, _ = kernel.mint_key(brand="acme", scopes=["orders.read"], name="u")
+        key, _ = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="u")
         async with connect(kernel, key) as client:
             await client.call_tool("x" * 5000 + "\ninjected", {})
         line = _audit(tmp_path)[-1]
@@ -162,7 +162,7 @@ def test_a_key_with_a_trailing_newline_does_not_parse():
 async def test_store_files_are_owner_only(tmp_path):
     kernel = await start_kernel(write_config(tmp_path, kit_config()), plugins=["testkit_pack.plugin"])
     try:
-        kernel.mint_key(brand="acme", scopes=["orders.read"], name="p")
+        await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="p")
         for name in ("qaqnuz.db", "qaqnuz.db-wal", "qaqnuz.db-shm"):
             mode = stat.S_IMODE(os.stat(tmp_path / name).st_mode)
             assert mode == 0o600, (name, oct(mode))

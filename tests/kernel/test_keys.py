@@ -117,8 +117,8 @@ async def test_store_holds_the_hmac_of_the_key_and_not_the_key(tmp_path):
     cfg = write_config(tmp_path, kit_config())
     kernel = await start_kernel(cfg, plugins=["testkit_pack.plugin"])
     try:
-        raw, record = kernel.mint_key(brand="acme", scopes=["orders.read"], name="hash")
-        stored = kernel.store.get_key(record.key_id)
+        raw, record = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="hash")
+        stored = await kernel.store.get_key(record.key_id)
         secret = (tmp_path / "qaqnuz.secret").read_bytes().strip()
         assert stored.hash == hmac.new(secret, raw.encode(), hashlib.sha256).hexdigest()
         assert raw not in repr(stored)
@@ -131,11 +131,16 @@ async def test_auth_rejects_bad_checksum_without_store_lookup_and_unknown_id_cos
     cfg = write_config(tmp_path, kit_config())
     kernel = await start_kernel(cfg, plugins=["testkit_pack.plugin"])
     try:
-        raw, record = kernel.mint_key(brand="acme", scopes=["orders.read"], name="auth")
+        raw, record = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="auth")
         auth = kernel.runtime.auth
         lookups: list[str] = []
         real_get = kernel.store.get_key
-        monkeypatch.setattr(kernel.store, "get_key", lambda key_id: lookups.append(key_id) or real_get(key_id))
+
+        async def counted_get(key_id):
+            lookups.append(key_id)
+            return await real_get(key_id)
+
+        monkeypatch.setattr(kernel.store, "get_key", counted_get)
         hmacs: list[str] = []
         real_matches = apikey.hash_matches
         monkeypatch.setattr(

@@ -155,7 +155,7 @@ async def test_sixth_call_in_window_is_retryable(tmp_path, mode) -> None:
     cfg = write_config(tmp_path, kit_config(per_key="5/60s", per_brand="300/60s"))
     kernel = await start_kernel(cfg, plugins=["testkit_pack.plugin"])
     try:
-        key, _ = kernel.mint_key(brand="acme", scopes=["orders.read"], name="t")
+        key, _ = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="t")
         async with connect(kernel, key, mode=mode) as client:
             for i in range(5):
                 ok = await client.call_tool("echo", {"message": f"m{i}"})
@@ -177,9 +177,9 @@ async def test_brand_limit_holds_across_two_keys(tmp_path) -> None:
     cfg = write_config(tmp_path, kit_config(per_key="5/60s", per_brand="3/60s"))
     kernel = await start_kernel(cfg, plugins=["testkit_pack.plugin"])
     try:
-        key_a, _ = kernel.mint_key(brand="acme", scopes=["orders.read"], name="a")
-        key_b, _ = kernel.mint_key(brand="acme", scopes=["orders.read"], name="b")
-        key_g, _ = kernel.mint_key(brand="globex", scopes=["orders.read"], name="g")
+        key_a, _ = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="a")
+        key_b, _ = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="b")
+        key_g, _ = await kernel.keys.mint(brand="globex", scopes=["orders.read"], name="g")
         async with connect(kernel, key_a) as a, connect(kernel, key_b) as b, connect(kernel, key_g) as g:
             assert not (await a.call_tool("echo", {"message": "1"})).is_error
             assert not (await a.call_tool("echo", {"message": "2"})).is_error

@@ -27,7 +27,7 @@ async def test_calls_update_counters_and_labels_stay_bounded(tmp_path):
     )
     other = await start_kernel(write_config(tmp_path / "b", kit_config()), plugins=["testkit_pack.plugin"])
     try:
-        key, _ = kernel.mint_key(brand="acme", scopes=["orders.read"], name="m")
+        key, _ = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="m")
         async with connect(kernel, key) as client:
             await client.call_tool("echo", {"message": "canary-value-123"})
             await client.call_tool("no_such_tool_xyz", {})
@@ -64,7 +64,7 @@ async def test_calls_update_counters_and_labels_stay_bounded(tmp_path):
 async def test_a_failed_audit_write_is_counted_and_logged_not_silent(tmp_path, caplog):
     kernel = await start_kernel(write_config(tmp_path, kit_config()), plugins=["testkit_pack.plugin"])
     try:
-        key, _ = kernel.mint_key(brand="acme", scopes=["orders.read"], name="m")
+        key, _ = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="m")
         kernel.audit.close()
         audit_file = tmp_path / "qaqnuz-audit.jsonl"
         audit_file.unlink()

@@ -145,7 +145,7 @@ async def test_a_tool_pack_from_a_fake_distribution_serves_a_kernel(site, tmp_pa
     kernel = Kernel(load_config(cfg), plugins=Plugins(group=GROUP, autoload=True))
     await kernel.start()
     try:
-        key, _ = kernel.mint_key(brand="acme", scopes=["orders.read"], name="t")
+        key, _ = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="t")
         async with connect(kernel, key) as client:
             names = [t.name for t in (await client.list_tools()).tools]
             result = await client.call_tool("fake_tool", {})
@@ -324,5 +324,6 @@ def test_cli_plugins_list_json(tmp_path) -> None:
         "version": "3.1.4",
         "hooks": ["qaqnuz_rate_limiters"],
         "providers": ["limiter:third_limiter"],
+        "commands": [],
         "builtin": False,
     }

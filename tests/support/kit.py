@@ -47,6 +47,7 @@ valid_for = "{valid_for}"
 
 [packs.kit]
 type = "testkit"
+shared = true
 description_file = "echo-description.txt"
 """
 

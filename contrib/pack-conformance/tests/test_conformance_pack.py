@@ -56,7 +56,7 @@ type = "conformance"
 
 async def keyed_kernel(qaqnuz_kernel, text: str | None = None, scope: str = "conformance.test"):
     kernel = await qaqnuz_kernel(text or keyed_config(scope), plugins=[pack])
-    key, _ = kernel.mint_key(brand="acme", scopes=[scope], name="t")
+    key, _ = await kernel.keys.mint(brand="acme", scopes=[scope], name="t")
     return kernel, key
 
 

@@ -31,7 +31,7 @@ forecast_url = "{forecast_url}"
 
 async def call(qaqnuz_kernel, qaqnuz_client, text: str, city: str, mode: str = "auto"):
     kernel = await qaqnuz_kernel(text, plugins=[qaqnuz_pack_weather])
-    key, _ = kernel.mint_key(brand="acme", scopes=["weather.read"], name="t")
+    key, _ = await kernel.keys.mint(brand="acme", scopes=["weather.read"], name="t")
     async with qaqnuz_client(kernel, key, mode=mode) as client:
         listed = await client.list_tools()
         result = await client.call_tool("get_weather", {"city": city})

@@ -25,7 +25,7 @@ greeting = "Hi"
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
 async def test_greet_through_the_governed_path(qaqnuz_kernel, qaqnuz_client, mode):
     kernel = await qaqnuz_kernel(CONFIG, plugins=[qaqnuz_toolpack_template])
-    key, _ = kernel.mint_key(brand="acme", scopes=["demo.read"], name="test")
+    key, _ = await kernel.keys.mint(brand="acme", scopes=["demo.read"], name="test")
     async with qaqnuz_client(kernel, key, mode=mode) as client:
         listed = await client.list_tools()
         result = await client.call_tool("greet", {"name": "Ada"})
@@ -38,7 +38,7 @@ async def test_greet_through_the_governed_path(qaqnuz_kernel, qaqnuz_client, mod
 
 async def test_bad_input_is_a_validation_error(qaqnuz_kernel, qaqnuz_client):
     kernel = await qaqnuz_kernel(CONFIG, plugins=[qaqnuz_toolpack_template])
-    key, _ = kernel.mint_key(brand="acme", scopes=["demo.read"], name="test")
+    key, _ = await kernel.keys.mint(brand="acme", scopes=["demo.read"], name="test")
     async with qaqnuz_client(kernel, key) as client:
         result = await client.call_tool("greet", {"name": ""})
     assert result.structured_content["error_class"] == "validation"

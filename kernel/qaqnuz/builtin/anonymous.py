@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import msgspec
 
+from qaqnuz.contexts import AuthContext
 from qaqnuz.errors import ConfigError
 from qaqnuz.hookspecs import hookimpl
-from qaqnuz.records import Principal, Provider, ProviderContext
+from qaqnuz.records import Principal, Provider
 
 KEY_ID = "anonymous"
 
@@ -43,8 +44,8 @@ class AnonymousAuth:
         return self.principal
 
 
-def _factory(settings: AnonymousSettings, ctx: ProviderContext) -> AnonymousAuth:
-    where = f"[{ctx.section}]" if ctx.section else "[plugins.anonymous]"
+def _factory(settings: AnonymousSettings, ctx: AuthContext) -> AnonymousAuth:
+    where = ctx.where
     config = ctx.config
     brand = config.brands.get(settings.brand)
     if brand is None:

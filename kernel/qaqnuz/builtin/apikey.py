@@ -7,11 +7,14 @@ one fixed response.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import attrs
 
+from qaqnuz.contexts import AuthContext
 from qaqnuz.hookspecs import hookimpl
 from qaqnuz.keys import hash_matches, parse_key
-from qaqnuz.records import Principal, Provider, ProviderContext
+from qaqnuz.records import Principal, Provider
 from qaqnuz.store import Store
 
 _DUMMY_HASH = "0" * 64
@@ -22,15 +25,15 @@ class ApiKeyAuth:
     store: Store
     secret: bytes = attrs.field(repr=False)
     prefix: str
-    clock: object
+    clock: Callable[[], float]
 
     async def authenticate(self, credential: str | None) -> Principal | None:
         parsed = parse_key(credential, self.prefix)
         if parsed is None:
             return None
-        record = self.store.get_key(parsed.key_id)
+        record = await self.store.get_key(parsed.key_id)
         matched = hash_matches(self.secret, parsed.raw, record.hash if record else _DUMMY_HASH)
-        if record is None or not matched or not record.active(self.clock()):  # type: ignore[operator]
+        if record is None or not matched or not record.active(self.clock()):
             return None
         return Principal(
             key_id=record.key_id,
@@ -41,7 +44,7 @@ class ApiKeyAuth:
         )
 
 
-def _factory(settings: object, ctx: ProviderContext) -> ApiKeyAuth:
+def _factory(settings: object, ctx: AuthContext) -> ApiKeyAuth:
     return ApiKeyAuth(store=ctx.store, secret=ctx.server_secret, prefix=ctx.config.server.key_prefix, clock=ctx.clock)
 
 

@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 
+from qaqnuz.contexts import LimiterContext
 from qaqnuz.hookspecs import hookimpl
 from qaqnuz.records import Admission, Limit, Provider
 
@@ -55,8 +56,12 @@ def qaqnuz_rate_limiters() -> list[Provider]:
     return [
         Provider(
             "memory",
-            # A monotonic clock: a wall-clock step back must not block keys or inflate retry hints.
-            lambda settings, ctx: MemoryLimiter(time.monotonic if ctx.clock is time.time else ctx.clock),
+            _factory,
             "Sliding-log limiter in this process's memory (single worker).",
         )
     ]
+
+
+def _factory(settings: object, ctx: LimiterContext) -> MemoryLimiter:
+    # A monotonic clock: a wall-clock step back must not block keys or inflate retry hints.
+    return MemoryLimiter(time.monotonic if ctx.clock is time.time else ctx.clock)

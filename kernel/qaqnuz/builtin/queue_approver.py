@@ -6,15 +6,14 @@ decides them and records who decided, when and why.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
 
 import anyio
 
-from qaqnuz.config import parse_duration
+from qaqnuz.contexts import ApproverContext
 from qaqnuz.hookspecs import hookimpl
 from qaqnuz.keys import random_b62
-from qaqnuz.records import ApprovalRequest, Provider, ProviderContext
+from qaqnuz.records import ApprovalCall, ApprovalRequest, Provider
 from qaqnuz.store import Store
 
 APPROVAL_ID_PREFIX = "apr_"
@@ -30,39 +29,30 @@ class QueueApprover:
         self.clock = clock
         self.pending_ttl = pending_ttl
 
-    async def request(
-        self, brand: str, key_id: str, tool: str, args_hash: str, *, summary: Mapping[str, Any]
-    ) -> ApprovalRequest:
-        return self.store.open_approval(
-            new_id=new_approval_id(),
-            brand=brand,
-            key_id=key_id,
-            tool=tool,
-            args_hash=args_hash,
-            now=self.clock(),
-            pending_ttl=self.pending_ttl,
-            summary=summary,
+    async def request(self, call: ApprovalCall) -> ApprovalRequest:
+        return await self.store.open_approval(
+            call, new_id=new_approval_id(), now=self.clock(), pending_ttl=self.pending_ttl
         )
 
     async def consume(self, approval_id: str) -> bool:
-        return self.store.consume_approval(approval_id, self.clock())
+        return await self.store.consume_approval(approval_id, self.clock())
 
     async def close(self, approval_id: str) -> None:
-        self.store.close_approval(approval_id)
+        await self.store.close_approval(approval_id)
 
     async def wait(self, approval_id: str, seconds: float) -> ApprovalRequest | None:
         """Poll the store for a decision for up to `seconds` (decisions come from another process)."""
         with anyio.move_on_after(seconds):
             while True:
-                record = self.store.get_approval(approval_id)
+                record = await self.store.get_approval(approval_id)
                 if record is None or record.status != "pending":
                     return record
                 await anyio.sleep(0.2)
-        return self.store.get_approval(approval_id)
+        return await self.store.get_approval(approval_id)
 
 
-def _factory(settings: object, ctx: ProviderContext) -> QueueApprover:
-    return QueueApprover(ctx.store, ctx.clock, parse_duration(ctx.config.approvals.pending_ttl))
+def _factory(settings: object, ctx: ApproverContext) -> QueueApprover:
+    return QueueApprover(ctx.store, ctx.clock, ctx.pending_ttl)
 
 
 @hookimpl

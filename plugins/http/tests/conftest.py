@@ -7,6 +7,7 @@ test can block, or run subprocesses, without stalling the server); `serve_subpro
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
@@ -60,8 +61,28 @@ class Running:
 
     def mint(self, name: str = "agent", *, brand: str = "acme", scopes: tuple[str, ...] = ("orders.read",),
              role: str = "viewer", expires_in: float | None = None) -> str:  # fmt: skip
-        raw, _ = self.kernel.mint_key(brand=brand, scopes=list(scopes), name=name, role=role, expires_in=expires_in)
+        minted = self.kernel.keys.mint(brand=brand, scopes=list(scopes), name=name, role=role, expires_in=expires_in)
+        raw, _ = self.call(minted)
         return raw
+
+    def call(self, awaitable: Any) -> Any:
+        """Run one store or service operation to completion on a loop of its own (the store is thread-safe),
+        whether or not the calling test is itself async."""
+        outcome: list[Any] = []
+
+        def run() -> None:
+            try:
+                outcome.append((True, asyncio.run(_awaited(awaitable))))
+            except BaseException as exc:
+                outcome.append((False, exc))
+
+        worker = threading.Thread(target=run)
+        worker.start()
+        worker.join()
+        ok, value = outcome[0]
+        if not ok:
+            raise value
+        return value
 
     def stop(self) -> None:
         if self.transport is not None:
@@ -71,15 +92,21 @@ class Running:
             assert not self.thread.is_alive(), "server did not stop"
 
 
+async def _awaited(awaitable: Any) -> Any:
+    return await awaitable
+
+
 def _run_in_thread(running: Running, config: Path, settings: dict[str, Any]) -> None:
     async def main() -> None:
         kernel = await start_kernel(config, plugins=PLUGINS)
         try:
             running.kernel = kernel
             running.transport = kernel.transport("http", settings)
-            await running.transport.serve(kernel)
-        finally:
+        except BaseException:
             await kernel.aclose()
+            raise
+        async with kernel.running() as host:
+            await running.transport.serve(host)
 
     try:
         anyio.run(main)

@@ -64,10 +64,10 @@ async def test_rate_limit_sixth_call_is_retryable(http_server):
 async def test_revocation_takes_effect_on_the_next_call(http_server, mode):
     server = http_server()
     key = server.mint()
-    key_id = server.kernel.store.list_keys()[0].key_id
+    key_id = (await server.kernel.store.list_keys())[0].key_id
     async with Client(with_header(server.url, key), mode=mode) as client:
         assert (await client.call_tool("echo", {"message": "before"})).is_error is False
-        server.kernel.store.revoke_key(key_id, server.kernel.clock())
+        await server.kernel.store.revoke_key(key_id, server.kernel.clock())
         with pytest.raises(Exception):  # the next request is refused with 401 before it reaches a session
             with anyio.fail_after(10):
                 await client.call_tool("echo", {"message": "after"})

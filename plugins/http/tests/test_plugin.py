@@ -11,6 +11,7 @@ from qaqnuz import ProviderKind, UsageError
 from qaqnuz.plugins import Plugins
 from qaqnuz_http.guard import _strip_query_token, host_allowed
 from qaqnuz_http.settings import HttpSettings, check, is_loopback
+from qaqnuz_http.transport import HttpTransport
 
 
 def test_entry_point_registers_the_http_transport():
@@ -52,9 +53,9 @@ def test_query_token_is_removed_from_query_and_raw_path():
 
 @pytest.mark.anyio
 async def test_a_loopback_only_auth_provider_refuses_a_public_bind():
-    class Kernel:
+    class Host:
         loopback_only = True
 
-    transport = qaqnuz_http.HttpTransport(HttpSettings(host="0.0.0.0", query_token=False), check(HttpSettings()))
+    transport = HttpTransport(HttpSettings(host="0.0.0.0", query_token=False), check(HttpSettings()))
     with pytest.raises(UsageError, match=r"refusing to listen on 0\.0\.0\.0"):
-        await transport.serve(Kernel())
+        await transport.serve(Host())  # type: ignore[arg-type]

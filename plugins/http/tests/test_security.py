@@ -39,7 +39,7 @@ def comparable(response: httpx2.Response) -> tuple:
 def test_every_auth_failure_is_the_same_401(server):
     kernel = server.kernel
     revoked = server.mint("revoked")
-    kernel.store.revoke_key(kernel.store.list_keys()[0].key_id, kernel.clock())
+    server.call(kernel.store.revoke_key(server.call(kernel.store.list_keys())[0].key_id, kernel.clock()))
     expired = server.mint("expired", expires_in=0.2)
     valid = server.mint("valid")
     unknown = new_key("qx_live_").raw

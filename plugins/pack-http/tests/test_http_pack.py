@@ -126,7 +126,7 @@ def token(monkeypatch):
 @pytest.fixture
 async def api(qaqnuz_kernel, upstream, token):
     kernel = await qaqnuz_kernel(config(api_pack(upstream.url), TOOLS), plugins=[qaqnuz_pack_http])
-    key, _ = kernel.mint_key(brand="acme", scopes=["api.read", "api.write"], name="test")
+    key, _ = await kernel.keys.mint(brand="acme", scopes=["api.read", "api.write"], name="test")
     return kernel, key
 
 
@@ -222,7 +222,7 @@ async def test_dot_segments_and_empty_path_values_are_refused(api, upstream, qaq
 async def test_header_injection_and_non_ascii_are_refused(qaqnuz_kernel, qaqnuz_client, upstream, value):
     pack = echo_pack(upstream.url).replace('path = "/echo"', 'path = "/echo"\nheaders = { X-Q = "{{ q }}" }')
     kernel = await qaqnuz_kernel(config(pack, ["echo"]), plugins=[qaqnuz_pack_http])
-    key, _ = kernel.mint_key(brand="acme", scopes=["api.read"], name="t")
+    key, _ = await kernel.keys.mint(brand="acme", scopes=["api.read"], name="t")
     async with qaqnuz_client(kernel, key) as client:
         result = await client.call_tool("echo", {"q": value})
     assert error(result) == ("terminal", qaqnuz_pack_http.client.BAD_HEADER_ARGUMENT)
@@ -254,7 +254,7 @@ async def test_connection_refused_is_dependency(qaqnuz_kernel, qaqnuz_client, cl
     kernel = await qaqnuz_kernel(
         config(echo_pack(f"http://127.0.0.1:{closed_port}"), ["echo"]), plugins=[qaqnuz_pack_http]
     )
-    key, _ = kernel.mint_key(brand="acme", scopes=["api.read"], name="t")
+    key, _ = await kernel.keys.mint(brand="acme", scopes=["api.read"], name="t")
     async with qaqnuz_client(kernel, key) as client:
         result = await client.call_tool("echo", {"q": "x"})
     assert error(result)[0] == "dependency"
@@ -264,7 +264,7 @@ async def test_tls_failure_is_dependency(qaqnuz_kernel, qaqnuz_client, upstream)
     """https:// to a plain-HTTP server: the TLS handshake fails, nothing is answered, the call is dependency."""
     base = upstream.url.replace("http://", "https://")
     kernel = await qaqnuz_kernel(config(echo_pack(base), ["echo"]), plugins=[qaqnuz_pack_http])
-    key, _ = kernel.mint_key(brand="acme", scopes=["api.read"], name="t")
+    key, _ = await kernel.keys.mint(brand="acme", scopes=["api.read"], name="t")
     async with qaqnuz_client(kernel, key) as client:
         result = await client.call_tool("echo", {"q": "x"})
     assert error(result)[0] == "dependency"
@@ -280,7 +280,7 @@ async def test_retry_after_is_honoured_and_bounded(qaqnuz_kernel, qaqnuz_client,
         .replace('path = "/flaky"', 'path = "/busy"')
     )
     kernel = await qaqnuz_kernel(config(pack, ["echo", "busy"]), plugins=[qaqnuz_pack_http])
-    key, _ = kernel.mint_key(brand="acme", scopes=["api.read"], name="t")
+    key, _ = await kernel.keys.mint(brand="acme", scopes=["api.read"], name="t")
     async with qaqnuz_client(kernel, key) as client:
         started = time.monotonic()
         flaky = await client.call_tool("echo", {"q": "x"})
@@ -361,7 +361,7 @@ async def test_auth_from_env_reaches_the_server_and_the_caller_key_never_does(
 ):
     monkeypatch.setenv("QZ_A", env)
     kernel = await qaqnuz_kernel(config(echo_pack(upstream.url, auth), ["echo"]), plugins=[qaqnuz_pack_http])
-    key, _ = kernel.mint_key(brand="acme", scopes=["api.read"], name="t")
+    key, _ = await kernel.keys.mint(brand="acme", scopes=["api.read"], name="t")
     async with qaqnuz_client(kernel, key) as client:
         result = await client.call_tool("echo", {"q": "hello"})
     assert not result.is_error
@@ -378,7 +378,7 @@ async def test_secret_from_a_file(qaqnuz_kernel, qaqnuz_client, upstream, tmp_pa
     (tmp_path / "api.token").write_text("file-secret-4\n")
     auth = 'auth = { type = "bearer", token = { file = "api.token" } }'
     kernel = await qaqnuz_kernel(config(echo_pack(upstream.url, auth), ["echo"]), plugins=[qaqnuz_pack_http])
-    key, _ = kernel.mint_key(brand="acme", scopes=["api.read"], name="t")
+    key, _ = await kernel.keys.mint(brand="acme", scopes=["api.read"], name="t")
     async with qaqnuz_client(kernel, key) as client:
         await client.call_tool("echo", {"q": "x"})
     assert upstream.requests[0]["headers"]["authorization"] == "Bearer file-secret-4"
@@ -388,7 +388,7 @@ async def test_one_client_per_pack_closed_by_aclose(qaqnuz_kernel, qaqnuz_client
     kernel = await qaqnuz_kernel(config(echo_pack(upstream.url), ["echo"]), plugins=[qaqnuz_pack_http])
     pack = kernel.runtime.packs["api"]
     assert pack.upstream._client is None  # created lazily
-    key, _ = kernel.mint_key(brand="acme", scopes=["api.read"], name="t")
+    key, _ = await kernel.keys.mint(brand="acme", scopes=["api.read"], name="t")
     async with qaqnuz_client(kernel, key) as client:
         await client.call_tool("echo", {"q": "1"})
         first = pack.upstream._client

@@ -63,7 +63,7 @@ async def test_caplog_at_debug_finds_no_secret_or_query_value(
     monkeypatch.setenv("QZ_LOG_TOKEN", TOKEN)
     caplog.set_level(logging.DEBUG)
     kernel = await qaqnuz_kernel(config(pack(upstream.url), ["lookup"]), plugins=[qaqnuz_pack_http])
-    key, _ = kernel.mint_key(brand="acme", scopes=["api.read"], name="t")
+    key, _ = await kernel.keys.mint(brand="acme", scopes=["api.read"], name="t")
     async with qaqnuz_client(kernel, key) as client:
         results = [await client.call_tool("lookup", args) for args in CALLS]
     assert [r.structured_content.get("error_class") for r in results] == [
@@ -84,7 +84,7 @@ async def test_stdio_server_stderr_finds_no_secret_or_query_value(tmp_path, upst
     os.environ["QZ_LOG_TOKEN"] = TOKEN
     try:
         kernel = await start_kernel(cfg, plugins=[qaqnuz_pack_http])
-        key, _ = kernel.mint_key(brand="acme", scopes=["api.read"], name="t")
+        key, _ = await kernel.keys.mint(brand="acme", scopes=["api.read"], name="t")
         await kernel.aclose()
     finally:
         del os.environ["QZ_LOG_TOKEN"]

@@ -50,7 +50,7 @@ def test_public_addresses(address):
 
 
 async def _call(kernel, qaqnuz_client):
-    key, _ = kernel.mint_key(brand="acme", scopes=["api.read"], name="t")
+    key, _ = await kernel.keys.mint(brand="acme", scopes=["api.read"], name="t")
     async with qaqnuz_client(kernel, key) as client:
         return await client.call_tool("echo", {"q": "x"})
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from qaqnuz_pack_sql import demo_shop
+from qaqnuz_demo import shop as demo_shop
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "shop" / "qaqnuz.toml"
 EXAMPLE_DSN = 'dsn = "sqlite:///.state/shop.db"'
@@ -204,7 +204,7 @@ def start_shop(qaqnuz_kernel):
     async def start(target: ShopTarget, *, extra: str = "", approval: bool = False, config: str | None = None):
         text = config if config is not None else target.config(extra=extra, approval=approval)
         kernel = await qaqnuz_kernel(text, plugins=[qaqnuz_pack_sql], folder=target.folder)
-        key, _ = kernel.mint_key(brand="acme", role="manager", scopes=MANAGER_SCOPES, name="shop-test")
+        key, _ = await kernel.keys.mint(brand="acme", role="manager", scopes=MANAGER_SCOPES, name="shop-test")
         return kernel, key
 
     return start

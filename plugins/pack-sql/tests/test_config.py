@@ -54,7 +54,8 @@ input = {input}
 CASES = {
     "unknown placeholder": (
         tool("SELECT * FROM orders WHERE id = :order_id AND status = :state"),
-        "[packs.shop] tools[0] sql: placeholder :state is not an input parameter (inputs: order_id)",
+        "[packs.shop] tools[0] sql: placeholder :state is not an input parameter (inputs: order_id; the caller's "
+        "brand, key_id, key_name, role are bound too)",
     ),
     "two statements": (
         tool("SELECT 1; DELETE FROM orders"),
@@ -145,7 +146,7 @@ async def test_inline_password_dsn_loads_without_connecting(qaqnuz_kernel):
 
 
 async def test_secret_ref_dsn_from_env_and_file(qaqnuz_kernel, qaqnuz_client, tmp_path, monkeypatch):
-    from qaqnuz_pack_sql import demo_shop
+    from qaqnuz_demo import shop as demo_shop
 
     demo_shop.create(tmp_path / "data" / "shop.db")
     monkeypatch.setenv("SHOP_DSN", "sqlite:///data/shop.db")
@@ -156,7 +157,7 @@ async def test_secret_ref_dsn_from_env_and_file(qaqnuz_kernel, qaqnuz_client, tm
     )
     for variant in (text, text.replace('{ env = "SHOP_DSN" }', '{ file = "dsn.txt" }')):
         kernel = await qaqnuz_kernel(variant, plugins=[qaqnuz_pack_sql])
-        key, _ = kernel.mint_key(brand="acme", scopes=["orders.read"], name=f"k{id(variant)}")
+        key, _ = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name=f"k{id(variant)}")
         async with qaqnuz_client(kernel, key) as client:
             result = await client.call_tool("get_order_status", {"order_id": "ord_1001"})
         assert result.structured_content["data"][0]["id"] == "ord_1001"

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 import socket
 import sqlite3
 
 import pytest
 
 import qaqnuz_pack_sql
+from qaqnuz import ConfigError
 from qaqnuz_pack_sql.backends import CONSTRAINT, UNAVAILABLE
 
 pytestmark = pytest.mark.anyio
@@ -45,9 +47,15 @@ input = { k = { type = "string" } }
 
 async def call(qaqnuz_kernel, qaqnuz_client, text: str, tool: str, args: dict):
     kernel = await qaqnuz_kernel(text, plugins=[qaqnuz_pack_sql])
-    key, _ = kernel.mint_key(brand="acme", role="manager", scopes=["orders.read", "orders.write"], name="e")
+    key, _ = await kernel.keys.mint(brand="acme", role="manager", scopes=["orders.read", "orders.write"], name="e")
     async with qaqnuz_client(kernel, key) as client:
         return (await client.call_tool(tool, args)).structured_content
+
+
+def without_incident(answer: dict) -> dict:
+    """A dependency or terminal envelope, after checking it carries an incident id (the log line's too)."""
+    assert re.fullmatch(r"inc_[0-9A-Za-z]{16}", answer.pop("incident_id"))
+    return answer
 
 
 def closed_port() -> int:
@@ -63,7 +71,7 @@ async def test_unreachable_postgres_is_a_dependency_error_and_logs_no_driver_tex
         answer = await call(
             qaqnuz_kernel, qaqnuz_client, HEAD + pack + TOOLS.replace("PROBE", "SELECT 1 AS one"), "probe", {}
         )
-    assert answer == {"ok": False, "error_class": "dependency", "sanitized_error": UNAVAILABLE}
+    assert without_incident(answer) == {"ok": False, "error_class": "dependency", "sanitized_error": UNAVAILABLE}
     for record in caplog.records:
         if record.levelno >= logging.INFO:
             text = record.getMessage()
@@ -76,7 +84,7 @@ async def test_constraint_violation_on_postgres_has_a_fixed_text(qaqnuz_kernel, 
     pack = f'dsn = "{pg_server.dsn(pg_shop)}"\n'
     text = HEAD + pack + TOOLS.replace("PROBE", "SELECT 1 AS one")
     first = await call(qaqnuz_kernel, qaqnuz_client, text, "insert", {"k": "bad"})
-    assert first == {"ok": False, "error_class": "terminal", "sanitized_error": CONSTRAINT}
+    assert without_incident(first) == {"ok": False, "error_class": "terminal", "sanitized_error": CONSTRAINT}
 
 
 async def test_locked_sqlite_is_a_dependency_error_and_reads_still_work(qaqnuz_kernel, qaqnuz_client, tmp_path):
@@ -92,7 +100,7 @@ async def test_locked_sqlite_is_a_dependency_error_and_reads_still_work(qaqnuz_k
         + TOOLS.replace("PROBE", "SELECT count(*) AS n FROM t")
     )
     kernel = await qaqnuz_kernel(text, plugins=[qaqnuz_pack_sql])
-    key, _ = kernel.mint_key(brand="acme", role="manager", scopes=["orders.read", "orders.write"], name="e")
+    key, _ = await kernel.keys.mint(brand="acme", role="manager", scopes=["orders.read", "orders.write"], name="e")
     holder = sqlite3.connect(db, isolation_level=None)
     holder.execute("BEGIN EXCLUSIVE")  # another writer holds the lock
     try:
@@ -102,15 +110,33 @@ async def test_locked_sqlite_is_a_dependency_error_and_reads_still_work(qaqnuz_k
     finally:
         holder.execute("ROLLBACK")
         holder.close()
-    assert blocked == {"ok": False, "error_class": "dependency", "sanitized_error": UNAVAILABLE}
+    assert without_incident(blocked) == {"ok": False, "error_class": "dependency", "sanitized_error": UNAVAILABLE}
     assert read["data"] == {"n": 0}  # WAL: readers are not blocked by the writer
 
 
-async def test_missing_sqlite_file_is_a_dependency_error_and_is_not_created(qaqnuz_kernel, qaqnuz_client, tmp_path):
+async def test_missing_sqlite_file_is_a_located_config_error_and_is_not_created(qaqnuz_kernel, tmp_path):
     text = HEAD + 'dsn = "sqlite:///missing/none.db"\n' + TOOLS.replace("PROBE", "SELECT 1 AS one")
-    answer = await call(qaqnuz_kernel, qaqnuz_client, text, "insert", {"k": "a"})
-    assert answer == {"ok": False, "error_class": "dependency", "sanitized_error": UNAVAILABLE}
+    with pytest.raises(ConfigError) as caught:
+        await qaqnuz_kernel(text, plugins=[qaqnuz_pack_sql])
+    assert caught.value.problems == [
+        f"[packs.db] dsn: no SQLite database at {tmp_path / 'missing' / 'none.db'}; create it first (the SQL pack "
+        f"opens existing databases only), or fix the path (relative paths start at the config file's folder)"
+    ]
     assert not (tmp_path / "missing").exists()
+
+
+async def test_a_sqlite_file_removed_while_serving_is_a_dependency_error_and_is_not_created(
+    qaqnuz_kernel, qaqnuz_client, tmp_path
+):
+    sqlite3.connect(tmp_path / "gone.db").close()
+    text = HEAD + 'dsn = "sqlite:///gone.db"\n' + TOOLS.replace("PROBE", "SELECT 1 AS one")
+    kernel = await qaqnuz_kernel(text, plugins=[qaqnuz_pack_sql])
+    key, _ = await kernel.keys.mint(brand="acme", role="manager", scopes=["orders.read", "orders.write"], name="e")
+    (tmp_path / "gone.db").unlink()
+    async with qaqnuz_client(kernel, key) as client:
+        answer = (await client.call_tool("insert", {"k": "a"})).structured_content
+    assert without_incident(answer) == {"ok": False, "error_class": "dependency", "sanitized_error": UNAVAILABLE}
+    assert not (tmp_path / "gone.db").exists()
 
 
 async def test_sqlite_values_are_json_safe(qaqnuz_kernel, qaqnuz_client, tmp_path):
@@ -152,7 +178,7 @@ async def test_postgres_values_and_translation(qaqnuz_kernel, qaqnuz_client, pg_
 async def test_postgres_pool_is_closed_with_the_kernel(qaqnuz_kernel, qaqnuz_client, pg_server, pg_shop):
     text = HEAD + f'dsn = "{pg_server.dsn(pg_shop)}"\n' + TOOLS.replace("PROBE", "SELECT 1 AS one")
     kernel = await qaqnuz_kernel(text, plugins=[qaqnuz_pack_sql])
-    key, _ = kernel.mint_key(brand="acme", role="manager", scopes=["orders.read"], name="e")
+    key, _ = await kernel.keys.mint(brand="acme", role="manager", scopes=["orders.read"], name="e")
     async with qaqnuz_client(kernel, key) as client:
         assert (await client.call_tool("probe", {})).structured_content["data"] == {"one": 1}
 
@@ -196,7 +222,7 @@ async def test_a_call_cut_by_the_kernel_timeout_stops_its_sqlite_statement(qaqnu
     )
     pack = 'dsn = "sqlite:///t.db"\nstatement_timeout = "60s"\nbusy_timeout = "3s"\n'
     kernel = await qaqnuz_kernel(HEAD + pack + SLOW_TOOLS.replace("SLOW", slow), plugins=[qaqnuz_pack_sql])
-    key, _ = kernel.mint_key(brand="acme", role="manager", scopes=["orders.write"], name="e")
+    key, _ = await kernel.keys.mint(brand="acme", role="manager", scopes=["orders.write"], name="e")
     async with qaqnuz_client(kernel, key) as client:
         cut = (await client.call_tool("probe", {})).structured_content
         after = (await client.call_tool("insert", {"k": "a"})).structured_content
@@ -214,7 +240,7 @@ async def test_a_call_cut_by_the_kernel_timeout_cancels_its_postgres_query(
     pack = f'dsn = "{pg_server.dsn(pg_shop)}"\nstatement_timeout = "60s"\n'
     slow = "INSERT INTO t (k) SELECT 'slept' FROM pg_sleep(30)"
     kernel = await qaqnuz_kernel(HEAD + pack + SLOW_TOOLS.replace("SLOW", slow), plugins=[qaqnuz_pack_sql])
-    key, _ = kernel.mint_key(brand="acme", role="manager", scopes=["orders.write"], name="e")
+    key, _ = await kernel.keys.mint(brand="acme", role="manager", scopes=["orders.write"], name="e")
     async with qaqnuz_client(kernel, key) as client:
         cut = (await client.call_tool("probe", {})).structured_content
         after = (await client.call_tool("insert", {"k": "a"})).structured_content

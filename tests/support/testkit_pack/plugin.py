@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from qaqnuz import DependencyError, Provider, ProviderContext, SideEffect, Stability, Tool, hookimpl
+from qaqnuz import DependencyError, Provider, SideEffect, Stability, Tool, ToolPackContext, hookimpl
 
 
 class TestkitSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -29,7 +29,7 @@ OBJ = {"type": "object", "properties": {}, "additionalProperties": False}
 
 
 class Testkit:
-    def __init__(self, settings: TestkitSettings, ctx: ProviderContext) -> None:
+    def __init__(self, settings: TestkitSettings, ctx: ToolPackContext) -> None:
         self.settings = settings
         self.counter = Path(ctx.resolve(settings.counter_file))
         self.description_file = Path(ctx.resolve(settings.description_file)) if settings.description_file else None

@@ -18,14 +18,13 @@ from qaqnuz import (
     ConfigError,
     DependencyError,
     Provider,
-    ProviderContext,
     SideEffect,
     TerminalError,
     Tool,
+    ToolPackContext,
     hookimpl,
     parse_positive_duration,
 )
-from qaqnuz_pack_http import Upstream, check_base_url, pack_name
 
 UNKNOWN_CITY = "No place with that name was found. Check the spelling, or try a nearby larger town."
 CURRENT = "temperature_2m,wind_speed_10m,weather_code"
@@ -78,8 +77,10 @@ class WeatherSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class WeatherPack:
-    def __init__(self, settings: WeatherSettings, ctx: ProviderContext, name: str = "?") -> None:
-        where = f"[packs.{name}]"
+    def __init__(self, settings: WeatherSettings, ctx: ToolPackContext) -> None:
+        from qaqnuz_pack_http import Upstream, check_base_url  # httpx loads when a pack is built, not at discovery
+
+        where = ctx.where
         problems: list[str] = []
         for field in ("geocoding_url", "forecast_url"):
             check_base_url(getattr(settings, field), f"{where} {field}", problems)
@@ -198,8 +199,8 @@ def _text(value: Any) -> str | None:
     return value[:200] if isinstance(value, str) else None
 
 
-def factory(settings: WeatherSettings, ctx: ProviderContext) -> WeatherPack:
-    return WeatherPack(settings, ctx, pack_name(ctx))
+def factory(settings: WeatherSettings, ctx: ToolPackContext) -> WeatherPack:
+    return WeatherPack(settings, ctx)
 
 
 @hookimpl

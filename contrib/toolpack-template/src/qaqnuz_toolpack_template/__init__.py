@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from qaqnuz import Provider, ProviderContext, SideEffect, Tool, hookimpl
+from qaqnuz import Provider, SideEffect, Tool, ToolPackContext, hookimpl
 
 
 class TemplateSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -59,7 +59,7 @@ class TemplatePack:
         return {"utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
 
 
-def _factory(settings: TemplateSettings, ctx: ProviderContext) -> TemplatePack:
+def _factory(settings: TemplateSettings, ctx: ToolPackContext) -> TemplatePack:
     return TemplatePack(settings)
 
 

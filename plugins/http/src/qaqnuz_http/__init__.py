@@ -1,20 +1,27 @@
 """The HTTP transport: Streamable HTTP (`/mcp`, `/mcp/v1`, both protocol eras), legacy HTTP+SSE (`/sse` +
-`/messages/`), `/healthz`, `/readyz` and `/metrics`, served by uvicorn.
+`/messages/`), `/healthz`, `/readyz`, `/metrics` and the web routes plugins register, served by uvicorn.
 
 Every request to an MCP endpoint is authenticated (`Authorization: Bearer`, or `?token=` when allowed);
-sessions of the handshake era are bound to the key that opened them. See README.md.
+sessions of the handshake era are bound to the key that opened them. This module only registers the
+transport (the command line loads it on every start, so it stays light); see README.md.
 """
 
 from __future__ import annotations
 
-from qaqnuz import Provider, ProviderContext, hookimpl
+from typing import TYPE_CHECKING
+
+from qaqnuz import Provider, TransportContext, hookimpl
 from qaqnuz_http.settings import HttpSettings, check
-from qaqnuz_http.transport import HttpTransport
 
-__all__ = ["HttpSettings", "HttpTransport", "qaqnuz_transports"]
+if TYPE_CHECKING:
+    from qaqnuz_http.transport import HttpTransport
+
+__all__ = ["HttpSettings", "qaqnuz_transports"]
 
 
-def _factory(settings: HttpSettings, ctx: ProviderContext) -> HttpTransport:
+def _factory(settings: HttpSettings, ctx: TransportContext) -> HttpTransport:
+    from qaqnuz_http.transport import HttpTransport
+
     return HttpTransport(settings, check(settings))
 
 
@@ -24,7 +31,7 @@ def qaqnuz_transports() -> list[Provider]:
         Provider(
             "http",
             _factory,
-            "Streamable HTTP at /mcp (both protocol eras), legacy SSE, health, readiness and metrics.",
+            "Streamable HTTP at /mcp (both protocol eras), legacy SSE, health, readiness, metrics and web routes.",
             HttpSettings,
         )
     ]

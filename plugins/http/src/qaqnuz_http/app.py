@@ -1,4 +1,5 @@
-"""The Starlette app: Streamable HTTP at /mcp and /mcp/v1, legacy HTTP+SSE, health, readiness, metrics."""
+"""The Starlette app: Streamable HTTP at /mcp and /mcp/v1, legacy HTTP+SSE, health, readiness, metrics, and
+the web routes plugins register (each behind its own authentication, never an MCP key unless it asks)."""
 
 from __future__ import annotations
 
@@ -20,12 +21,15 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import qaqnuz
+from qaqnuz import Host, UsageError
 from qaqnuz_http.guard import (
     SCOPE_PRINCIPAL,
     SCOPE_QUERY_TOKEN,
     FailureLimit,
     Front,
     Guard,
+    KeyGate,
+    NoKeys,
     Tracker,
     credential_from_scope,
     expand,
@@ -85,8 +89,12 @@ def _announce_with_token(send: Send, token: str) -> Send:
     return rewrite
 
 
-def build_app(kernel: Any, settings: HttpSettings, limits: Limits) -> Built:
-    binding = qaqnuz.Binding(kernel, _credential, transport="http")
+#: Paths the transport serves itself; a web route may not be mounted on or under them.
+RESERVED_PATHS = ("/mcp", "/sse", "/messages", "/healthz", "/readyz", "/metrics")
+
+
+def build_app(host: Host, settings: HttpSettings, limits: Limits) -> Built:
+    binding = qaqnuz.Binding(host, _credential, transport="http")
     tracker = Tracker()
     binding.server.middleware.append(tracker.middleware)
     security = TransportSecuritySettings(
@@ -110,7 +118,7 @@ def build_app(kernel: Any, settings: HttpSettings, limits: Limits) -> Built:
     def guard(app: ASGIApp) -> Guard:
         return Guard(
             app,
-            kernel=kernel,
+            host=host,
             query_token=settings.query_token,
             max_body_bytes=settings.max_body_bytes,
             request_timeout=limits.request_timeout,
@@ -124,12 +132,12 @@ def build_app(kernel: Any, settings: HttpSettings, limits: Limits) -> Built:
         return JSONResponse({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
-        checks = await readiness(kernel)
+        checks = await host.readiness()
         ready = all(checks.values()) and not tracker.draining
         return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503)
 
     async def metrics(request: Request) -> Response:
-        return Response(generate_latest(kernel.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(host.metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
     routes: list[BaseRoute] = [
         Route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"]),
@@ -141,6 +149,20 @@ def build_app(kernel: Any, settings: HttpSettings, limits: Limits) -> Built:
     ]
     if settings.metrics:
         routes.append(Route("/metrics", metrics, methods=["GET"]))
+    for mounted in host.web_routes():
+        clash = next((p for p in RESERVED_PATHS if mounted.path == p or mounted.path.startswith(p + "/")), None)
+        if clash is not None or mounted.path in ("", "/"):
+            raise UsageError(
+                f"[plugins] routes: route {mounted.name!r} wants {mounted.path or '/'}, which the HTTP transport "
+                f"serves itself ({clash or '/'}); its plugin must use another path"
+            )
+        gate: ASGIApp = (
+            KeyGate(mounted.app, host=host, query_token=settings.query_token, failure_limit=failures)
+            if mounted.mcp_key
+            else NoKeys(mounted.app)
+        )
+        routes.append(Mount(mounted.path, app=gate))
+        log.info("web route %s mounted at %s%s", mounted.name, mounted.path, " (MCP key)" if mounted.mcp_key else "")
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -157,21 +179,3 @@ def build_app(kernel: Any, settings: HttpSettings, limits: Limits) -> Built:
         allowed_hosts=expand(settings.allowed_hosts),
     )
     return Built(front, binding, session_manager, tracker)
-
-
-async def readiness(kernel: Any) -> dict[str, bool]:
-    """Store readable, limiter present (and answering its own `ready()` if it has one), tools synced."""
-    checks = {"store": False, "limiter": False, "registry": False}
-    try:
-        kernel.store.pending_counts()
-        checks["store"] = True
-    except Exception as exc:
-        log.warning("readiness: store not readable (%s)", type(exc).__name__)
-    limiter = getattr(kernel.runtime, "limiter", None)
-    try:
-        ready = getattr(limiter, "ready", None)
-        checks["limiter"] = limiter is not None and (ready is None or bool(await ready()))
-    except Exception as exc:
-        log.warning("readiness: limiter not ready (%s)", type(exc).__name__)
-    checks["registry"] = kernel.registry.snapshot.version > 0
-    return checks

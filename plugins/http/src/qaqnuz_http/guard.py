@@ -22,6 +22,8 @@ from mcp.server.auth.provider import AccessToken
 from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from qaqnuz import Host, Principal, looks_like_key
+
 access_log = logging.getLogger("qaqnuz.http.access")
 log = logging.getLogger("qaqnuz.http")
 
@@ -270,7 +272,7 @@ class Guard:
         self,
         app: ASGIApp,
         *,
-        kernel: Any,
+        host: Host,
         query_token: bool,
         max_body_bytes: int,
         request_timeout: float,
@@ -278,7 +280,7 @@ class Guard:
         failure_limit: FailureLimit | None = None,
     ) -> None:
         self.app = app
-        self.kernel = kernel
+        self.host = host
         self.failure_limit = failure_limit
         self.query_token = query_token
         self.max_body_bytes = max_body_bytes
@@ -295,39 +297,12 @@ class Guard:
             await respond(send, 503, b"Shutting down", extra=((b"retry-after", b"1"),))
             return
 
-        authorizations = _header(scope, b"authorization")
-        query_tokens = scope.get(SCOPE_QUERY_TOKEN) or []
-        if (authorizations and query_tokens) or len(authorizations) > 1 or len(query_tokens) > 1:
-            await respond(send, 400, BOTH_FORMS_BODY, b"application/json")
+        authenticated = await authenticate(
+            scope, send, host=self.host, query_token=self.query_token, failure_limit=self.failure_limit
+        )
+        if authenticated is None:
             return
-        credential: str | None = None
-        if authorizations:
-            scheme, _, value = authorizations[0].strip().partition(" ")
-            if scheme.lower() == "bearer":
-                credential = value.strip()
-        elif query_tokens and self.query_token:
-            credential = query_tokens[0].value
-        source = (scope.get("client") or ("?", 0))[0]
-        if self.failure_limit is not None:
-            wait = self.failure_limit.blocked_for(source)
-            if wait:  # too many bad credentials from this address: refuse before any key lookup
-                await respond(
-                    send, 429, TOO_MANY_FAILURES_BODY, b"application/json", ((b"retry-after", str(wait).encode()),)
-                )
-                return
-        principal = await self.kernel.authenticate(credential, transport="http")
-        if principal is None:
-            if self.failure_limit is not None:
-                self.failure_limit.failed(source)
-            log.debug(
-                "refused %s %s: credential %s",
-                scope.get("method"),
-                scope.get("path"),
-                "absent" if credential is None else "not accepted",
-            )
-            await respond(send, 401, AUTH_FAILED_BODY, b"application/json", ((b"www-authenticate", WWW_AUTHENTICATE),))
-            return
-
+        principal, credential = authenticated
         scope = dict(scope)
         scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"authorization"]
         scope[SCOPE_CREDENTIAL] = Credential(credential) if credential is not None else None
@@ -398,6 +373,104 @@ class Guard:
         if cancel_scope.cancelled_caught and state["started"] and not state["done"]:
             with anyio.CancelScope(shield=True), anyio.move_on_after(1):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def authenticate(
+    scope: Scope, send: Send, *, host: Host, query_token: bool, failure_limit: FailureLimit | None
+) -> tuple[Principal, str | None] | None:
+    """The request's principal and raw credential; or None after answering 400, 401 or 429 itself."""
+    authorizations = _header(scope, b"authorization")
+    query_tokens = scope.get(SCOPE_QUERY_TOKEN) or []
+    if (authorizations and query_tokens) or len(authorizations) > 1 or len(query_tokens) > 1:
+        await respond(send, 400, BOTH_FORMS_BODY, b"application/json")
+        return None
+    credential: str | None = None
+    if authorizations:
+        scheme, _, value = authorizations[0].strip().partition(" ")
+        if scheme.lower() == "bearer":
+            credential = value.strip()
+    elif query_tokens and query_token:
+        credential = query_tokens[0].value
+    source = (scope.get("client") or ("?", 0))[0]
+    if failure_limit is not None:
+        wait = failure_limit.blocked_for(source)
+        if wait:  # too many bad credentials from this address: refuse before any key lookup
+            await respond(
+                send, 429, TOO_MANY_FAILURES_BODY, b"application/json", ((b"retry-after", str(wait).encode()),)
+            )
+            return None
+    principal = await host.authenticate(credential, transport="http")
+    if principal is None:
+        if failure_limit is not None:
+            failure_limit.failed(source)
+        log.debug(
+            "refused %s %s: credential %s",
+            scope.get("method"),
+            _printable(str(scope.get("path"))),
+            "absent" if credential is None else "not accepted",
+        )
+        await respond(send, 401, AUTH_FAILED_BODY, b"application/json", ((b"www-authenticate", WWW_AUTHENTICATE),))
+        return None
+    return principal, credential
+
+
+class KeyGate:
+    """A web route that takes MCP keys (`WebRoute.mcp_key`): every request authenticated like an MCP request;
+    the route gets the principal in `scope["qaqnuz.principal"]`, never the key."""
+
+    def __init__(self, app: ASGIApp, *, host: Host, query_token: bool, failure_limit: FailureLimit | None) -> None:
+        self.app = app
+        self.host = host
+        self.query_token = query_token
+        self.failure_limit = failure_limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        authenticated = await authenticate(
+            scope, send, host=self.host, query_token=self.query_token, failure_limit=self.failure_limit
+        )
+        if authenticated is None:
+            return
+        scope = _without_credentials(scope)
+        scope[SCOPE_PRINCIPAL] = authenticated[0]
+        info = scope.get(SCOPE_LOG)
+        if isinstance(info, dict):
+            info["key_id"] = authenticated[0].key_id
+        await self.app(scope, receive, send)
+
+
+class NoKeys:
+    """A web route with its own authentication: an MCP key never reaches it (a `?token=` and an
+    `Authorization: Bearer` holding anything shaped like a key are removed; other credentials pass)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        await self.app(_without_credentials(scope, keep_other_bearers=True), receive, send)
+
+
+def _without_credentials(scope: Scope, *, keep_other_bearers: bool = False) -> Scope:
+    """The scope without `?token=` and without the Authorization header (or only without key-shaped
+    bearer tokens, with `keep_other_bearers`)."""
+
+    def is_mcp_key(value: bytes) -> bool:
+        scheme, _, token = value.decode("latin-1").strip().partition(" ")
+        return scheme.lower() == "bearer" and looks_like_key(token)
+
+    scope = dict(scope)
+    scope.pop(SCOPE_QUERY_TOKEN, None)
+    scope.pop(SCOPE_CREDENTIAL, None)
+    scope.pop(SCOPE_PRINCIPAL, None)
+    scope["headers"] = [
+        (k, v)
+        for k, v in scope.get("headers", ())
+        if k != b"authorization" or (keep_other_bearers and not is_mcp_key(v))
+    ]
+    return scope
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import uvicorn
 
-from qaqnuz import UsageError
+from qaqnuz import Host, UsageError
 from qaqnuz_http.app import Built, build_app
 from qaqnuz_http.settings import HttpSettings, Limits, is_loopback
 
@@ -43,16 +43,16 @@ class HttpTransport:
         if self.server is not None:
             self.server.should_exit = True
 
-    async def serve(self, kernel: Any) -> None:
+    async def serve(self, host: Host) -> None:
         s = self.settings
-        if getattr(kernel, "loopback_only", False) and not is_loopback(s.host):
+        if host.loopback_only and not is_loopback(s.host):
             raise UsageError(
                 f"refusing to listen on {s.host}: the selected auth provider checks no credential and may only "
                 f"serve loopback addresses (127.0.0.1, ::1, localhost)"
             )
+        built = build_app(host, s, self.limits)
         sock = _bind(s.host, s.port)
         self.port = sock.getsockname()[1]
-        built = build_app(kernel, s, self.limits)
         config = uvicorn.Config(
             built.app,
             log_config=None,
@@ -76,7 +76,6 @@ class HttpTransport:
             )
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(kernel.run_background)
                 tg.start_soon(self._drain_on_exit, server, built)
                 if threading.current_thread() is threading.main_thread():
                     tg.start_soon(self._watch_signals, server, built)
@@ -174,6 +173,7 @@ class _StripTracebacks(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if record.exc_info or record.exc_text:
-            record.msg = f"{record.getMessage()} ({record.exc_info[0].__name__ if record.exc_info else 'error'})"
+            kind = record.exc_info[0] if record.exc_info else None
+            record.msg = f"{record.getMessage()} ({kind.__name__ if kind is not None else 'error'})"
             record.args, record.exc_info, record.exc_text = None, None, None
         return True

@@ -2,20 +2,48 @@
 
 `[packs.<name>] type = "http"` gives a base URL, shared variables, one server-held credential and a list of
 tools; each tool is a method, a path, query, headers and a JSON body with `{{ name }}` placeholders filled
-from the pack's variables and the call's validated arguments. See README.md for every setting.
+from the pack's variables, the call's validated arguments and the verified caller (`{{ brand }}`,
+`{{ key_id }}`, `{{ key_name }}`, `{{ role }}`). See README.md for every setting.
 
 Code packs may reuse the client machinery: `Upstream` (timeouts, size cap, SSRF guard with pinned
-addresses, bounded retries, error mapping) and `encode_segment` for building encoded paths.
+addresses, bounded retries, error mapping) and `encode_segment` for building encoded paths. This module
+only registers the provider and loads those parts on first use (the command line loads it on every start).
 """
 
 from __future__ import annotations
 
-from qaqnuz import Provider, hookimpl
-from qaqnuz_pack_http.client import OVERSIZED, REFUSED_ADDRESS, Upstream, redirected, rejected
-from qaqnuz_pack_http.guard import BlockedAddress, GuardedBackend, is_internal, system_resolver
-from qaqnuz_pack_http.pack import HttpPack, HttpTool, check_base_url, factory, pack_name
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from qaqnuz import Provider, ToolPackContext, hookimpl
 from qaqnuz_pack_http.settings import AuthConfig, HttpSettings, HttpToolConfig
-from qaqnuz_pack_http.template import encode_segment
+
+if TYPE_CHECKING:
+    from qaqnuz_pack_http.pack import HttpPack
+
+#: Public names and the submodule each lives in (imported on first use: httpx is heavy).
+_LAZY = {
+    "OVERSIZED": "client",
+    "REFUSED_ADDRESS": "client",
+    "Upstream": "client",
+    "redirected": "client",
+    "rejected": "client",
+    "BlockedAddress": "guard",
+    "GuardedBackend": "guard",
+    "is_internal": "guard",
+    "system_resolver": "guard",
+    "HttpPack": "pack",
+    "HttpTool": "pack",
+    "check_base_url": "pack",
+    "pack_name": "pack",
+    "encode_segment": "template",
+}
+
+
+def factory(settings: HttpSettings, ctx: ToolPackContext) -> HttpPack:
+    from qaqnuz_pack_http.pack import HttpPack
+
+    return HttpPack(settings, ctx)
 
 
 @hookimpl
@@ -30,24 +58,11 @@ def qaqnuz_tool_providers() -> list[Provider]:
     ]
 
 
-__all__ = [
-    "OVERSIZED",
-    "REFUSED_ADDRESS",
-    "AuthConfig",
-    "BlockedAddress",
-    "GuardedBackend",
-    "HttpPack",
-    "HttpSettings",
-    "HttpTool",
-    "HttpToolConfig",
-    "Upstream",
-    "check_base_url",
-    "encode_segment",
-    "factory",
-    "is_internal",
-    "pack_name",
-    "qaqnuz_tool_providers",
-    "redirected",
-    "rejected",
-    "system_resolver",
-]
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'qaqnuz_pack_http' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"qaqnuz_pack_http.{module}"), name)
+
+
+__all__ = ["AuthConfig", "HttpSettings", "HttpToolConfig", "factory", "qaqnuz_tool_providers", *_LAZY]

@@ -10,10 +10,12 @@ from typing import Any
 import httpx
 
 from qaqnuz import (
+    CALLER_NAMES,
     ConfigError,
-    ProviderContext,
     TerminalError,
     Tool,
+    ToolPackContext,
+    current_call,
     input_schema,
     parse_positive_duration,
     tool_from_config,
@@ -38,9 +40,12 @@ _RESERVED_HEADERS = frozenset({"host", "content-length", "transfer-encoding", "c
 _BAD_HEADER_CHARS = ("\r", "\n", "\x00")
 
 
-def pack_name(ctx: ProviderContext) -> str:
-    """The `[packs.<name>]` this instance serves, for error locations."""
-    return ctx.section.removeprefix("packs.") or "?"
+NO_CALLER = "This tool needs to know its caller and was called outside a governed call."
+
+
+def pack_name(ctx: ToolPackContext) -> str:
+    """The pack this instance serves (`shop` for `[packs.shop]` and `[brands.acme.packs.shop]`)."""
+    return ctx.section.rpartition("packs.")[2] or "?"
 
 
 def check_header(name: str, value: str, where: str, problems: list[str], auth_header: str | None) -> None:
@@ -54,7 +59,7 @@ def check_header(name: str, value: str, where: str, problems: list[str], auth_he
         problems.append(f"{where}: header values are ASCII without line breaks")
 
 
-def auth_headers(auth: AuthConfig | None, ctx: ProviderContext, where: str) -> dict[str, str]:
+def auth_headers(auth: AuthConfig | None, ctx: ToolPackContext, where: str) -> dict[str, str]:
     """The credential header(s), resolved now from the environment or a file (never from config text)."""
     if auth is None:
         return {}
@@ -79,10 +84,9 @@ def auth_headers(auth: AuthConfig | None, ctx: ProviderContext, where: str) -> d
         assert auth.header is not None and auth.value is not None
         return {auth.header: ctx.secret(auth.value, f"{where} value").reveal()}
     assert auth.username is not None and auth.password is not None
-    password = ctx.secret(auth.password, f"{where} password").reveal()
-    token = base64.b64encode(f"{auth.username}:{password}".encode()).decode("ascii")
-    if ctx.redactor is not None:
-        ctx.redactor.add(token)
+    password = ctx.secret(auth.password, f"{where} password")
+    token = base64.b64encode(f"{auth.username}:{password.reveal()}".encode()).decode("ascii")
+    ctx.secrets.mask(token)  # the encoded form is as secret as the password
     return {"Authorization": f"Basic {token}"}
 
 
@@ -100,10 +104,16 @@ class HttpTool:
         self.defaults = {k: p["default"] for k, p in properties.items() if isinstance(p, dict) and "default" in p}
         variables = pack.variables
         for name in properties:
-            if name in variables:
+            if name in CALLER_NAMES:
+                problems.append(
+                    f"{where} input.{name}: {name!r} is filled from the verified caller ({{{{ {name} }}}}), never "
+                    f"taken from input; rename the parameter"
+                )
+            elif name in variables:
                 problems.append(f"{where} input.{name}: {name!r} is also a pack variable; rename one of them")
-        known = set(variables) | set(properties)
-        always = set(variables) | required | set(self.defaults)
+        known = set(variables) | set(properties) | CALLER_NAMES
+        always = set(variables) | required | set(self.defaults) | CALLER_NAMES
+        used: set[str] = set()
 
         def check(location: str, text: str) -> list[str]:
             try:
@@ -114,6 +124,7 @@ class HttpTool:
             for name in names:
                 if name not in known:
                     problems.append(f"{location}: unknown placeholder {name!r}")
+            used.update(names)
             return names
 
         # path
@@ -149,16 +160,23 @@ class HttpTool:
             problems.append(f"{where} body: a GET request has no body; use query or another method")
         try:
             for location, name in body_placeholders(config.body):
+                used.add(name)
                 if name not in known:
                     problems.append(f"{where} {location}: unknown placeholder {name!r}")
         except TemplateSyntaxError as exc:
             problems.append(f"{where} body: {exc}")
         if problems:
             raise ConfigError(problems)
-        self.tool = tool_from_config(config, self, where)
+        self.caller_names = frozenset(used & CALLER_NAMES)
+        self.tool = tool_from_config(config, self, where, binds_brand="brand" in used)
 
     async def __call__(self, arguments: Mapping[str, Any]) -> Any:
         values = {**self.pack.variables, **self.defaults, **arguments}
+        if self.caller_names:
+            call = current_call()
+            if call is None:  # fail closed: never send a tenant-scoped request without its tenant
+                raise TerminalError("no call context", public=NO_CALLER)
+            values.update(call.caller.values())
         segments = []
         for segment in self.segments:
             if "{{" not in segment:
@@ -203,8 +221,8 @@ def _static(value: Any) -> str:
 class HttpPack:
     """An `http` pack: one Upstream (one lazily created httpx client) shared by all its tools."""
 
-    def __init__(self, settings: HttpSettings, ctx: ProviderContext, name: str = "?") -> None:
-        where = f"[packs.{name}]"
+    def __init__(self, settings: HttpSettings, ctx: ToolPackContext) -> None:
+        where = ctx.where
         problems: list[str] = []
         base = check_base_url(settings.base_url, f"{where} base_url", problems)
         for key, value in settings.variables.items():
@@ -212,6 +230,10 @@ class HttpPack:
                 problems.append(f"{where} variables.{key}: names are letters, digits and '_' (max 64)")
             if "{{" in value or "}}" in value:
                 problems.append(f"{where} variables.{key}: variables are plain values, not templates")
+            if key in CALLER_NAMES:
+                problems.append(
+                    f"{where} variables.{key}: {key!r} is filled from the verified caller; rename the variable"
+                )
         self.variables = dict(settings.variables)
         durations = {}
         for field in ("timeout", "connect_timeout", "max_retry_wait"):
@@ -234,7 +256,7 @@ class HttpPack:
         for key, value in settings.headers.items():
             check_header(key, value, f"{where} headers.{key}", problems, self.auth_header)
         try:
-            credential = auth_headers(settings.auth, ctx, f"[packs.{name}.auth]")
+            credential = auth_headers(settings.auth, ctx, f"[{ctx.section}.auth]")
         except ConfigError as exc:
             problems.extend(exc.problems)
             credential = {}
@@ -293,5 +315,5 @@ def check_base_url(text: str, where: str, problems: list[str]) -> httpx.URL | No
     return url
 
 
-def factory(settings: HttpSettings, ctx: ProviderContext) -> HttpPack:
-    return HttpPack(settings, ctx, pack_name(ctx))
+def factory(settings: HttpSettings, ctx: ToolPackContext) -> HttpPack:
+    return HttpPack(settings, ctx)

@@ -2,24 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import secrets
-import sqlite3
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-import msgspec
+import attrs
 
 from qaqnuz import (
+    CALLER_NAMES,
     ConfigError,
-    ProviderContext,
     SecretRef,
     SideEffect,
+    TerminalError,
     Tool,
-    ToolConfig,
+    ToolPackContext,
+    current_call,
     input_schema,
     parse_positive_duration,
     tool_from_config,
@@ -27,28 +25,10 @@ from qaqnuz import (
 )
 
 from .backends import Limits, PostgresBackend, SqliteBackend
+from .settings import SqlSettings, SqlToolConfig
 from .sqltext import SqlTextError, Statement, prepare
 
-
-class SqlToolConfig(ToolConfig, forbid_unknown_fields=True, kw_only=True):
-    """One `[[packs.<pack>.tools]]` entry: the shared tool fields plus one SQL statement."""
-
-    sql: str
-    one: bool = False
-
-
-class SqlSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """`[packs.<pack>]` keys besides `type = "sql"`."""
-
-    dsn: str | SecretRef
-    tools: list[SqlToolConfig] = []
-    statement_timeout: str = "30s"
-    busy_timeout: str = "5s"
-    max_rows: int = 1000
-    pool_min_size: int = 1
-    pool_max_size: int = 5
-    pool_timeout: str = "5s"
-    create: Literal["demo-shop"] | None = None
+__all__ = ["SqlPack", "SqlSettings", "SqlToolConfig", "build"]
 
 
 def _seconds(text: str, where: str, problems: list[str]) -> float:
@@ -59,16 +39,13 @@ def _seconds(text: str, where: str, problems: list[str]) -> float:
         return 1.0
 
 
-def _where(settings: SqlSettings, ctx: ProviderContext) -> str:
-    """`[packs.<name>]` for error locations."""
-    return f"[{ctx.section}]" if ctx.section else "[packs (type sql)]"
-
-
-def _backend(settings: SqlSettings, ctx: ProviderContext, where: str, limits: Limits, problems: list[str]) -> Any:
+def _backend(settings: SqlSettings, ctx: ToolPackContext, where: str, limits: Limits, problems: list[str]) -> Any:
     if isinstance(settings.dsn, SecretRef):
         dsn = ctx.secret(settings.dsn, f"{where} dsn").reveal()
     else:
         dsn = settings.dsn
+    if not dsn and ctx.offline:  # describing tools without the DSN's secret: nothing will run
+        return None
     scheme = dsn.split(":", 1)[0].lower() if ":" in dsn else ""
     if scheme == "sqlite":
         if not dsn.startswith("sqlite:///") or len(dsn) <= len("sqlite:///"):
@@ -79,12 +56,13 @@ def _backend(settings: SqlSettings, ctx: ProviderContext, where: str, limits: Li
             problems.append(f"{where} dsn: SQLite needs a database file path (no :memory:, URI or query string)")
             return None
         path = ctx.resolve(str(Path(raw_path)))
-        if settings.create is not None and not _create_demo_shop(Path(path), where, problems):
+        if not ctx.offline and not Path(path).is_file():
+            problems.append(
+                f"{where} dsn: no SQLite database at {path}; create it first (the SQL pack opens existing "
+                f"databases only), or fix the path (relative paths start at the config file's folder)"
+            )
             return None
         return SqliteBackend(path, limits)
-    if settings.create is not None:
-        problems.append(f'{where} create: only for SQLite files (dsn = "sqlite:///shop.db")')
-        return None
     if scheme in ("postgresql", "postgres"):
         from psycopg.conninfo import conninfo_to_dict
 
@@ -109,37 +87,6 @@ def _backend(settings: SqlSettings, ctx: ProviderContext, where: str, limits: Li
     return None
 
 
-def _create_demo_shop(path: Path, where: str, problems: list[str]) -> bool:
-    """`create = "demo-shop"`: generate the demo shop at `path` when no file is there; never replace one.
-
-    The database is built under a temporary name and linked into place, so a reader (or a second server
-    starting at the same moment) never sees half a shop.
-    """
-    if path.exists():
-        return True
-    from . import demo_shop
-
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        demo_shop.create(temporary)
-        try:
-            os.link(temporary, path)
-        except FileExistsError:
-            pass  # another process made it first: theirs is the same shop
-        except OSError:  # a file system without hard links
-            if not path.exists():
-                os.replace(temporary, path)
-    except (OSError, sqlite3.Error) as exc:
-        problems.append(f"{where} create: could not create the demo shop database ({type(exc).__name__})")
-        return False
-    finally:
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            with contextlib.suppress(OSError):
-                Path(f"{temporary}{suffix}").unlink()
-    return True
-
-
 class SqlPack:
     """The tools of one `[packs.<pack>] type = "sql"` table. Tools are fixed at load: a config edit rebuilds
     the pack (the kernel reloads it), so `list_tools` just returns them."""
@@ -155,18 +102,36 @@ class SqlPack:
         await self.backend.aclose()
 
 
-def _handler(backend: Any, statement: Statement, defaults: Mapping[str, Any], *, read: bool, one: bool) -> Any:
-    async def run(arguments: Mapping[str, Any]) -> Any:
-        # Only placeholder names are bound, only from validated arguments (or their schema defaults).
-        params = {name: arguments.get(name, defaults.get(name)) for name in statement.names}
-        return await backend.run(statement, params, read=read, one=one)
-
-    return run
+NO_CALLER = "This tool needs to know its caller and was called outside a governed call."
 
 
-def build(settings: SqlSettings, ctx: ProviderContext) -> SqlPack:
+@attrs.frozen
+class _Handler:
+    """Runs one statement. Placeholders are bound only from validated arguments (or their schema defaults)
+    and, for `:brand`, `:key_id`, `:key_name` and `:role`, from the call's verified caller: never from
+    anything the caller sends."""
+
+    backend: Any
+    statement: Statement
+    defaults: Mapping[str, Any]
+    read: bool
+    one: bool
+    caller_names: frozenset[str]
+
+    async def __call__(self, arguments: Mapping[str, Any]) -> Any:
+        params = {name: arguments.get(name, self.defaults.get(name)) for name in self.statement.names}
+        if self.caller_names:
+            call = current_call()
+            if call is None:  # fail closed: never run a tenant-scoped statement without its tenant
+                raise TerminalError("no call context", public=NO_CALLER)
+            who = call.caller.values()
+            params.update({name: who[name] for name in self.caller_names})
+        return await self.backend.run(self.statement, params, read=self.read, one=self.one)
+
+
+def build(settings: SqlSettings, ctx: ToolPackContext) -> SqlPack:
     """The factory: every check happens here, at load, and all problems are reported together."""
-    where = _where(settings, ctx)
+    where = ctx.where
     problems: list[str] = []
     limits = Limits(
         statement_timeout_s=_seconds(settings.statement_timeout, f"{where} statement_timeout", problems),
@@ -207,10 +172,18 @@ def _tool(tool: SqlToolConfig, at: str, backend: Any, dialect: Any) -> Tool:
         raise ConfigError([f"{at} sql: {exc}"]) from None
     schema = input_schema(tool, at)
     properties = schema.get("properties") or {}
+    for name in sorted(CALLER_NAMES & set(properties)):
+        problems.append(
+            f"{at} input.{name}: {name!r} is bound from the verified caller (:{name}), never taken from input; "
+            f"rename the parameter"
+        )
     for name in statement.names:
-        if name not in properties:
+        if name not in properties and name not in CALLER_NAMES:
             known = ", ".join(sorted(properties)) or "none"
-            problems.append(f"{at} sql: placeholder :{name} is not an input parameter (inputs: {known})")
+            problems.append(
+                f"{at} sql: placeholder :{name} is not an input parameter (inputs: {known}; the caller's "
+                f"{', '.join(sorted(CALLER_NAMES))} are bound too)"
+            )
     read = tool.side_effect == SideEffect.READ
     if read and not statement.is_query:
         problems.append(
@@ -224,4 +197,6 @@ def _tool(tool: SqlToolConfig, at: str, backend: Any, dialect: Any) -> Tool:
     defaults = {
         name: spec["default"] for name, spec in properties.items() if isinstance(spec, dict) and "default" in spec
     }
-    return tool_from_config(tool, _handler(backend, statement, defaults, read=read, one=tool.one), at)
+    caller = frozenset(statement.names) & CALLER_NAMES
+    handler = _Handler(backend, statement, defaults, read, tool.one, caller)
+    return tool_from_config(tool, handler, at, binds_brand="brand" in caller)

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from qaqnuz_pack_sql import demo_shop
+from qaqnuz_demo import shop as demo_shop
 
 
 def dump(path) -> dict[str, list[tuple]]:
@@ -64,7 +64,7 @@ def test_create_refuses_an_existing_file(tmp_path):
 
 def test_command_line(tmp_path):
     out = tmp_path / "shop.db"
-    command = [sys.executable, "-m", "qaqnuz_pack_sql.demo_shop"]
+    command = [sys.executable, "-m", "qaqnuz_demo.shop"]
     helped = subprocess.run([*command, "--help"], capture_output=True, text=True, check=True)
     assert "--force" in helped.stdout and "--seed" in helped.stdout
     first = subprocess.run([*command, str(out)], capture_output=True, text=True)

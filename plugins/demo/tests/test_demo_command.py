@@ -1,9 +1,8 @@
-"""`qaqnuz demo` (issue 4): the real command in a subprocess, set up once, reused on every re-run.
+"""`qaqnuz demo`: the real command in a subprocess, set up once, reused on every re-run.
 
-Only the stdio transport and the SQL pack are loaded (`QAQNUZ_DISABLE_PLUGIN_AUTOLOAD=1`), so these tests
-use `--no-serve`; the printed key is proven with `qaqnuz config check` and a real stdio session through
-`qaqnuz-mcp`. The kernel itself never imports the SQL pack: the demo config asks the pack to generate the
-shop database (`create = "demo-shop"`).
+Only the demo, the stdio transport and the SQL pack are loaded (`QAQNUZ_DISABLE_PLUGIN_AUTOLOAD=1`), so
+these tests use `--no-serve`; the printed key is proven with `qaqnuz config check` and a real stdio session
+through `qaqnuz-mcp`. Serving over HTTP is tested in tests/integration/test_demo_http.py.
 """
 
 from __future__ import annotations
@@ -20,17 +19,17 @@ from pathlib import Path
 
 import pytest
 
-from qaqnuz import demo
+from qaqnuz_demo import demo
 from stdio_harness import stdio_session
 
 BIN = Path(sys.executable).parent
 QAQNUZ = str(BIN / "qaqnuz")
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "shop" / "qaqnuz.toml"
+EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "shop" / "qaqnuz.toml"
 KEY_RE = re.compile(r"qx_live_[0-9A-Za-z]{12}_[0-9A-Za-z]{49}")
 PORT = 18931
 URL = f"http://127.0.0.1:{PORT}/mcp"
 FILES = ("qaqnuz.toml", "qaqnuz.secret", "shop.db", "demo.key")
-HINT = "pip install 'qaqnuz[http,packs]'"
+HINT = "pip install 'qaqnuz[demo]'"
 
 
 def env_with(plugins: str) -> dict[str, str]:
@@ -39,7 +38,7 @@ def env_with(plugins: str) -> dict[str, str]:
     return env
 
 
-ENV = env_with("stdio,pack-sql")
+ENV = env_with("demo,stdio,pack-sql")
 
 
 def qaqnuz(*args: str, env: dict[str, str] = ENV) -> subprocess.CompletedProcess[str]:
@@ -93,7 +92,7 @@ def test_first_run_creates_config_secret_database_and_key(twice):
     key = (folder / "demo.key").read_text().strip()
     assert KEY_RE.fullmatch(key)
     assert KEY_RE.findall(first.stdout) and set(KEY_RE.findall(first.stdout)) == {key}
-    for name in ("qaqnuz.toml", "qaqnuz.secret", "demo.key"):
+    for name in FILES:
         assert f"created {folder / name}" in first.stderr
 
 
@@ -148,8 +147,16 @@ async def test_the_printed_key_works(twice):
     assert status.structured_content["data"]["order_id"] == "ord_1001"
 
 
+def test_without_the_demo_plugin_the_command_says_what_to_install(tmp_path):
+    result = run_demo(tmp_path / "d", "--no-serve", env=env_with("stdio,pack-sql"))
+    assert result.returncode == 2
+    assert "qaqnuz-demo" in result.stderr and HINT in result.stderr
+    assert result.stdout == ""
+    assert not (tmp_path / "d").exists()
+
+
 def test_a_missing_sql_pack_is_exit_2_naming_the_distribution(tmp_path):
-    result = run_demo(tmp_path / "d", "--no-serve", env=env_with("stdio"))
+    result = run_demo(tmp_path / "d", "--no-serve", env=env_with("demo,stdio"))
     assert result.returncode == 2
     assert "qaqnuz-pack-sql" in result.stderr and HINT in result.stderr
     assert result.stdout == ""
@@ -190,6 +197,6 @@ def test_the_demo_config_is_the_example_shop():
     assert ours["packs"]["shop"]["tools"] == example["packs"]["shop"]["tools"]
     assert ours["plugins"] == example["plugins"]
     assert ours["server"]["transport"] == "http"
-    assert ours["packs"]["shop"]["create"] == "demo-shop"
+    assert "create" not in ours["packs"]["shop"]
     paths = [ours["server"][k] for k in ("store", "secret_file", "audit_file")] + [ours["packs"]["shop"]["dsn"]]
     assert all("/" not in p.removeprefix("sqlite:///") and ".." not in p for p in paths), paths

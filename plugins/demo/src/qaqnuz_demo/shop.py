@@ -1,7 +1,7 @@
 """A demo shop database: contacts, orders and order items with plausible, deterministic data.
 
-    python -m qaqnuz_pack_sql.demo_shop shop.db            # create (refuses to overwrite)
-    python -m qaqnuz_pack_sql.demo_shop shop.db --force    # replace an existing file
+    python -m qaqnuz_demo.shop shop.db            # create (refuses to overwrite)
+    python -m qaqnuz_demo.shop shop.db --force    # replace an existing file
 
 The same seed always gives the same rows. `SCHEMA` is portable SQL (SQLite and PostgreSQL), and `rows(seed)`
 gives the data as plain tuples, so a test can load the identical shop into PostgreSQL.
@@ -165,7 +165,7 @@ def create(path: Path, *, seed: int = 7) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m qaqnuz_pack_sql.demo_shop",
+        prog="python -m qaqnuz_demo.shop",
         description=(
             f"Create the qaqnuz demo shop: a SQLite database with {CONTACTS} contacts, {ORDERS} orders "
             f"(ord_{FIRST_ORDER} onwards) and their order items. The same seed gives the same data."

@@ -1,0 +1,145 @@
+"""What admin commands need, and nothing more: the server secret, the store, the audit sinks, and the key
+and approval services on top of them.
+
+Building this never builds a tool pack, a limiter or a transport, so `qaqnuz keys ...`, `approvals ...`
+and `audit ...` work when a pack's upstream secret is unset or its database is down. The kernel builds
+the same pieces the same way, so the server and the CLI always agree on where keys and audit records live.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import attrs
+
+from qaqnuz.assembly import build, build_selected
+from qaqnuz.config import Config
+from qaqnuz.contexts import AuditSinkContext, StoreContext
+from qaqnuz.errors import ConfigError, PluginError
+from qaqnuz.plugins import Plugins
+from qaqnuz.records import AuditSink, ProviderKind
+from qaqnuz.services import ApprovalService, Auditor, KeyService
+from qaqnuz.store import Store
+
+log = logging.getLogger("qaqnuz.kernel")
+
+
+def load_secret(config: Config) -> bytes:
+    """The server secret: `$QAQNUZ_SECRET`, else the secret file named in config."""
+    from_env = os.environ.pop("QAQNUZ_SECRET", None)  # not inherited by anything the server starts
+    if from_env:
+        if len(from_env) < 32:
+            raise ConfigError(["env QAQNUZ_SECRET: too short; use at least 32 random characters"])
+        return from_env.encode("utf-8")
+    path = Path(config.resolve(config.server.secret_file))
+    try:
+        secret = path.read_bytes().strip()
+    except FileNotFoundError:
+        raise ConfigError(
+            [f"[server] secret_file: {path} does not exist; create it with `qaqnuz init` or set QAQNUZ_SECRET"]
+        ) from None
+    except OSError as exc:
+        raise ConfigError([f"[server] secret_file: cannot read {path} ({exc.strerror})"]) from None
+    if len(secret) < 32:
+        raise ConfigError([f"[server] secret_file: {path} holds fewer than 32 bytes; regenerate it"])
+    if path.stat().st_mode & 0o077:
+        log.warning("secret file %s is readable by group or others; chmod 600 it", path)
+    return secret
+
+
+def build_store(config: Config, plugins: Plugins, secret: bytes, clock: Callable[[], float]) -> Store:
+    """The store `[server] store` names by its scheme, built from `[plugins.<scheme>]`."""
+    if not config.store_scheme:
+        raise ConfigError([])  # the URL itself is invalid, and already reported where it was read
+
+    def context(section: str) -> StoreContext:
+        return StoreContext(
+            section=section,
+            logger=logging.getLogger(f"qaqnuz.store.{config.store_scheme}"),
+            clock=clock,
+            base_dir=config.base_dir,
+            url=config.server.store,
+            server_secret=secret,
+        )
+
+    store: Store = build_selected(
+        plugins, ProviderKind.STORE, config.store_scheme, config.plugin_settings, "[server] store", context
+    )
+    return store
+
+
+def build_audit_sinks(config: Config, plugins: Plugins, clock: Callable[[], float]) -> list[tuple[str, AuditSink]]:
+    """Every sink `[plugins] audit` names, in order; all problems reported together."""
+    problems: list[str] = []
+    sinks: list[tuple[str, AuditSink]] = []
+
+    def context(section: str) -> AuditSinkContext:
+        return AuditSinkContext(
+            section=section,
+            logger=logging.getLogger("qaqnuz.audit"),
+            clock=clock,
+            base_dir=config.base_dir,
+            audit_file=config.resolve(config.server.audit_file),
+        )
+
+    for name in config.plugins.audit:
+        try:
+            registered = plugins.provider(ProviderKind.AUDIT, name, "[plugins] audit")
+            sink, _ = build(registered, config.plugin_settings.get(name, {}), f"plugins.{name}", context)
+            sinks.append((name, sink))
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+        except PluginError as exc:
+            problems.append(str(exc))
+    if problems:
+        for _, sink in sinks:
+            sink.close()
+        raise ConfigError(problems)
+    return sinks
+
+
+@attrs.frozen
+class Admin:
+    """The store, the audit sinks and the services on them, for one config."""
+
+    config: Config
+    store: Store
+    audit: Auditor
+    keys: KeyService
+    approvals: ApprovalService
+
+    async def aclose(self) -> None:
+        self.audit.close()
+        await self.store.aclose()
+
+
+def open_admin(
+    config: Config,
+    *,
+    plugins: Plugins | None = None,
+    secret: bytes | None = None,
+    clock: Callable[[], float] = time.time,
+    current: Callable[[], Config] | None = None,
+    on_audit_error: Callable[[], None] | None = None,
+) -> Admin:
+    """Build the admin pieces. `current` returns the config in force (a server's may reload)."""
+    plugins = plugins if plugins is not None else Plugins()
+    secret = secret if secret is not None else load_secret(config)
+    audit = Auditor(build_audit_sinks(config, plugins, clock), clock, on_audit_error)
+    try:
+        store = build_store(config, plugins, secret, clock)
+    except BaseException:
+        audit.close()
+        raise
+    source = current or (lambda: config)
+    return Admin(
+        config=config,
+        store=store,
+        audit=audit,
+        keys=KeyService(config=source, store=store, secret=secret, audit=audit, clock=clock),
+        approvals=ApprovalService(config=source, store=store, audit=audit, clock=clock),
+    )

@@ -1,0 +1,422 @@
+"""The built-in store provider `sqlite`: one SQLite file in WAL mode, shared by the server and the CLI.
+
+Selected by `[server] store = "sqlite:///path/to/qaqnuz.db"` (relative to the config file). Every exact
+decision is one `BEGIN IMMEDIATE` transaction, so writers in other processes wait and readers never block.
+Calls are short and run inline on the event loop (the hot path only does one indexed read per request).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from qaqnuz.contexts import StoreContext
+from qaqnuz.errors import ConfigError, PendingCapReached, StoreError
+from qaqnuz.hookspecs import hookimpl
+from qaqnuz.records import ApprovalCall, ApprovalRequest, ApprovalStatus, Provider
+from qaqnuz.store import ApprovalNotFound, ApprovalNotPending, KeyCapReached, KeyNotActive, KeyRecord
+
+SCHEME = "sqlite"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS keys (
+    key_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    brand TEXT NOT NULL,
+    role TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    revoked_at REAL,
+    last_used_at REAL
+);
+CREATE INDEX IF NOT EXISTS keys_brand ON keys (brand);
+CREATE TABLE IF NOT EXISTS approvals (
+    approval_id TEXT PRIMARY KEY,
+    brand TEXT NOT NULL,
+    key_id TEXT NOT NULL,
+    tool TEXT NOT NULL,
+    args_hash TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL NOT NULL,
+    decided_at REAL,
+    decided_by TEXT,
+    reason TEXT,
+    valid_until REAL,
+    consumed_at REAL,
+    closed INTEGER NOT NULL DEFAULT 0,
+    summary TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS approvals_brand ON approvals (brand, status);
+CREATE TABLE IF NOT EXISTS usage (
+    brand TEXT NOT NULL,
+    month TEXT NOT NULL,
+    calls INTEGER NOT NULL,
+    PRIMARY KEY (brand, month)
+);
+"""
+
+#: Columns added after the first release, with their definitions: added to older files on open.
+_APPROVAL_COLUMNS = (
+    ("tool_digest", "TEXT NOT NULL DEFAULT ''"),
+    ("key_name", "TEXT NOT NULL DEFAULT ''"),
+    ("arguments", "TEXT"),
+    ("arguments_truncated", "INTEGER NOT NULL DEFAULT 0"),
+)
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS approvals_call2 ON approvals (brand, key_id, tool, args_hash, tool_digest, closed);
+CREATE INDEX IF NOT EXISTS approvals_key ON approvals (key_id, status, closed);
+"""
+_APPROVAL_FIELDS = (
+    "approval_id, brand, key_id, tool, args_hash, status, created_at, expires_at, decided_at, decided_by, "
+    "reason, valid_until, key_name, arguments, arguments_truncated, closed"
+)
+_LIVE = "(status = 'pending' AND expires_at <= :now) OR (status = 'approved' AND valid_until <= :now)"
+
+
+class SqliteStore:
+    """One SQLite database file. Thread-safe through one lock; cross-process safe through SQLite."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        # The database and its -wal/-shm files hold key hashes and approvals: owner-only from birth.
+        previous_umask = os.umask(0o077)
+        try:
+            self._db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=10000")
+            self._db.executescript(SCHEMA)
+            present = {row[1] for row in self._db.execute("PRAGMA table_info(approvals)")}
+            for column, definition in _APPROVAL_COLUMNS:
+                if column not in present:
+                    self._db.execute(f"ALTER TABLE approvals ADD COLUMN {column} {definition}")
+            self._db.executescript(_INDEXES)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the store at {self.path} ({type(exc).__name__}: {exc})") from None
+        finally:
+            os.umask(previous_umask)
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                Path(self.path + suffix).chmod(0o600)
+            except OSError:
+                pass
+
+    def __repr__(self) -> str:
+        return f"SqliteStore({self.path!r})"
+
+    async def aclose(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    async def ping(self) -> None:
+        self._query("SELECT 1")
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        """One IMMEDIATE transaction: writers from other processes wait, readers are not blocked."""
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(f"store transaction failed: {type(exc).__name__}") from None
+
+    def _query(self, sql: str, params: Iterable[Any] | Mapping[str, Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                args = params if isinstance(params, Mapping) else tuple(params)
+                return self._db.execute(sql, args).fetchall()
+            except sqlite3.Error as exc:
+                raise StoreError(f"store query failed: {type(exc).__name__}") from None
+
+    # -- keys ------------------------------------------------------------------------------------------
+    async def insert_key(self, record: KeyRecord, *, max_active: int | None, now: float) -> None:
+        with self._tx() as db:
+            if max_active is not None:
+                (active,) = db.execute(
+                    "SELECT COUNT(*) FROM keys WHERE brand = ? AND revoked_at IS NULL "
+                    "AND (expires_at IS NULL OR expires_at > ?)",
+                    (record.brand, now),
+                ).fetchone()
+                if active >= max_active:
+                    raise KeyCapReached(active, max_active)
+            _insert_key(db, record)
+
+    async def get_key(self, key_id: str) -> KeyRecord | None:
+        rows = self._query("SELECT * FROM keys WHERE key_id = ?", (key_id,))
+        return _key(rows[0]) if rows else None
+
+    async def list_keys(self, brand: str | None = None) -> list[KeyRecord]:
+        if brand is None:
+            rows = self._query("SELECT * FROM keys ORDER BY brand, created_at")
+        else:
+            rows = self._query("SELECT * FROM keys WHERE brand = ? ORDER BY created_at", (brand,))
+        return [_key(r) for r in rows]
+
+    async def revoke_key(self, key_id: str, now: float) -> bool:
+        with self._tx() as db:
+            cur = db.execute("UPDATE keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL", (now, key_id))
+            return cur.rowcount == 1
+
+    async def rotate_key(self, old_key_id: str, new: KeyRecord, now: float) -> None:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL "
+                "AND (expires_at IS NULL OR expires_at > ?)",
+                (now, old_key_id, now),
+            )
+            if cur.rowcount != 1:
+                raise KeyNotActive(old_key_id)
+            _insert_key(db, new)
+
+    async def update_key_scopes(self, key_id: str, scopes: Sequence[str], now: float) -> None:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE keys SET scopes = ? WHERE key_id = ? AND revoked_at IS NULL "
+                "AND (expires_at IS NULL OR expires_at > ?)",
+                (json.dumps(list(scopes)), key_id, now),
+            )
+            if cur.rowcount != 1:
+                raise KeyNotActive(key_id)
+
+    async def flush_usage(self, last_used: Mapping[str, float], usage: Mapping[tuple[str, str], int]) -> None:
+        if not last_used and not usage:
+            return
+        with self._tx() as db:
+            db.executemany(
+                "UPDATE keys SET last_used_at = MAX(COALESCE(last_used_at, 0), ?) WHERE key_id = ?",
+                [(ts, key_id) for key_id, ts in last_used.items()],
+            )
+            db.executemany(
+                "INSERT INTO usage VALUES (?, ?, ?) ON CONFLICT (brand, month) DO UPDATE SET calls = calls + ?",
+                [(brand, month, n, n) for (brand, month), n in usage.items()],
+            )
+
+    async def usage(self, brand: str, month: str) -> int:
+        rows = self._query("SELECT calls FROM usage WHERE brand = ? AND month = ?", (brand, month))
+        return int(rows[0][0]) if rows else 0
+
+    # -- approvals -------------------------------------------------------------------------------------
+    async def open_approval(
+        self, call: ApprovalCall, *, new_id: str, now: float, pending_ttl: float
+    ) -> ApprovalRequest:
+        with self._tx() as db:
+            row = db.execute(
+                f"SELECT {_APPROVAL_FIELDS} FROM approvals WHERE brand = ? AND key_id = ? AND tool = ? "
+                "AND args_hash = ? AND tool_digest = ? AND closed = 0 AND status != 'consumed' "
+                "ORDER BY created_at DESC LIMIT 1",
+                (call.brand, call.key_id, call.tool, call.args_hash, call.tool_digest),
+            ).fetchone()
+            if row is not None:
+                record = _approval(row)
+                if record.effective_status(now) is not record.status:
+                    db.execute(
+                        "UPDATE approvals SET status = 'expired', arguments = NULL WHERE approval_id = ?",
+                        (record.approval_id,),
+                    )
+                    record = attrs.evolve(record, status=ApprovalStatus.EXPIRED, arguments=None)
+                return record
+            (pending,) = db.execute(
+                "SELECT COUNT(*) FROM approvals WHERE key_id = ? AND status = 'pending' AND closed = 0 "
+                "AND expires_at > ?",
+                (call.key_id, now),
+            ).fetchone()
+            if pending >= call.max_pending:
+                raise PendingCapReached(pending, call.max_pending)
+            arguments = json.dumps(call.arguments, ensure_ascii=False, separators=(",", ":"))
+            db.execute(
+                "INSERT INTO approvals (approval_id, brand, key_id, tool, args_hash, status, created_at, "
+                "expires_at, tool_digest, key_name, arguments, arguments_truncated) "
+                "VALUES (?, ?, ?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
+                (
+                    new_id,
+                    call.brand,
+                    call.key_id,
+                    call.tool,
+                    call.args_hash,
+                    now,
+                    now + pending_ttl,
+                    call.tool_digest,
+                    call.key_name,
+                    arguments,
+                    int(call.arguments_truncated),
+                ),
+            )
+            return ApprovalRequest(
+                new_id,
+                call.brand,
+                call.key_id,
+                call.tool,
+                call.args_hash,
+                ApprovalStatus.PENDING,
+                now,
+                now + pending_ttl,
+                key_name=call.key_name,
+                arguments=call.arguments,
+                arguments_truncated=call.arguments_truncated,
+            )
+
+    async def get_approval(self, approval_id: str) -> ApprovalRequest | None:
+        rows = self._query(f"SELECT {_APPROVAL_FIELDS} FROM approvals WHERE approval_id = ?", (approval_id,))
+        return _approval(rows[0]) if rows else None
+
+    async def list_approvals(self, brand: str | None = None, *, include_closed: bool = False) -> list[ApprovalRequest]:
+        sql = f"SELECT {_APPROVAL_FIELDS} FROM approvals WHERE 1 = 1"
+        params: list[Any] = []
+        if brand is not None:
+            sql += " AND brand = ?"
+            params.append(brand)
+        if not include_closed:
+            sql += " AND closed = 0 AND status IN ('pending', 'approved')"
+        return [_approval(r) for r in self._query(sql + " ORDER BY created_at", params)]
+
+    async def decide_approval(
+        self, approval_id: str, *, approve: bool, by: str, reason: str | None, now: float, valid_for: float
+    ) -> ApprovalRequest:
+        with self._tx() as db:
+            row = db.execute(
+                f"SELECT {_APPROVAL_FIELDS} FROM approvals WHERE approval_id = ?", (approval_id,)
+            ).fetchone()
+            if row is None:
+                raise ApprovalNotFound(approval_id)
+            record = _approval(row)
+            if record.status is ApprovalStatus.PENDING and record.expires_at <= now:
+                db.execute(
+                    "UPDATE approvals SET status = 'expired', arguments = NULL WHERE approval_id = ?", (approval_id,)
+                )
+                raise ApprovalNotPending(approval_id, ApprovalStatus.EXPIRED)
+            if record.status is not ApprovalStatus.PENDING or row[-1]:
+                raise ApprovalNotPending(approval_id, record.status)
+            status = ApprovalStatus.APPROVED if approve else ApprovalStatus.DENIED
+            valid_until = now + valid_for if approve else None
+            db.execute(
+                "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, reason = ?, valid_until = ?"
+                + ("" if approve else ", arguments = NULL")
+                + " WHERE approval_id = ? AND status = 'pending'",
+                (str(status), now, by, reason, valid_until, approval_id),
+            )
+            return attrs.evolve(
+                record,
+                status=status,
+                decided_at=now,
+                decided_by=by,
+                reason=reason,
+                valid_until=valid_until,
+                arguments=record.arguments if approve else None,
+            )
+
+    async def consume_approval(self, approval_id: str, now: float) -> bool:
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE approvals SET status = 'consumed', consumed_at = ?, closed = 1, arguments = NULL "
+                "WHERE approval_id = ? AND status = 'approved' AND valid_until > ? AND closed = 0",
+                (now, approval_id, now),
+            )
+            return cur.rowcount == 1
+
+    async def close_approval(self, approval_id: str) -> None:
+        with self._tx() as db:
+            db.execute("UPDATE approvals SET closed = 1, arguments = NULL WHERE approval_id = ?", (approval_id,))
+
+    async def expire_approvals(self, now: float) -> int:
+        with self._tx() as db:
+            cur = db.execute(
+                f"UPDATE approvals SET status = 'expired', arguments = NULL WHERE closed = 0 AND ({_LIVE})",
+                {"now": now},
+            )
+            return cur.rowcount
+
+    async def pending_counts(self) -> dict[str, int]:
+        rows = self._query(
+            "SELECT brand, COUNT(*) FROM approvals WHERE status = 'pending' AND closed = 0 GROUP BY brand"
+        )
+        return {brand: int(n) for brand, n in rows}
+
+
+def _insert_key(db: sqlite3.Connection, record: KeyRecord) -> None:
+    db.execute(
+        "INSERT INTO keys VALUES (?, ?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
+        (
+            record.key_id,
+            record.name,
+            record.brand,
+            record.role,
+            json.dumps(list(record.scopes)),
+            record.hash,
+            record.created_at,
+            record.expires_at,
+        ),
+    )
+
+
+def _key(row: tuple[Any, ...]) -> KeyRecord:
+    return KeyRecord(
+        key_id=row[0],
+        name=row[1],
+        brand=row[2],
+        role=row[3],
+        scopes=tuple(json.loads(row[4])),
+        hash=row[5],
+        created_at=row[6],
+        expires_at=row[7],
+        revoked_at=row[8],
+        last_used_at=row[9],
+    )
+
+
+def _approval(row: tuple[Any, ...]) -> ApprovalRequest:
+    return ApprovalRequest(
+        approval_id=row[0],
+        brand=row[1],
+        key_id=row[2],
+        tool=row[3],
+        args_hash=row[4],
+        status=ApprovalStatus(row[5]),
+        created_at=row[6],
+        expires_at=row[7],
+        decided_at=row[8],
+        decided_by=row[9],
+        reason=row[10],
+        valid_until=row[11],
+        key_name=row[12] or "",
+        arguments=json.loads(row[13]) if row[13] is not None else None,
+        arguments_truncated=bool(row[14]),
+    )
+
+
+def path_of(url: str, ctx: StoreContext) -> str:
+    """The database file of a `sqlite:///relative/or/absolute.db` URL, or a located config error."""
+    prefix = f"{SCHEME}:///"
+    rest = url[len(prefix) :] if url.startswith(prefix) else ""
+    if not rest or rest == ":memory:" or rest.startswith("file:") or "?" in rest:
+        raise ConfigError(
+            [f"[server] store: write sqlite:///relative/path.db or sqlite:////absolute/path.db (got {url!r})"]
+        )
+    return ctx.resolve(rest)
+
+
+def _factory(settings: object, ctx: StoreContext) -> SqliteStore:
+    return SqliteStore(path_of(ctx.url, ctx))
+
+
+@hookimpl
+def qaqnuz_stores() -> list[Provider]:
+    return [Provider(SCHEME, _factory, "The embedded store: one SQLite file in WAL mode (sqlite:///path.db).")]

@@ -1,0 +1,97 @@
+"""What a `qaqnuz` subcommand is handed: the loaded plugins and the few ways to reach a config, the admin
+services or a whole kernel, plus stdout/stderr helpers that keep results and diagnostics apart.
+
+Admin commands open only what they need (`ctx.admin(config)`: store, audit sinks, key and approval
+services), so they work when a tool pack's upstream is down or its secret unset; only serving and
+`tools list` build a kernel.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import attrs
+
+from qaqnuz.config import Config, default_config_path, load_config
+from qaqnuz.secrets import Redactor
+
+if TYPE_CHECKING:
+    from qaqnuz.admin import Admin
+    from qaqnuz.kernel import Kernel
+    from qaqnuz.plugins import Plugins
+
+T = TypeVar("T")
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def setup_logging(level: str = "info") -> None:
+    """Logs to stderr through a redactor that masks anything shaped like an API key (tracebacks too)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(Redactor())
+    root = logging.getLogger("qaqnuz")
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+@attrs.frozen
+class CommandContext:
+    plugins: Plugins
+
+    def config(self, args: argparse.Namespace) -> Config:
+        """The config `--config` names, else `$QAQNUZ_CONFIG`, else `./qaqnuz.toml`."""
+        path = getattr(args, "config", None)
+        return load_config(path if path else default_config_path())
+
+    def admin(self, config: Config) -> Admin:
+        """The store, audit sinks and the key and approval services for `config` (close with `aclose`)."""
+        from qaqnuz.admin import open_admin
+
+        return open_admin(config, plugins=self.plugins)
+
+    def kernel(self, config: Config, *, offline: bool = False) -> Kernel:
+        """A whole kernel on these plugins (use `async with kernel.running()`)."""
+        from qaqnuz.kernel import Kernel
+
+        return Kernel(config, plugins=self.plugins, offline=offline)
+
+    def run(self, main: Callable[[], Awaitable[T]]) -> T:
+        """Run a short coroutine (an admin operation) to completion."""
+        return asyncio.run(_call(main))
+
+    def serve(self, main: Callable[[], Awaitable[Any]]) -> None:
+        """Run a long-lived coroutine (a server) on uvloop where it is installed (it comes with qaqnuz[http])."""
+        import anyio
+
+        try:
+            import uvloop  # noqa: F401
+        except ImportError:
+            anyio.run(main)
+        else:
+            anyio.run(main, backend_options={"use_uvloop": True})
+
+    @staticmethod
+    def out(text: str) -> None:
+        """A command's result, on stdout."""
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+
+    @staticmethod
+    def err(text: str) -> None:
+        """A diagnostic, on stderr."""
+        sys.stderr.write(text + "\n")
+        sys.stderr.flush()
+
+    @staticmethod
+    def setup_logging(level: str = "info") -> None:
+        setup_logging(level)
+
+
+async def _call(main: Callable[[], Awaitable[T]]) -> T:
+    return await main()

@@ -1,0 +1,173 @@
+"""What each kind of provider factory is given: its own context, holding only what that kind needs.
+
+Least privilege by construction: a tool pack gets its location, a logger, a clock, path resolution and a
+secret resolver, never the server secret, the store or the config of other brands; only stores and auth
+providers see the server secret. Contexts are frozen, so a factory cannot widen what it was handed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import attrs
+
+from qaqnuz.secrets import Secret, SecretRef, resolve
+
+if TYPE_CHECKING:
+    from qaqnuz.config import Config
+    from qaqnuz.services import ApprovalService, KeyService
+    from qaqnuz.store import Store
+
+
+@attrs.frozen(kw_only=True)
+class Context:
+    """The parts every context has.
+
+    `section` is the config section the instance is built for ("packs.shop", "plugins.memory",
+    "brands.globex.packs.shop"), so a factory can locate its own errors (`ctx.where` gives "[packs.shop]").
+    """
+
+    section: str
+    logger: logging.Logger = attrs.field(repr=False)
+    clock: Callable[[], float] = attrs.field(repr=False)
+    base_dir: str = "."
+
+    @property
+    def where(self) -> str:
+        return f"[{self.section}]" if self.section else "[?]"
+
+    def resolve(self, path: str) -> str:
+        """A path from config, made absolute against the config file's folder."""
+        return str(Path(self.base_dir, os.path.expanduser(path)))
+
+
+class SecretResolver:
+    """Resolves `SecretRef`s relative to the config folder and has each value masked in the logs.
+
+    It holds no secret itself; `mask` is the kernel's hook for masking a value it just resolved.
+    """
+
+    __slots__ = ("_base_dir", "_mask")
+
+    def __init__(self, base_dir: str, mask: Callable[[str], None]) -> None:
+        self._base_dir = base_dir
+        self._mask = mask
+
+    def __call__(self, ref: SecretRef, where: str) -> Secret:
+        secret = resolve(ref, where, self._base_dir)
+        self._mask(secret.reveal())
+        return secret
+
+    def mask(self, value: str) -> None:
+        """Mask a value derived from a secret too (an encoded credential, a header built from a token)."""
+        self._mask(value)
+
+    def __repr__(self) -> str:
+        return "SecretResolver()"
+
+
+@attrs.frozen(kw_only=True)
+class ToolPackContext(Context):
+    """A tool pack's factory context.
+
+    `secret(ref, where)` resolves a credential now (a missing one is a `ConfigError` located at `where`).
+    `brand` is set when the instance serves one brand's per-brand settings
+    (`[brands.<brand>.packs.<pack>]`). `offline` is true when the kernel only needs the tool definitions
+    (`qaqnuz tools list`): do not connect anywhere, and treat a secret that cannot be resolved as absent
+    (`secret` then returns an empty `Secret`) rather than failing.
+    """
+
+    secrets: SecretResolver = attrs.field(repr=False)
+    brand: str | None = None
+    offline: bool = False
+
+    def secret(self, ref: SecretRef, where: str) -> Secret:
+        if self.offline:
+            from qaqnuz.errors import ConfigError
+
+            try:
+                return self.secrets(ref, where)
+            except ConfigError:
+                return Secret("")
+        return self.secrets(ref, where)
+
+
+@attrs.frozen(kw_only=True)
+class StoreContext(Context):
+    """A store's factory context: its URL (`[server] store`) and the server secret (stores may encrypt)."""
+
+    url: str
+    server_secret: bytes = attrs.field(repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class AuthContext(Context):
+    """An auth provider's context: the store to look keys up in, the server secret keys are hashed with,
+    and the validated config (brands, roles, the key prefix)."""
+
+    store: Store = attrs.field(repr=False)
+    server_secret: bytes = attrs.field(repr=False)
+    config: Config = attrs.field(repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class PolicyContext(Context):
+    """A policy's context: the validated config (brands, their tools and roles)."""
+
+    config: Config = attrs.field(repr=False)
+
+
+@attrs.frozen(kw_only=True)
+class LimiterContext(Context):
+    """A rate limiter's context: its location, logger and clock."""
+
+
+@attrs.frozen(kw_only=True)
+class ApproverContext(Context):
+    """An approver's context: the store (where the built-in queue keeps requests) and the `[approvals]`
+    durations in seconds."""
+
+    store: Store = attrs.field(repr=False)
+    pending_ttl: float
+    valid_for: float
+
+
+@attrs.frozen(kw_only=True)
+class TransportContext(Context):
+    """A transport's context: its location, logger and clock."""
+
+
+@attrs.frozen(kw_only=True)
+class AuditSinkContext(Context):
+    """An audit sink's context: `audit_file` is `[server] audit_file`, already absolute."""
+
+    audit_file: str
+
+
+@attrs.frozen(kw_only=True)
+class WebRouteContext(Context):
+    """A web route's context: the services a route may act through (the same ones the CLI uses), which
+    audit what they do. Never the server secret or the store itself."""
+
+    keys: KeyService = attrs.field(repr=False)
+    approvals: ApprovalService = attrs.field(repr=False)
+    server_name: str = ""
+
+
+__all__ = [
+    "ApproverContext",
+    "AuditSinkContext",
+    "AuthContext",
+    "Context",
+    "LimiterContext",
+    "PolicyContext",
+    "SecretResolver",
+    "StoreContext",
+    "ToolPackContext",
+    "TransportContext",
+    "WebRouteContext",
+]

@@ -1,0 +1,331 @@
+"""Key and approval operations, shared by the CLI, the kernel, web routes (the console, Slack) and tests.
+
+Each operation validates against the current config, does its one atomic store operation and writes its
+audit record. Errors are `UsageError`s that say what was wrong and how to fix it, and never repeat a key.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import attrs
+
+from qaqnuz.config import SCOPE_RE, Config, parse_duration
+from qaqnuz.errors import UsageError
+from qaqnuz.keys import KEY_ID_RE, hash_matches, key_hash, new_key, parse_key
+from qaqnuz.records import ApprovalRequest, ApprovalStatus, AuditSink
+from qaqnuz.store import ApprovalNotFound, ApprovalNotPending, KeyCapReached, KeyNotActive, KeyRecord, Store
+
+log = logging.getLogger("qaqnuz.audit")
+
+
+class Auditor:
+    """Writes each audit record to every configured sink. A failed write is counted and logged loudly,
+    never silently dropped, and never stops the others."""
+
+    def __init__(
+        self,
+        sinks: Sequence[tuple[str, AuditSink]],
+        clock: Callable[[], float],
+        on_error: Callable[[], None] | None = None,
+    ) -> None:
+        self.sinks = tuple(sinks)
+        self.clock = clock
+        self.on_error = on_error
+
+    def record(self, **fields: Any) -> None:
+        fields["time"] = round(self.clock(), 6)
+        for name, sink in self.sinks:
+            try:
+                sink.write(fields)
+            except Exception as exc:
+                if self.on_error is not None:
+                    self.on_error()
+                log.error("AUDIT WRITE FAILED to sink %s (%s): %s", name, type(exc).__name__, fields.get("step"))
+
+    def close(self) -> None:
+        for name, sink in self.sinks:
+            try:
+                sink.close()
+            except Exception as exc:
+                log.warning("closing audit sink %s failed (%s)", name, type(exc).__name__)
+
+
+class KeyService:
+    """Mint, list, revoke, rotate and re-scope keys. `config` is read on every call (it may reload)."""
+
+    def __init__(
+        self,
+        *,
+        config: Callable[[], Config],
+        store: Store,
+        secret: bytes,
+        audit: Auditor,
+        clock: Callable[[], float],
+    ) -> None:
+        self._config = config
+        self.store = store
+        self._secret = secret
+        self.audit = audit
+        self.clock = clock
+
+    def __repr__(self) -> str:
+        return "KeyService()"
+
+    # -- checks ----------------------------------------------------------------------------------------
+    def _scopes(self, brand: str, role: str, scopes: Iterable[str]) -> tuple[str, ...]:
+        """The scopes, sorted and unique, once each is well formed and inside the role's ceiling."""
+        config = self._config()
+        brand_cfg = config.brands.get(brand)
+        if brand_cfg is None:
+            known = ", ".join(sorted(config.brands)) or "none"
+            raise UsageError(f"unknown brand {brand!r}; configured brands: {known}")
+        if role not in brand_cfg.roles:
+            raise UsageError(
+                f"brand {brand!r} has no role {role!r}; its roles: {', '.join(sorted(brand_cfg.roles)) or 'none'} "
+                f"(define roles under [brands.{brand}] roles)"
+            )
+        ceiling = set(brand_cfg.roles[role])
+        wanted = list(scopes)
+        if not wanted:
+            raise UsageError("give at least one --scope; a key without scopes can call nothing")
+        for scope in wanted:
+            if not SCOPE_RE.match(scope):
+                raise UsageError(
+                    f"invalid scope {_shown(scope)}: scopes are '<resource>.<action>' in lower case, e.g. "
+                    f"orders.read; wildcards are not allowed"
+                )
+            if scope not in ceiling:
+                raise UsageError(
+                    f"scope {scope!r} is outside role {role!r}'s ceiling for brand {brand!r} "
+                    f"({', '.join(sorted(ceiling)) or 'empty'})"
+                )
+        return tuple(sorted(set(wanted)))
+
+    # -- operations ------------------------------------------------------------------------------------
+    async def mint(
+        self,
+        *,
+        brand: str,
+        scopes: Iterable[str],
+        name: str,
+        role: str = "viewer",
+        expires_in: float | None = None,
+    ) -> tuple[str, KeyRecord]:
+        """Validate and store a new key; returns (raw key, record). The raw key is never stored."""
+        config = self._config()
+        if not name.strip():
+            raise UsageError("--name is required: name the key after who or what uses it")
+        checked = self._scopes(brand, role, scopes)
+        max_lifetime = parse_duration(config.server.max_key_lifetime)
+        if expires_in is not None and (expires_in <= 0 or expires_in > max_lifetime):
+            raise UsageError(
+                f"--expires-in must be more than 0 and at most {config.server.max_key_lifetime} "
+                f"([server] max_key_lifetime)"
+            )
+        brand_cfg = config.brands[brand]
+        plan = config.plans[brand_cfg.plan]
+        if not plan.entitled:
+            raise UsageError(f"brand {brand!r} is on plan {brand_cfg.plan!r}, which is not entitled to MCP access")
+        now = self.clock()
+        raw, record = self._new(config, brand, role, checked, name, now, now + (expires_in or max_lifetime))
+        try:
+            await self.store.insert_key(record, max_active=plan.max_keys, now=now)
+        except KeyCapReached as exc:
+            raise UsageError(
+                f"brand {brand!r} already has {exc.active} active keys, the cap of plan {brand_cfg.plan!r} "
+                f"({exc.cap}); revoke one with `qaqnuz keys revoke KEY_ID` or move the brand to a larger plan"
+            ) from None
+        self.audit.record(step="key", outcome="minted", brand=brand, key_id=record.key_id, role=role)
+        return raw, record
+
+    def _new(
+        self, config: Config, brand: str, role: str, scopes: tuple[str, ...], name: str, now: float, expires: float
+    ) -> tuple[str, KeyRecord]:
+        parsed = new_key(config.server.key_prefix)
+        record = KeyRecord(
+            key_id=parsed.key_id,
+            name=name,
+            brand=brand,
+            role=role,
+            scopes=scopes,
+            hash=key_hash(self._secret, parsed.raw),
+            created_at=now,
+            expires_at=expires,
+            revoked_at=None,
+            last_used_at=None,
+        )
+        return parsed.raw, record
+
+    async def list(self, brand: str | None = None) -> list[KeyRecord]:
+        return await self.store.list_keys(brand)
+
+    async def find(self, ref: str) -> KeyRecord:
+        """The key named by a key id or by a whole key; never repeats what it was given unless it is an id."""
+        config = self._config()
+        ref = ref.strip()
+        parsed = parse_key(ref, config.server.key_prefix)
+        if parsed is not None:
+            record = await self.store.get_key(parsed.key_id)
+            if record is None or not hash_matches(self._secret, parsed.raw, record.hash):
+                raise UsageError("no key matches the key given; list keys with `qaqnuz keys list`")
+            return record
+        if not KEY_ID_RE.fullmatch(ref):
+            raise UsageError(
+                "that is neither a key id (12 letters and digits, shown by `qaqnuz keys list`) nor a whole key"
+            )
+        record = await self.store.get_key(ref)
+        if record is None:
+            raise UsageError(f"no key with id {ref!r}; list them with `qaqnuz keys list`")
+        return record
+
+    async def check(self, raw: str) -> KeyRecord | None:
+        """The active key this raw key is, or None (no audit line: for tools that hold their own key)."""
+        parsed = parse_key(raw, self._config().server.key_prefix)
+        if parsed is None:
+            return None
+        record = await self.store.get_key(parsed.key_id)
+        if record is None or not hash_matches(self._secret, parsed.raw, record.hash):
+            return None
+        return record if record.active(self.clock()) else None
+
+    async def revoke(self, ref: str) -> tuple[KeyRecord, bool]:
+        """(the key, whether this call revoked it: False if it already was)."""
+        record = await self.find(ref)
+        revoked = await self.store.revoke_key(record.key_id, self.clock())
+        if revoked:
+            self.audit.record(step="key", outcome="revoked", brand=record.brand, key_id=record.key_id)
+        return record, revoked
+
+    async def rotate(self, ref: str) -> tuple[str, KeyRecord, KeyRecord]:
+        """A new secret with the old key's brand, role, scopes, name and expiry; the old key revoked in the
+        same transaction. Returns (new raw key, new record, old record)."""
+        old = await self.find(ref)
+        now = self.clock()
+        if not old.active(now):
+            raise UsageError(f"key {old.key_id} is {old.state(now)}; only an active key can be rotated")
+        raw, record = self._new(self._config(), old.brand, old.role, old.scopes, old.name, now, old.expires_at or now)
+        try:
+            await self.store.rotate_key(old.key_id, record, now)
+        except KeyNotActive:
+            raise UsageError(f"key {old.key_id} was revoked or expired meanwhile; nothing rotated") from None
+        self.audit.record(
+            step="key", outcome="rotated", brand=old.brand, key_id=record.key_id, role=old.role, replaces=old.key_id
+        )
+        return raw, record, old
+
+    async def update_scopes(self, ref: str, scopes: Iterable[str]) -> KeyRecord:
+        """Replace an active key's scopes with `scopes`, which must lie within its role's ceiling."""
+        record = await self.find(ref)
+        now = self.clock()
+        if not record.active(now):
+            raise UsageError(f"key {record.key_id} is {record.state(now)}; only an active key can be updated")
+        checked = self._scopes(record.brand, record.role, scopes)
+        try:
+            await self.store.update_key_scopes(record.key_id, checked, now)
+        except KeyNotActive:
+            raise UsageError(f"key {record.key_id} was revoked or expired meanwhile; nothing changed") from None
+        self.audit.record(
+            step="key",
+            outcome="scopes_updated",
+            brand=record.brand,
+            key_id=record.key_id,
+            role=record.role,
+            scopes=list(checked),
+        )
+        return attrs.evolve(record, scopes=checked)
+
+
+class ApprovalService:
+    """List, show and decide approval requests (the built-in queue's human side)."""
+
+    def __init__(
+        self, *, config: Callable[[], Config], store: Store, audit: Auditor, clock: Callable[[], float]
+    ) -> None:
+        self._config = config
+        self.store = store
+        self.audit = audit
+        self.clock = clock
+
+    def __repr__(self) -> str:
+        return "ApprovalService()"
+
+    async def list(self, brand: str | None = None) -> list[ApprovalRequest]:
+        """Pending and approved-but-unused requests (expired ones are marked first, their arguments gone)."""
+        await self.store.expire_approvals(self.clock())
+        return await self.store.list_approvals(brand)
+
+    async def get(self, approval_id: str, brand: str | None = None) -> ApprovalRequest:
+        await self.store.expire_approvals(self.clock())
+        record = await self.store.get_approval(approval_id)
+        if record is None or (brand is not None and record.brand != brand):
+            raise UsageError(f"no approval {_shown(approval_id)}{f' for brand {brand}' if brand else ''}")
+        return record
+
+    async def decide(
+        self, approval_id: str, *, approve: bool, by: str, reason: str | None = None, brand: str | None = None
+    ) -> ApprovalRequest:
+        """Approve or deny a pending request, exactly once; audited with who, when and why."""
+        await self.get(approval_id, brand)
+        try:
+            record = await self.store.decide_approval(
+                approval_id,
+                approve=approve,
+                by=by,
+                reason=reason,
+                now=self.clock(),
+                valid_for=parse_duration(self._config().approvals.valid_for),
+            )
+        except ApprovalNotFound:
+            raise UsageError(f"no approval {_shown(approval_id)}") from None
+        except ApprovalNotPending as exc:
+            raise UsageError(f"approval {approval_id} is {exc.status}, not pending; nothing to decide") from None
+        self.audit.record(
+            step="approval",
+            outcome=str(record.status),
+            brand=record.brand,
+            key_id=record.key_id,
+            tool=record.tool,
+            args_hash=record.args_hash,
+            approval_id=record.approval_id,
+            decided_by=by,
+            reason=reason,
+        )
+        return record
+
+
+def approval_view(record: ApprovalRequest, now: float) -> dict[str, Any]:
+    """An approval as JSON for people and programs: its effective status and the arguments kept for it."""
+    status = record.effective_status(now)
+    return {
+        "approval_id": record.approval_id,
+        "brand": record.brand,
+        "key_id": record.key_id,
+        "key_name": record.key_name,
+        "tool": record.tool,
+        "args_hash": record.args_hash,
+        "status": str(status),
+        "created_at": record.created_at,
+        "expires_at": record.expires_at,
+        "decided_at": record.decided_at,
+        "decided_by": record.decided_by,
+        "reason": record.reason,
+        "valid_until": record.valid_until,
+        "arguments": record.arguments if status in (ApprovalStatus.PENDING, ApprovalStatus.APPROVED) else None,
+        "arguments_truncated": record.arguments_truncated,
+    }
+
+
+def _shown(text: str) -> str:
+    """A user-given value quoted for an error message, unless it could be a key (then withheld)."""
+    if len(text) > 64 or not text.isprintable() or parse_key_like(text):
+        return "(withheld)"
+    return repr(text)
+
+
+def parse_key_like(text: str) -> bool:
+    """Whether `text` could hold a whole API key (an id, `_`, a long secret), so it must not be echoed."""
+    return bool(re.search(r"[0-9A-Za-z]{12}_[0-9A-Za-z]{20,}", text))
