@@ -8,11 +8,9 @@ Anything not exported here is internal. Importing it loads no MCP SDK module: th
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
 from typing import TYPE_CHECKING, Any
 
 from qaqnuz.callcontext import CallContext, current_call
-from qaqnuz.command_context import CommandContext
 from qaqnuz.config import parse_duration, parse_positive_duration
 from qaqnuz.contexts import (
     ApproverContext,
@@ -77,13 +75,10 @@ from qaqnuz.secrets import Secret, SecretRef
 from qaqnuz.store import ApprovalNotFound, ApprovalNotPending, KeyCapReached, KeyNotActive, KeyRecord, Store
 
 if TYPE_CHECKING:
+    from qaqnuz.command_context import CommandContext
     from qaqnuz.kernel import Kernel
     from qaqnuz.server import Binding
-
-try:
-    __version__ = version("qaqnuz")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-    __version__ = "0+unknown"
+    from qaqnuz.version import __version__
 
 
 def __getattr__(name: str) -> Any:
@@ -96,6 +91,14 @@ def __getattr__(name: str) -> Any:
         from qaqnuz.server import Binding
 
         return Binding
+    if name == "__version__":  # read from the installed metadata on first use, not at every import
+        from qaqnuz.version import __version__
+
+        return __version__
+    if name == "CommandContext":
+        from qaqnuz.command_context import CommandContext
+
+        return CommandContext
     if name == "run_cli":
         from qaqnuz.cli import main
 

@@ -17,6 +17,7 @@ from qaqnuz.admin import Admin, load_secret, open_admin
 from qaqnuz.config import Config
 from qaqnuz.errors import ConfigError, PluginError, StoreError
 from qaqnuz.plugins import Plugins
+from qaqnuz.records import ProviderKind
 from qaqnuz.registry import Registry
 from qaqnuz.runtime import Builder, Runtime, build_routes, check_references
 from qaqnuz.secrets import Redactor
@@ -53,6 +54,11 @@ async def check(config: Config, plugins: Plugins, problems: list[str]) -> Report
         add(exc.problems)
     except (PluginError, StoreError) as exc:
         add([str(exc)])
+    notes: list[str] = []
+    try:  # what `qaqnuz serve` uses without --transport (qaqnuz-mcp always picks stdio): worth a warning
+        plugins.provider(ProviderKind.TRANSPORT, config.server.transport, "[server] transport")
+    except PluginError as exc:
+        notes.append(f"{exc}; `qaqnuz serve` without --transport would fail")
     redactor = Redactor()
     runtime: Runtime | None = None
     warnings: list[str] = []
@@ -89,7 +95,7 @@ async def check(config: Config, plugins: Plugins, problems: list[str]) -> Report
                         log.warning("closing a provider failed (%s)", type(exc).__name__)
         if admin is not None:
             await admin.aclose()
-    return Report(tuple(found), tuple(warnings), len(config.brands), len(config.packs), tools)
+    return Report(tuple(found), (*notes, *warnings), len(config.brands), len(config.packs), tools)
 
 
 class _NoStore:

@@ -24,7 +24,7 @@ EXIT_OK, EXIT_RUNTIME, EXIT_USAGE = 0, 1, 2
 
 
 def _err(text: str) -> None:
-    sys.stderr.write(text + "\n")
+    sys.stderr.write(_REDACT.mask(text) + "\n")
     sys.stderr.flush()
 
 
@@ -95,7 +95,7 @@ def _missing(name: str) -> Any:
 
 
 def _version() -> str:
-    from qaqnuz import __version__
+    from qaqnuz.version import __version__
 
     return __version__
 

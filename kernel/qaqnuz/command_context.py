@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from qaqnuz.plugins import Plugins
 
 T = TypeVar("T")
+_MASK = Redactor()
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
@@ -77,15 +78,16 @@ class CommandContext:
             anyio.run(main, backend_options={"use_uvloop": True})
 
     @staticmethod
-    def out(text: str) -> None:
-        """A command's result, on stdout."""
-        sys.stdout.write(text + "\n")
+    def out(text: str, *, reveal: bool = False) -> None:
+        """A command's result, on stdout. Anything shaped like an API key is masked unless `reveal` says this
+        is the one place a key is shown (minting, rotation, the demo's own key)."""
+        sys.stdout.write((text if reveal else _MASK.mask(text)) + "\n")
         sys.stdout.flush()
 
     @staticmethod
     def err(text: str) -> None:
-        """A diagnostic, on stderr."""
-        sys.stderr.write(text + "\n")
+        """A diagnostic, on stderr; anything shaped like an API key is masked."""
+        sys.stderr.write(_MASK.mask(text) + "\n")
         sys.stderr.flush()
 
     @staticmethod

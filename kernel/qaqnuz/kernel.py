@@ -48,7 +48,7 @@ class Kernel:
         clock: Callable[[], float] = time.time,
         offline: bool = False,
     ) -> None:
-        from qaqnuz import __version__
+        from qaqnuz.version import __version__
 
         self.clock = clock
         self.version = __version__

@@ -7,6 +7,7 @@ startup with an error naming the distributions involved.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata as md
 import os
@@ -173,8 +174,7 @@ class Plugins:
     ) -> None:
         seen: dict[str, str] = {}
         for ep in sorted(md.entry_points(group=self.group), key=lambda e: e.name):
-            dist = ep.dist.name if ep.dist is not None else "(unknown distribution)"
-            version = ep.dist.version if ep.dist is not None else ""
+            dist, version = _name_and_version(ep.dist)
             if ep.name in seen:
                 if seen[ep.name] == dist:
                     continue  # the same distribution seen twice on sys.path
@@ -239,18 +239,20 @@ class Plugins:
     def call(self, hook_name: str) -> list[tuple[PluginInfo, list[Any]]]:
         """Each implementing plugin with the items its implementation returned, called through pluggy.
 
-        Each plugin is called through a subset of the hook (pluggy passes only the arguments the
-        implementation names), so a failure and every returned item are attributed to their plugin.
+        Each plugin is called through a subset of the hook that holds its implementation and every wrapper
+        (pluggy passes only the arguments an implementation names, and wrappers wrap each call), so a
+        failure and every returned item are attributed to their plugin.
         """
         by_name = {info.name: info for info in self.infos}
         hook = getattr(self.pm.hook, hook_name)
         impls = hook.get_hookimpls()
         argnames = set(hook.spec.argnames) if hook.spec is not None else set()
         kwargs = {k: v for k, v in self.hook_args.items() if k in argnames}
+        plain = [i for i in impls if not (i.wrapper or i.hookwrapper)]
         out: list[tuple[PluginInfo, list[Any]]] = []
-        for impl in impls:
+        for impl in plain:
             info = by_name[impl.plugin_name]
-            only = self.pm.subset_hook_caller(hook_name, remove_plugins=[i.plugin for i in impls if i is not impl])
+            only = self.pm.subset_hook_caller(hook_name, remove_plugins=[i.plugin for i in plain if i is not impl])
             try:
                 results = only(**kwargs)
                 items = [item for result in results for item in (result or ())]
@@ -337,8 +339,17 @@ def _expect(item: object, kind: type, info: PluginInfo, hook_name: str) -> None:
         )
 
 
+@functools.cache
 def _kernel_version() -> str:
     try:
         return md.version(KERNEL_DISTRIBUTION)
     except md.PackageNotFoundError:
         return "0+unknown"
+
+
+def _name_and_version(dist: md.Distribution | None) -> tuple[str, str]:
+    """A distribution's name and version from one read of its metadata (each read parses the whole file)."""
+    if dist is None:
+        return "(unknown distribution)", ""
+    meta = dist.metadata
+    return meta["Name"] or "(unknown distribution)", meta["Version"] or ""

@@ -224,8 +224,11 @@ class Builder:
         for brand, brand_cfg in config.brands.items():
             for pack, override in brand_cfg.packs.items():
                 pack_cfg: PackConfig | None = config.packs.get(pack)
-                if pack_cfg is None or pack in broken_packs or not pack_cfg.serves(brand):
-                    continue  # reported by config validation or at the pack itself
+                if pack_cfg is None or not pack_cfg.serves(brand):
+                    continue  # reported by config validation
+                if pack in broken_packs:  # its own errors are reported; still name keys the pack does not have
+                    problems.extend(self._unknown_keys(pack_cfg.type, override, f"[brands.{brand}.packs.{pack}]"))
+                    continue
                 instance = make(
                     ProviderKind.TOOLS,
                     pack_cfg.type,
@@ -266,6 +269,13 @@ class Builder:
             },
             entitled=frozenset(b for b, cfg in config.brands.items() if config.plans[cfg.plan].entitled),
         )
+
+    def _unknown_keys(self, pack_type: str, raw: Mapping[str, Any], where: str) -> list[str]:
+        registered = self.plugins.providers[ProviderKind.TOOLS].get(pack_type)
+        if registered is None:
+            return []
+        fields = sorted(getattr(registered.provider.settings_type, "__struct_fields__", ()))
+        return [f"{where} {key}: unknown key; valid keys: {', '.join(fields)}" for key in raw if key not in fields]
 
     def check_plugin_tables(self, config: Config) -> list[str]:
         """Every `[plugins.<name>]` table against every installed provider and route of that name, selected or

@@ -37,14 +37,16 @@ class Auditor:
         self.on_error = on_error
 
     def record(self, **fields: Any) -> None:
-        fields["time"] = round(self.clock(), 6)
+        """One record, without its empty fields, to every sink."""
+        record = {k: v for k, v in fields.items() if v is not None}
+        record["time"] = round(self.clock(), 6)
         for name, sink in self.sinks:
             try:
-                sink.write(fields)
+                sink.write(record)
             except Exception as exc:
                 if self.on_error is not None:
                     self.on_error()
-                log.error("AUDIT WRITE FAILED to sink %s (%s): %s", name, type(exc).__name__, fields.get("step"))
+                log.error("AUDIT WRITE FAILED to sink %s (%s): %s", name, type(exc).__name__, record.get("step"))
 
     def close(self) -> None:
         for name, sink in self.sinks:

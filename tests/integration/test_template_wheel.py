@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -32,6 +33,11 @@ def test_template_wheel_installs_into_a_fresh_venv_and_its_tests_pass(tmp_path):
     _run(uv, "build", "--wheel", "--out-dir", str(dist), str(TEMPLATE), cwd=tmp_path)
     wheels = sorted(p.name for p in dist.glob("*.whl"))
     assert [w.split("-")[0] for w in wheels] == ["qaqnuz", "qaqnuz_toolpack_template"], wheels
+    with zipfile.ZipFile(dist / wheels[0]) as kernel_wheel:  # the demo and its shop live in qaqnuz-demo
+        for member in kernel_wheel.namelist():
+            text = kernel_wheel.read(member).decode("utf-8", "replace")
+            assert "demo" not in member.lower(), member
+            assert "CREATE TABLE orders" not in text and "demo-shop" not in text, member
 
     venv = tmp_path / "venv"
     env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH") and not k.startswith("UV_")}

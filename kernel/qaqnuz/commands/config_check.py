@@ -26,7 +26,7 @@ def run(args: argparse.Namespace, ctx: CommandContext) -> int:
         raise ConfigError(list(report.problems))
     ctx.err(
         f"{config.path}: OK ({report.brands} brands, {report.packs} packs, {report.tools} tools"
-        f"{f', {len(report.warnings)} warnings' if report.warnings else ''})"
+        f"{f', {len(report.warnings)} warning(s)' if report.warnings else ''})"
     )
     return 0
 

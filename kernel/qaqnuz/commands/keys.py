@@ -49,9 +49,9 @@ def create(args: argparse.Namespace, ctx: CommandContext) -> int:
 
     raw, record = ctx.run(main)
     if args.json:
-        ctx.out(json.dumps({"key": raw, **record.public()}))
+        ctx.out(json.dumps({"key": raw, **record.public()}), reveal=True)
     else:
-        ctx.out(raw)
+        ctx.out(raw, reveal=True)
         ctx.err(f"key {record.key_id} for brand {record.brand} (role {record.role}); shown once, store it now")
     return 0
 
@@ -131,9 +131,9 @@ def rotate(args: argparse.Namespace, ctx: CommandContext) -> int:
 
     raw, record, old = ctx.run(main)
     if args.json:
-        ctx.out(json.dumps({"key": raw, **record.public(), "replaces": old.key_id}))
+        ctx.out(json.dumps({"key": raw, **record.public(), "replaces": old.key_id}), reveal=True)
     else:
-        ctx.out(raw)
+        ctx.out(raw, reveal=True)
     ctx.err(
         f"rotated key {old.key_id} -> {record.key_id} ({record.name}, brand {record.brand}); the old key fails "
         f"from its next call on; the new one is shown once, store it now"

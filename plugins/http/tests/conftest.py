@@ -96,9 +96,9 @@ async def _awaited(awaitable: Any) -> Any:
     return await awaitable
 
 
-def _run_in_thread(running: Running, config: Path, settings: dict[str, Any]) -> None:
+def _run_in_thread(running: Running, config: Path, settings: dict[str, Any], plugins: list[str]) -> None:
     async def main() -> None:
-        kernel = await start_kernel(config, plugins=PLUGINS)
+        kernel = await start_kernel(config, plugins=plugins)
         try:
             running.kernel = kernel
             running.transport = kernel.transport("http", settings)
@@ -116,15 +116,18 @@ def _run_in_thread(running: Running, config: Path, settings: dict[str, Any]) -> 
 
 @pytest.fixture
 def http_server(tmp_path: Path) -> Iterator[Callable[..., Running]]:
-    """Factory: `http_server(config_text=None, **plugin_http_settings)` → a Running server (stopped after)."""
+    """Factory: `http_server(config_text=None, extra_plugins=(), **plugin_http_settings)` → a Running server
+    (stopped after)."""
     servers: list[Running] = []
 
-    def start(config_text: str | None = None, **settings: Any) -> Running:
+    def start(config_text: str | None = None, extra_plugins: tuple[str, ...] = (), **settings: Any) -> Running:
         folder = tmp_path / f"server{len(servers)}"
         config = write_config(folder, config_text or kit_config())
         running = Running(folder)
         settings.setdefault("port", 0)
-        running.thread = threading.Thread(target=_run_in_thread, args=(running, config, settings), daemon=True)
+        running.thread = threading.Thread(
+            target=_run_in_thread, args=(running, config, settings, [*PLUGINS, *extra_plugins]), daemon=True
+        )
         running.thread.start()
         servers.append(running)
         deadline = time.monotonic() + 15

@@ -93,7 +93,30 @@ class Testkit:
                 SideEffect.WRITE,
                 self.create_order,
             ),
+            Tool(
+                "deploy",
+                "Deploy a target (arguments include credentials; needs approval where configured).",
+                {
+                    "type": "object",
+                    "properties": {
+                        "target": {"type": "string"},
+                        "api_token": {"type": "string"},
+                        "options": {"type": "object"},
+                        "notes": {"type": "string"},
+                    },
+                    "required": ["target"],
+                    "additionalProperties": False,
+                },
+                "orders.write",
+                SideEffect.WRITE,
+                self.deploy,
+            ),
         ]
+
+    async def deploy(self, args: Mapping[str, Any]) -> Any:
+        with self.counter.open("a") as handle:
+            handle.write(f"deploy:{args['target']}\n")
+        return {"deployed": args["target"]}
 
     async def echo(self, args: Mapping[str, Any]) -> Any:
         return {"message": args["message"], "times": args.get("times", 1)}

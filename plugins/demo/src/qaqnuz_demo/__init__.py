@@ -56,7 +56,9 @@ def run(args: argparse.Namespace, ctx: CommandContext) -> int:
                 ctx.err(f"created {folder / name}")
             if not serve and demo.missing(ctx.plugins, serve=True):
                 ctx.err(f"note: serving needs the http transport (distribution qaqnuz-http): {demo.INSTALL_HINT}")
-            ctx.out(demo.instructions(folder=folder, key=key, host=args.host, port=args.port, serving=serve))
+            ctx.out(
+                demo.instructions(folder=folder, key=key, host=args.host, port=args.port, serving=serve), reveal=True
+            )
             if transport is not None:
                 await transport.serve(host)
 

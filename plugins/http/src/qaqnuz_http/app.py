@@ -161,6 +161,7 @@ def build_app(host: Host, settings: HttpSettings, limits: Limits) -> Built:
             if mounted.mcp_key
             else NoKeys(mounted.app)
         )
+        routes.append(Route(mounted.path, gate))  # the route's own path, and everything under it
         routes.append(Mount(mounted.path, app=gate))
         log.info("web route %s mounted at %s%s", mounted.name, mounted.path, " (MCP key)" if mounted.mcp_key else "")
 
