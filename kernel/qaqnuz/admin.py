@@ -112,6 +112,11 @@ class Admin:
     keys: KeyService
     approvals: ApprovalService
 
+    @property
+    def inline(self) -> bool:
+        """Whether the store's operations never wait for I/O (`runs_inline`), so they need no event loop."""
+        return getattr(self.store, "runs_inline", False) is True
+
     async def aclose(self) -> None:
         self.audit.close()
         await self.store.aclose()

@@ -101,6 +101,9 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if list(sys.argv[1:] if argv is None else argv) == ["--version"]:  # no need to load a single plugin
+        sys.stdout.write(f"qaqnuz {_version()}\n")
+        return EXIT_OK
     if not logging.getLogger("qaqnuz").handlers:
         setup_logging("info")
     try:

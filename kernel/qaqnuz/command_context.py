@@ -9,10 +9,9 @@ services), so they work when a tool pack's upstream is down or its secret unset;
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -62,8 +61,17 @@ class CommandContext:
 
         return Kernel(config, plugins=self.plugins, offline=offline)
 
-    def run(self, main: Callable[[], Awaitable[T]]) -> T:
-        """Run a short coroutine (an admin operation) to completion."""
+    def run(self, main: Callable[[], Awaitable[T]], *, inline: bool = False) -> T:
+        """Run a short coroutine (an admin operation) to completion.
+
+        `inline=True` (for a store whose `runs_inline` says its coroutines never wait on I/O, like the
+        built-in SQLite one) drives it without an event loop, which keeps `qaqnuz keys list` from loading
+        asyncio at all; anything that does suspend then is a bug, reported as such.
+        """
+        if inline:
+            return _drive(_call(main))
+        import asyncio
+
         return asyncio.run(_call(main))
 
     def serve(self, main: Callable[[], Awaitable[Any]]) -> None:
@@ -97,3 +105,12 @@ class CommandContext:
 
 async def _call(main: Callable[[], Awaitable[T]]) -> T:
     return await main()
+
+
+def _drive(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        return done.value  # type: ignore[no-any-return]
+    coro.close()
+    raise RuntimeError("an inline store operation waited for I/O; the store must not set runs_inline")

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import anyio
-
 from qaqnuz.contexts import ApproverContext
 from qaqnuz.hookspecs import hookimpl
 from qaqnuz.keys import random_b62
@@ -42,6 +40,8 @@ class QueueApprover:
 
     async def wait(self, approval_id: str, seconds: float) -> ApprovalRequest | None:
         """Poll the store for a decision for up to `seconds` (decisions come from another process)."""
+        import anyio  # only approval-gated calls with wait_seconds get here; the CLI never does
+
         with anyio.move_on_after(seconds):
             while True:
                 record = await self.store.get_approval(approval_id)

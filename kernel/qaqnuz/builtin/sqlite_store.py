@@ -87,6 +87,9 @@ _LIVE = "(status = 'pending' AND expires_at <= :now) OR (status = 'approved' AND
 class SqliteStore:
     """One SQLite database file. Thread-safe through one lock; cross-process safe through SQLite."""
 
+    #: Every operation runs to completion without awaiting: admin commands drive it without an event loop.
+    runs_inline = True
+
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)

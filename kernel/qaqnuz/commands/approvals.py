@@ -27,7 +27,7 @@ def list_approvals(args: argparse.Namespace, ctx: CommandContext) -> int:
         finally:
             await admin.aclose()
 
-    records = ctx.run(main)
+    records = ctx.run(main, inline=admin.inline)
     now = time.time()
     if args.json:
         ctx.out(json.dumps([approval_view(r, now) for r in records]))
@@ -56,7 +56,7 @@ def show(args: argparse.Namespace, ctx: CommandContext) -> int:
         finally:
             await admin.aclose()
 
-    view = approval_view(ctx.run(main), time.time())
+    view = approval_view(ctx.run(main, inline=admin.inline), time.time())
     if args.json:
         ctx.out(json.dumps(view))
         return 0
@@ -103,7 +103,7 @@ def decider(approve: bool):  # type: ignore[no-untyped-def]
             finally:
                 await admin.aclose()
 
-        record = ctx.run(main)
+        record = ctx.run(main, inline=admin.inline)
         verb = "approved" if approve else "denied"
         extra = f"; valid until {ts(record.valid_until)}" if approve else ""
         ctx.err(f"{verb} {record.approval_id} ({record.tool}, brand {record.brand}) as {by}{extra}")

@@ -47,7 +47,7 @@ def create(args: argparse.Namespace, ctx: CommandContext) -> int:
         finally:
             await admin.aclose()
 
-    raw, record = ctx.run(main)
+    raw, record = ctx.run(main, inline=admin.inline)
     if args.json:
         ctx.out(json.dumps({"key": raw, **record.public()}), reveal=True)
     else:
@@ -71,7 +71,7 @@ def list_keys(args: argparse.Namespace, ctx: CommandContext) -> int:
         finally:
             await admin.aclose()
 
-    records = ctx.run(main)
+    records = ctx.run(main, inline=admin.inline)
     now = time.time()
     if args.json:
         ctx.out(json.dumps([{**r.public(), "active": r.active(now), "state": r.state(now)} for r in records]))
@@ -107,7 +107,7 @@ def revoke(args: argparse.Namespace, ctx: CommandContext) -> int:
         finally:
             await admin.aclose()
 
-    record, revoked = ctx.run(main)
+    record, revoked = ctx.run(main, inline=admin.inline)
     if not revoked:
         ctx.err(f"key {record.key_id} was already revoked")
         return 0
@@ -129,7 +129,7 @@ def rotate(args: argparse.Namespace, ctx: CommandContext) -> int:
         finally:
             await admin.aclose()
 
-    raw, record, old = ctx.run(main)
+    raw, record, old = ctx.run(main, inline=admin.inline)
     if args.json:
         ctx.out(json.dumps({"key": raw, **record.public(), "replaces": old.key_id}), reveal=True)
     else:
@@ -157,7 +157,7 @@ def update(args: argparse.Namespace, ctx: CommandContext) -> int:
         finally:
             await admin.aclose()
 
-    record = ctx.run(main)
+    record = ctx.run(main, inline=admin.inline)
     ctx.err(f"key {record.key_id} ({record.name}, brand {record.brand}) now holds {', '.join(record.scopes)}")
     return 0
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 
-import anyio
-
 from qaqnuz.command_context import CommandContext
 from qaqnuz.commands._common import with_config
 from qaqnuz.records import Command
@@ -27,7 +25,7 @@ def run(args: argparse.Namespace, ctx: CommandContext) -> int:
     try:
         transport = kernel.transport(name, overrides)
     except BaseException:
-        anyio.run(kernel.aclose)
+        ctx.run(kernel.aclose)
         raise
 
     async def main() -> None:
