@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from qaqnuz import Provider, ProviderContext, SideEffect, Tool, hookimpl
+from qaqnuz import Provider, SideEffect, Tool, ToolPackContext, hookimpl
 
 #: Must stay equal to `baseline_server.ECHO_INPUT_SCHEMA`; `run.py` checks it before measuring.
 ECHO_INPUT_SCHEMA: dict[str, Any] = {
@@ -38,7 +38,7 @@ class BenchPack:
         return {"text": args["text"]}
 
 
-def _factory(settings: object, ctx: ProviderContext) -> BenchPack:
+def _factory(settings: object, ctx: ToolPackContext) -> BenchPack:
     return BenchPack()
 
 
