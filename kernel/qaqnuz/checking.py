@@ -8,7 +8,6 @@ brand tool references and web routes. Nothing is served and nothing is called.
 
 from __future__ import annotations
 
-import logging
 import time
 
 import attrs
@@ -19,11 +18,9 @@ from qaqnuz.errors import ConfigError, PluginError, StoreError
 from qaqnuz.plugins import Plugins
 from qaqnuz.records import ProviderKind
 from qaqnuz.registry import Registry
-from qaqnuz.runtime import Builder, Runtime, build_routes, check_references
+from qaqnuz.runtime import Builder, Runtime, build_routes, check_references, close_all
 from qaqnuz.secrets import Redactor
 from qaqnuz.tenancy import tenancy_warnings
-
-log = logging.getLogger("qaqnuz.check")
 
 
 @attrs.frozen
@@ -86,13 +83,7 @@ async def check(config: Config, plugins: Plugins, problems: list[str]) -> Report
                 add(exc.problems)
     finally:
         if runtime is not None:
-            for provider in {id(p): p for p in runtime.stateful()}.values():
-                closer = getattr(provider, "aclose", None)
-                if closer is not None:
-                    try:
-                        await closer()
-                    except Exception as exc:
-                        log.warning("closing a provider failed (%s)", type(exc).__name__)
+            await close_all(runtime.stateful())
         if admin is not None:
             await admin.aclose()
     return Report(tuple(found), (*notes, *warnings), len(config.brands), len(config.packs), tools)

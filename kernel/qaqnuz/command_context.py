@@ -55,6 +55,18 @@ class CommandContext:
 
         return open_admin(config, plugins=self.plugins)
 
+    def with_admin(self, args: argparse.Namespace, operation: Callable[[Admin], Awaitable[T]]) -> T:
+        """Open the store and audit sinks of the config `args` names, run one operation on them, close them."""
+        admin = self.admin(self.config(args))
+
+        async def main() -> T:
+            try:
+                return await operation(admin)
+            finally:
+                await admin.aclose()
+
+        return self.run(main, inline=admin.inline)
+
     def kernel(self, config: Config, *, offline: bool = False) -> Kernel:
         """A whole kernel on these plugins (use `async with kernel.running()`)."""
         from qaqnuz.kernel import Kernel

@@ -27,7 +27,7 @@ from qaqnuz.pipeline import Pipeline
 from qaqnuz.plugins import Plugins
 from qaqnuz.records import ChangeListener, Channel, Host, MountedRoute, Principal, ToolList
 from qaqnuz.registry import Registry, Snapshot
-from qaqnuz.runtime import Builder, Runtime, build_routes, check_references
+from qaqnuz.runtime import Builder, Runtime, build_routes, check_references, close_all
 from qaqnuz.secrets import Redactor
 from qaqnuz.sink import Bookkeeper
 from qaqnuz.tenancy import tenancy_warnings
@@ -259,7 +259,7 @@ class Kernel:
         if runtime is None:
             return
         kept = {id(p) for p in keep.stateful()}
-        await _close_all(p for p in runtime.stateful() if id(p) not in kept)
+        await close_all(p for p in runtime.stateful() if id(p) not in kept)
 
     def add_change_listener(self, listener: ChangeListener) -> Callable[[], None]:
         self._listeners.append(listener)
@@ -277,8 +277,8 @@ class Kernel:
 
     async def aclose(self) -> None:
         await self.flush()
-        await _close_all(self.runtime.stateful())
-        await _close_all(route.app for route in self._routes)
+        await close_all(self.runtime.stateful())
+        await close_all(route.app for route in self._routes)
         await self.admin.aclose()
         self.redactor.release()
         log.info("kernel stopped; last-used times flushed")
@@ -376,14 +376,3 @@ def _stamp(path: str | None) -> tuple[int, int] | None:
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_size)
-
-
-async def _close_all(providers: Any) -> None:
-    """Await `aclose()` on each distinct provider that has one; a failure is logged, never raised."""
-    for provider in {id(p): p for p in providers}.values():
-        closer = getattr(provider, "aclose", None)
-        if closer is not None:
-            try:
-                await closer()
-            except Exception as exc:
-                log.warning("closing a provider failed (%s)", type(exc).__name__)

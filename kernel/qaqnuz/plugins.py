@@ -11,9 +11,9 @@ import functools
 import importlib
 import importlib.metadata as md
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import pluggy
@@ -22,6 +22,8 @@ from qaqnuz import hookspecs
 from qaqnuz.errors import PluginError
 from qaqnuz.records import Command, Provider, ProviderKind, WebRoute
 
+R = TypeVar("R")
+W = TypeVar("W")
 ENTRY_POINT_GROUP = hookspecs.PROJECT
 KERNEL_DISTRIBUTION = "qaqnuz"
 
@@ -265,52 +267,45 @@ class Plugins:
         return out
 
     def _collect(self) -> dict[ProviderKind, dict[str, Registered]]:
-        result: dict[ProviderKind, dict[str, Registered]] = {}
-        for kind, hook_name in HOOK_FOR_KIND.items():
-            table: dict[str, Registered] = {}
-            for info, provided in self.call(hook_name):
-                for provider in provided:
-                    _expect(provider, Provider, info, hook_name)
-                    if provider.name in table:
-                        first = table[provider.name].plugin
-                        raise PluginError(
-                            f"duplicate {kind} provider {provider.name!r}: registered by plugin "
-                            f"{first.name!r} ({first.distribution}) and plugin {info.name!r} "
-                            f"({info.distribution}); uninstall or block one of them"
-                        )
-                    table[provider.name] = Registered(provider, info)
-            result[kind] = table
-        return result
+        def registered(provider: Provider, info: PluginInfo) -> Registered:
+            return Registered(provider, info)
+
+        return {
+            kind: self._named(hook, Provider, registered, lambda p: p.name, f"{kind} provider {{name!r}}")
+            for kind, hook in HOOK_FOR_KIND.items()
+        }
 
     def _collect_routes(self) -> dict[str, RegisteredRoute]:
-        table: dict[str, RegisteredRoute] = {}
-        for info, routes in self.call(WEB_ROUTES_HOOK):
-            for route in routes:
-                _expect(route, WebRoute, info, WEB_ROUTES_HOOK)
-                if route.name in table:
-                    first = table[route.name].plugin
-                    raise PluginError(
-                        f"duplicate web route {route.name!r}: registered by plugin {first.name!r} "
-                        f"({first.distribution}) and plugin {info.name!r} ({info.distribution}); "
-                        f"uninstall or block one of them"
-                    )
-                table[route.name] = RegisteredRoute(route, info)
-        return table
+        return self._named(WEB_ROUTES_HOOK, WebRoute, RegisteredRoute, lambda r: r.name, "web route {name!r}")
 
     def _collect_commands(self) -> dict[str, RegisteredCommand]:
-        table: dict[str, RegisteredCommand] = {}
-        for info, commands in self.call(COMMANDS_HOOK):
-            for command in commands:
-                _expect(command, Command, info, COMMANDS_HOOK)
-                name = " ".join(command.name.split())
+        return self._named(
+            COMMANDS_HOOK, Command, RegisteredCommand, lambda c: " ".join(c.name.split()), "command `qaqnuz {name}`"
+        )
+
+    def _named(
+        self,
+        hook_name: str,
+        record_type: type[R],
+        wrap: Callable[[R, PluginInfo], W],
+        name_of: Callable[[R], str],
+        what: str,
+    ) -> dict[str, W]:
+        """Every record one hook returned, by name; a name registered twice is an error naming both plugins."""
+        table: dict[str, W] = {}
+        owners: dict[str, PluginInfo] = {}
+        for info, records in self.call(hook_name):
+            for record in records:
+                _expect(record, record_type, info, hook_name)
+                name = name_of(record)
                 if name in table:
-                    first = table[name].plugin
+                    first = owners[name]
                     raise PluginError(
-                        f"the command `qaqnuz {name}` is registered by plugin {first.name!r} "
+                        f"duplicate {what.format(name=name)}: registered by plugin {first.name!r} "
                         f"({first.distribution}) and plugin {info.name!r} ({info.distribution}); "
                         f"uninstall or block one of them"
                     )
-                table[name] = RegisteredCommand(command, info)
+                table[name], owners[name] = wrap(record, info), info
         return table
 
     def provider(self, kind: ProviderKind, name: str, where: str) -> Registered:

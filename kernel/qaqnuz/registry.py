@@ -95,13 +95,8 @@ class Registry:
         per_pack: dict[str, dict[str, RegisteredTool]] = {}
         failures: list[str] = []
         for pack, provider in packs.items():
-            try:
-                with anyio.fail_after(SYNC_TIMEOUT_S):
-                    tools = list(await provider.list_tools())
-            except Exception as exc:
-                message = f"[packs.{pack}]: listing tools failed ({type(exc).__name__})"
-                failures.append(message)
-                log.error("%s; keeping its last good tools", message)
+            tools = await _listed(provider, f"[packs.{pack}]", failures)
+            if tools is None:
                 per_pack[pack] = self._last_good.get(pack, {})
                 continue
             entries: dict[str, RegisteredTool] = {}
@@ -162,13 +157,8 @@ class Registry:
         last_good: dict[tuple[str, str], dict[str, Tool]] = {}
         for (pack, brand), provider in brand_packs.items():
             where = f"[brands.{brand}.packs.{pack}]"
-            try:
-                with anyio.fail_after(SYNC_TIMEOUT_S):
-                    tools = list(await provider.list_tools())
-            except Exception as exc:
-                message = f"{where}: listing tools failed ({type(exc).__name__})"
-                failures.append(message)
-                log.error("%s; keeping its last good tools", message)
+            tools = await _listed(provider, where, failures)
+            if tools is None:
                 kept = self._last_good_brand.get((pack, brand), {})
             else:
                 base = per_pack.get(pack, {})
@@ -202,3 +192,15 @@ class Registry:
             else Draft202012Validator(dict(tool.input_schema), format_checker=Draft202012Validator.FORMAT_CHECKER)
         )
         return RegisteredTool(tool, pack, digest, validator)
+
+
+async def _listed(provider: ToolProvider, where: str, failures: list[str]) -> list[Any] | None:
+    """The provider's tools, or None (the failure noted and logged) if listing failed or timed out."""
+    try:
+        with anyio.fail_after(SYNC_TIMEOUT_S):
+            return list(await provider.list_tools())
+    except Exception as exc:
+        message = f"{where}: listing tools failed ({type(exc).__name__})"
+        failures.append(message)
+        log.error("%s; keeping its last good tools", message)
+        return None

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import attrs
@@ -43,6 +43,7 @@ from qaqnuz.services import ApprovalService, KeyService
 from qaqnuz.store import Store
 
 _DEFAULT_SETTINGS = ToolSettings()
+log = logging.getLogger("qaqnuz.kernel")
 
 
 @attrs.frozen
@@ -400,3 +401,14 @@ def build_routes(
     if problems:
         raise ConfigError(problems)
     return routes
+
+
+async def close_all(providers: Iterable[Any]) -> None:
+    """Await `aclose()` on each distinct provider that has one; a failure is logged, never raised."""
+    for provider in {id(p): p for p in providers}.values():
+        closer = getattr(provider, "aclose", None)
+        if closer is not None:
+            try:
+                await closer()
+            except Exception as exc:
+                log.warning("closing a provider failed (%s)", type(exc).__name__)

@@ -131,7 +131,8 @@ def test_a_command_name_taken_twice_names_both_plugins():
         other.__dict__,
     )
     with pytest.raises(
-        PluginError, match=r"`qaqnuz keys list` is registered by plugin 'commands' \(qaqnuz\) and plugin"
+        PluginError,
+        match=r"duplicate command `qaqnuz keys list`: registered by plugin 'commands' \(qaqnuz\) and plugin",
     ):
         Plugins(autoload=False, explicit=[other])
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from collections.abc import Callable
 
 from qaqnuz.command_context import CommandContext
 from qaqnuz.commands._common import table, ts, user, with_config
-from qaqnuz.records import ApprovalRequest, Command
+from qaqnuz.records import Command
 from qaqnuz.services import approval_view
 
 
@@ -19,15 +20,7 @@ def list_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def list_approvals(args: argparse.Namespace, ctx: CommandContext) -> int:
-    admin = ctx.admin(ctx.config(args))
-
-    async def main() -> list[ApprovalRequest]:
-        try:
-            return await admin.approvals.list(args.brand)
-        finally:
-            await admin.aclose()
-
-    records = ctx.run(main, inline=admin.inline)
+    records = ctx.with_admin(args, lambda admin: admin.approvals.list(args.brand))
     now = time.time()
     if args.json:
         ctx.out(json.dumps([approval_view(r, now) for r in records]))
@@ -48,15 +41,8 @@ def show_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def show(args: argparse.Namespace, ctx: CommandContext) -> int:
-    admin = ctx.admin(ctx.config(args))
-
-    async def main() -> ApprovalRequest:
-        try:
-            return await admin.approvals.get(args.approval_id, args.brand)
-        finally:
-            await admin.aclose()
-
-    view = approval_view(ctx.run(main, inline=admin.inline), time.time())
+    record = ctx.with_admin(args, lambda admin: admin.approvals.get(args.approval_id, args.brand))
+    view = approval_view(record, time.time())
     if args.json:
         ctx.out(json.dumps(view))
         return 0
@@ -90,20 +76,15 @@ def decide_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--by", help="who decided (default: cli:<user>)")
 
 
-def decider(approve: bool):  # type: ignore[no-untyped-def]
+def decider(approve: bool) -> Callable[[argparse.Namespace, CommandContext], int]:
     def decide(args: argparse.Namespace, ctx: CommandContext) -> int:
-        admin = ctx.admin(ctx.config(args))
         by = args.by or f"cli:{user()}"
-
-        async def main() -> ApprovalRequest:
-            try:
-                return await admin.approvals.decide(
-                    args.approval_id, approve=approve, by=by, reason=args.reason, brand=args.brand
-                )
-            finally:
-                await admin.aclose()
-
-        record = ctx.run(main, inline=admin.inline)
+        record = ctx.with_admin(
+            args,
+            lambda admin: admin.approvals.decide(
+                args.approval_id, approve=approve, by=by, reason=args.reason, brand=args.brand
+            ),
+        )
         verb = "approved" if approve else "denied"
         extra = f"; valid until {ts(record.valid_until)}" if approve else ""
         ctx.err(f"{verb} {record.approval_id} ({record.tool}, brand {record.brand}) as {by}{extra}")

@@ -15,7 +15,6 @@ from qaqnuz.commands._common import table, ts, with_config
 from qaqnuz.config import parse_duration
 from qaqnuz.errors import UsageError
 from qaqnuz.records import Command
-from qaqnuz.store import KeyRecord
 
 KEY_REF_HELP = "the key id (the public part shown by `keys list`), or the whole key"
 
@@ -37,17 +36,12 @@ def create(args: argparse.Namespace, ctx: CommandContext) -> int:
         expires_in = parse_duration(args.expires_in) if args.expires_in else None
     except ValueError as exc:
         raise UsageError(f"--expires-in: {exc}") from None
-    admin = ctx.admin(ctx.config(args))
-
-    async def main() -> tuple[str, KeyRecord]:
-        try:
-            return await admin.keys.mint(
-                brand=args.brand, scopes=args.scope, name=args.name, role=args.role, expires_in=expires_in
-            )
-        finally:
-            await admin.aclose()
-
-    raw, record = ctx.run(main, inline=admin.inline)
+    raw, record = ctx.with_admin(
+        args,
+        lambda admin: admin.keys.mint(
+            brand=args.brand, scopes=args.scope, name=args.name, role=args.role, expires_in=expires_in
+        ),
+    )
     if args.json:
         ctx.out(json.dumps({"key": raw, **record.public()}), reveal=True)
     else:
@@ -63,15 +57,7 @@ def list_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def list_keys(args: argparse.Namespace, ctx: CommandContext) -> int:
-    admin = ctx.admin(ctx.config(args))
-
-    async def main() -> list[KeyRecord]:
-        try:
-            return await admin.keys.list(args.brand)
-        finally:
-            await admin.aclose()
-
-    records = ctx.run(main, inline=admin.inline)
+    records = ctx.with_admin(args, lambda admin: admin.keys.list(args.brand))
     now = time.time()
     if args.json:
         ctx.out(json.dumps([{**r.public(), "active": r.active(now), "state": r.state(now)} for r in records]))
@@ -99,15 +85,7 @@ def ref_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def revoke(args: argparse.Namespace, ctx: CommandContext) -> int:
-    admin = ctx.admin(ctx.config(args))
-
-    async def main() -> tuple[KeyRecord, bool]:
-        try:
-            return await admin.keys.revoke(args.key)
-        finally:
-            await admin.aclose()
-
-    record, revoked = ctx.run(main, inline=admin.inline)
+    record, revoked = ctx.with_admin(args, lambda admin: admin.keys.revoke(args.key))
     if not revoked:
         ctx.err(f"key {record.key_id} was already revoked")
         return 0
@@ -121,15 +99,7 @@ def rotate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def rotate(args: argparse.Namespace, ctx: CommandContext) -> int:
-    admin = ctx.admin(ctx.config(args))
-
-    async def main() -> tuple[str, KeyRecord, KeyRecord]:
-        try:
-            return await admin.keys.rotate(args.key)
-        finally:
-            await admin.aclose()
-
-    raw, record, old = ctx.run(main, inline=admin.inline)
+    raw, record, old = ctx.with_admin(args, lambda admin: admin.keys.rotate(args.key))
     if args.json:
         ctx.out(json.dumps({"key": raw, **record.public(), "replaces": old.key_id}), reveal=True)
     else:
@@ -149,15 +119,7 @@ def update_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def update(args: argparse.Namespace, ctx: CommandContext) -> int:
-    admin = ctx.admin(ctx.config(args))
-
-    async def main() -> KeyRecord:
-        try:
-            return await admin.keys.update_scopes(args.key, args.scope)
-        finally:
-            await admin.aclose()
-
-    record = ctx.run(main, inline=admin.inline)
+    record = ctx.with_admin(args, lambda admin: admin.keys.update_scopes(args.key, args.scope))
     ctx.err(f"key {record.key_id} ({record.name}, brand {record.brand}) now holds {', '.join(record.scopes)}")
     return 0
 
