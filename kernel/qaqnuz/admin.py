@@ -11,8 +11,9 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 import attrs
 
@@ -26,6 +27,7 @@ from qaqnuz.services import ApprovalService, Auditor, KeyService
 from qaqnuz.store import Store
 
 log = logging.getLogger("qaqnuz.kernel")
+T = TypeVar("T")
 
 
 def load_secret(config: Config) -> bytes:
@@ -51,7 +53,9 @@ def load_secret(config: Config) -> bytes:
     return secret
 
 
-def build_store(config: Config, plugins: Plugins, secret: bytes, clock: Callable[[], float]) -> Store:
+def build_store(
+    config: Config, plugins: Plugins, secret: bytes, clock: Callable[[], float], *, dry_run: bool = False
+) -> Store:
     """The store `[server] store` names by its scheme, built from `[plugins.<scheme>]`."""
     if not config.store_scheme:
         raise ConfigError([])  # the URL itself is invalid, and already reported where it was read
@@ -64,6 +68,7 @@ def build_store(config: Config, plugins: Plugins, secret: bytes, clock: Callable
             base_dir=config.base_dir,
             url=config.server.store,
             server_secret=secret,
+            dry_run=dry_run,
         )
 
     store: Store = build_selected(
@@ -121,6 +126,12 @@ class Admin:
         self.audit.close()
         await self.store.aclose()
 
+    def close_now(self) -> None:
+        """Close without an event loop, where the store allows it (`runs_inline`); used on a failed start."""
+        self.audit.close()
+        if self.inline:
+            run_inline(self.store.aclose())
+
 
 def open_admin(
     config: Config,
@@ -130,13 +141,15 @@ def open_admin(
     clock: Callable[[], float] = time.time,
     current: Callable[[], Config] | None = None,
     on_audit_error: Callable[[], None] | None = None,
+    dry_run: bool = False,
 ) -> Admin:
-    """Build the admin pieces. `current` returns the config in force (a server's may reload)."""
+    """Build the admin pieces. `current` returns the config in force (a server's may reload); `dry_run`
+    (config check) creates no store that does not exist yet."""
     plugins = plugins if plugins is not None else Plugins()
     secret = secret if secret is not None else load_secret(config)
     audit = Auditor(build_audit_sinks(config, plugins, clock), clock, on_audit_error)
     try:
-        store = build_store(config, plugins, secret, clock)
+        store = build_store(config, plugins, secret, clock, dry_run=dry_run)
     except BaseException:
         audit.close()
         raise
@@ -148,3 +161,14 @@ def open_admin(
         keys=KeyService(config=source, store=store, secret=secret, audit=audit, clock=clock),
         approvals=ApprovalService(config=source, store=store, audit=audit, clock=clock),
     )
+
+
+def run_inline(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine that never waits for I/O (an inline store's operation) to its end, without a loop."""
+    try:
+        coro.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    coro.close()
+    raise RuntimeError("an inline store operation waited for I/O; the store must not set runs_inline")

@@ -8,6 +8,7 @@ brand tool references and web routes. Nothing is served and nothing is called.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import attrs
@@ -46,7 +47,7 @@ async def check(config: Config, plugins: Plugins, problems: list[str]) -> Report
         secret = b"\0" * 32  # a stand-in, so the rest can still be checked
     admin: Admin | None = None
     try:
-        admin = open_admin(config, plugins=plugins, secret=secret)
+        admin = open_admin(config, plugins=plugins, secret=secret, dry_run=True)
     except ConfigError as exc:
         add(exc.problems)
     except (PluginError, StoreError) as exc:
@@ -56,7 +57,8 @@ async def check(config: Config, plugins: Plugins, problems: list[str]) -> Report
         plugins.provider(ProviderKind.TRANSPORT, config.server.transport, "[server] transport")
     except PluginError as exc:
         notes.append(f"{exc}; `qaqnuz serve` without --transport would fail")
-    redactor = Redactor()
+    redactor = Redactor()  # every secret a pack resolves is masked in the log and in what is printed
+    redactor.guard([logging.getLogger(), logging.getLogger("qaqnuz")])
     runtime: Runtime | None = None
     warnings: list[str] = []
     tools = 0
@@ -81,12 +83,25 @@ async def check(config: Config, plugins: Plugins, problems: list[str]) -> Report
                 build_routes(config, plugins, admin.keys, admin.approvals, time.time)
             except ConfigError as exc:
                 add(exc.problems)
+        else:  # no services to build routes with: still name the routes nothing installed provides
+            for name in config.plugins.routes:
+                try:
+                    plugins.route(name, "[plugins] routes")
+                except PluginError as exc:
+                    add([str(exc)])
     finally:
         if runtime is not None:
             await close_all(runtime.stateful())
         if admin is not None:
             await admin.aclose()
-    return Report(tuple(found), (*notes, *warnings), len(config.brands), len(config.packs), tools)
+        redactor.release()
+    return Report(
+        tuple(redactor.mask(p) for p in found),
+        tuple(redactor.mask(w) for w in (*notes, *warnings)),
+        len(config.brands),
+        len(config.packs),
+        tools,
+    )
 
 
 class _NoStore:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -81,7 +81,9 @@ class CommandContext:
         asyncio at all; anything that does suspend then is a bug, reported as such.
         """
         if inline:
-            return _drive(_call(main))
+            from qaqnuz.admin import run_inline
+
+            return run_inline(_call(main))
         import asyncio
 
         return asyncio.run(_call(main))
@@ -117,12 +119,3 @@ class CommandContext:
 
 async def _call(main: Callable[[], Awaitable[T]]) -> T:
     return await main()
-
-
-def _drive(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        coro.send(None)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-    coro.close()
-    raise RuntimeError("an inline store operation waited for I/O; the store must not set runs_inline")

@@ -98,10 +98,14 @@ class ToolPackContext(Context):
 
 @attrs.frozen(kw_only=True)
 class StoreContext(Context):
-    """A store's factory context: its URL (`[server] store`) and the server secret (stores may encrypt)."""
+    """A store's factory context: its URL (`[server] store`) and the server secret (stores may encrypt).
+
+    `dry_run` is true when the store is opened only to validate config (`qaqnuz config check`): create
+    nothing that does not exist yet (no file, no schema), and answer from an empty store instead."""
 
     url: str
     server_secret: bytes = attrs.field(repr=False)
+    dry_run: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -150,8 +154,10 @@ class AuditSinkContext(Context):
 
 @attrs.frozen(kw_only=True)
 class WebRouteContext(Context):
-    """A web route's context: the services a route may act through (the same ones the CLI uses), which
-    audit what they do. Never the server secret or the store itself."""
+    """A web route's context: the key and approval services (the same ones the CLI uses), which validate and
+    audit what they do. To mint and rotate keys the key service holds the store and the server secret, so a
+    route is trusted like an auth provider: mount only routes of plugins you trust (`[plugins] routes`).
+    Operations take `brand=` so a route serving one brand's people can never act on another's keys."""
 
     keys: KeyService = attrs.field(repr=False)
     approvals: ApprovalService = attrs.field(repr=False)

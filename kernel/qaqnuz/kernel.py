@@ -26,7 +26,7 @@ from qaqnuz.metrics import Metrics
 from qaqnuz.pipeline import Pipeline
 from qaqnuz.plugins import Plugins
 from qaqnuz.records import ChangeListener, Channel, Host, MountedRoute, Principal, ToolList
-from qaqnuz.registry import Registry, Snapshot
+from qaqnuz.registry import PacksUnavailable, Registry, Snapshot
 from qaqnuz.runtime import Builder, Runtime, build_routes, check_references, close_all
 from qaqnuz.secrets import Redactor
 from qaqnuz.sink import Bookkeeper
@@ -79,6 +79,7 @@ class Kernel:
         self.pipeline = Pipeline(self._current, self.sink)
         self.builder = Builder(self.plugins, self.store, self.secret, clock, self.redactor.add, offline)
         self._listeners: list[ChangeListener] = []
+        self._retiring: list[tuple[float, Runtime]] = []  # (when to close, a runtime a reload replaced)
         self._routes: list[MountedRoute] = []
         self._config_stamp = _stamp(config.path)
         self._started = False
@@ -87,7 +88,7 @@ class Kernel:
             self._runtime = self.builder.runtime(config, previous=None)
         except BaseException:
             self.redactor.release()
-            self.audit.close()
+            self.admin.close_now()
             raise
 
     # -- state -----------------------------------------------------------------------------------------
@@ -191,6 +192,7 @@ class Kernel:
     async def tick(self) -> None:
         """One sync period: reload the config if its file changed, sync every pack, expire approvals."""
         changed = await self.maybe_reload()
+        await self._close_retired()
         runtime = self.runtime
         try:
             synced = await self.registry.sync(runtime.packs, runtime.brand_packs)
@@ -217,24 +219,28 @@ class Kernel:
         runtime: Runtime | None = None
         try:
             config = load_config(path)
+            problems = _restart_only(self.config, config)
+            if problems:
+                raise ConfigError(problems)
             runtime = self.builder.runtime(config, previous=self.runtime)
-            names: set[str] = set()
-            for provider in [*runtime.packs.values(), *runtime.brand_packs.values()]:
-                with anyio.fail_after(30):
-                    names.update(t.name for t in await provider.list_tools())
-            problems = check_references(config, names)
+            # The new catalogue is synced whole, strictly, before anything is swapped: a brand never runs a
+            # handler of the old config under the permissions of the new one, or the other way round.
+            staging = self.registry.successor()
+            await staging.sync(runtime.packs, runtime.brand_packs, strict=True)
+            problems = check_references(config, set(staging.snapshot.tools))
             if _loopback_only(runtime.auth) and not self.loopback_only:
                 # The transport checked its bind address against the auth at startup; it cannot now.
                 problems.append(
                     f"[plugins] auth: {config.plugins.auth!r} is loopback only and can be chosen only at startup; "
                     f"restart the server to use it"
                 )
-            if config.plugins.routes != self.config.plugins.routes or config.store_scheme != self.config.store_scheme:
-                problems.append(
-                    "[plugins] routes / [server] store: changed; these take effect on restart, not on reload"
-                )
             if problems:
                 raise ConfigError(problems)
+        except PacksUnavailable as exc:  # transient (a pack could not list its tools): try again next period
+            self.metrics.config_reloads.labels("rejected").inc()
+            log.error("config reload failed, keeping the running config; retrying:\n%s", exc)
+            await self._close_unused(runtime, keep=self.runtime)
+            return False
         except (ConfigError, PluginError) as exc:
             self._config_stamp = stamp  # this file is wrong as written: wait for the next edit
             self.metrics.config_reloads.labels("rejected").inc()
@@ -246,13 +252,24 @@ class Kernel:
             log.error("config reload failed (%s), keeping the running config; retrying", type(exc).__name__)
             await self._close_unused(runtime, keep=self.runtime)
             return False
-        previous, self._runtime = self.runtime, runtime
+        previous, served = self.runtime, self.registry.snapshot
+        self._runtime, self.registry = runtime, staging  # one step: no request sees one without the other
         self._config_stamp = stamp
-        await self._close_unused(previous, keep=runtime)
+        # Calls that started under the old runtime keep its providers: close them after the longest tool
+        # timeout it served (capped at five minutes), not now.
+        longest = max((entry.tool.timeout_s for entry in served.tools.values()), default=0.0)
+        self._retiring.append((time.monotonic() + min(longest + 5.0, 300.0), previous))
         self.sink.publish_quotas()
         self.metrics.config_reloads.labels("applied").inc()
         log.info("config reloaded from %s", path)
         return True
+
+    async def _close_retired(self, *, everything: bool = False) -> None:
+        now = time.monotonic()
+        due = [r for deadline, r in self._retiring if everything or deadline <= now]
+        self._retiring = [(d, r) for d, r in self._retiring if not (everything or d <= now)]
+        for runtime in due:
+            await self._close_unused(runtime, keep=self.runtime)
 
     async def _close_unused(self, runtime: Runtime | None, *, keep: Runtime) -> None:
         """Close the stateful providers of `runtime` that `keep` does not reuse."""
@@ -277,6 +294,7 @@ class Kernel:
 
     async def aclose(self) -> None:
         await self.flush()
+        await self._close_retired(everything=True)
         await close_all(self.runtime.stateful())
         await close_all(route.app for route in self._routes)
         await self.admin.aclose()
@@ -376,3 +394,27 @@ def _stamp(path: str | None) -> tuple[int, int] | None:
     except OSError:
         return None
     return (st.st_mtime_ns, st.st_size)
+
+
+#: Settings the kernel reads once, at start: a reload that changes one is refused (restart to apply it).
+_RESTART_ONLY = (
+    ("[server] store", lambda c: c.server.store),
+    ("[server] secret_file", lambda c: c.server.secret_file),
+    ("[server] audit_file", lambda c: c.server.audit_file),
+    ("[plugins] audit", lambda c: c.plugins.audit),
+    ("[plugins] routes", lambda c: c.plugins.routes),
+    ("[plugins.<store>, audit sink or route>]", lambda c: _startup_tables(c)),
+)
+
+
+def _startup_tables(config: Config) -> dict[str, Any]:
+    names = {config.store_scheme, *config.plugins.audit, *config.plugins.routes}
+    return {name: config.plugin_settings.get(name) for name in sorted(names)}
+
+
+def _restart_only(running: Config, edited: Config) -> list[str]:
+    return [
+        f"{where}: changed; it is read once, at start: restart the server to apply it"
+        for where, read in _RESTART_ONLY
+        if read(running) != read(edited)
+    ]

@@ -1,7 +1,8 @@
 """What an approver shows a human of a call's arguments: secret-looking values masked, at most 16 KiB.
 
-The name decides, at any depth: a value under a key whose name contains token, password, passwd, secret,
-key, authorization, credential, cookie or session is replaced by `MASK`, whatever it holds. Arguments
+The name decides, at any depth: a value under a key whose name contains token, pass (password, passwd,
+passphrase), pwd, secret, key, auth (authorization), bearer, credential, cookie, session or private is replaced
+by `MASK`, whatever it holds; and any string shaped like a qaqnuz API key is masked wherever it is. Arguments
 larger than the cap are cut (as `envelope.truncate` cuts payloads) and flagged, never refused: the call
 itself is bound to the hash of the whole, unmasked arguments.
 """
@@ -14,10 +15,11 @@ from typing import Any
 
 from qaqnuz.audit import canonical_json
 from qaqnuz.envelope import truncate
+from qaqnuz.secrets import KEY_PATTERN as KEY_SHAPE
 
 MASK = "***"
 MAX_BYTES = 16 * 1024
-SECRET_NAME = re.compile(r"token|passw(?:or)?d|secret|key|authori[sz]ation|credential|cookie|session", re.I)
+SECRET_NAME = re.compile(r"token|pass|pwd|secret|key|auth|bearer|credential|cookie|session|private", re.I)
 
 
 def mask(value: Any) -> Any:
@@ -26,6 +28,8 @@ def mask(value: Any) -> Any:
         return {str(k): (MASK if isinstance(k, str) and SECRET_NAME.search(k) else mask(v)) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [mask(v) for v in value]
+    if isinstance(value, str) and KEY_SHAPE.search(value):
+        return KEY_SHAPE.sub(MASK, value)
     return value
 
 

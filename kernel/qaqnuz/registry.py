@@ -80,12 +80,21 @@ def check_tool(tool: Any) -> str | None:
     return None
 
 
+class PacksUnavailable(ConfigError):
+    """A strict sync failed only because packs could not list their tools (perhaps for a moment)."""
+
+
 class Registry:
-    def __init__(self) -> None:
-        self.snapshot: Snapshot = EMPTY
+    def __init__(self, compiled: dict[str, RegisteredTool] | None = None, version: int = 0) -> None:
+        self.snapshot: Snapshot = Snapshot(version, {}, "") if version else EMPTY
         self._last_good: dict[str, dict[str, RegisteredTool]] = {}
         self._last_good_brand: dict[tuple[str, str], dict[str, Tool]] = {}
-        self._compiled: dict[str, RegisteredTool] = {}
+        self._compiled: dict[str, RegisteredTool] = compiled if compiled is not None else {}
+
+    def successor(self) -> Registry:
+        """An empty registry for a new runtime (a config reload): nothing of this one's packs carries over
+        but the compiled validators, and its snapshot versions go on from this one's."""
+        return Registry(dict(self._compiled), self.snapshot.version)
 
     async def sync(
         self, packs: Mapping[str, ToolProvider], brand_packs: BrandPacks | None = None, *, strict: bool = False
@@ -94,8 +103,9 @@ class Registry:
         problems into errors."""
         per_pack: dict[str, dict[str, RegisteredTool]] = {}
         failures: list[str] = []
+        unavailable: list[str] = []
         for pack, provider in packs.items():
-            tools = await _listed(provider, f"[packs.{pack}]", failures)
+            tools = await _listed(provider, f"[packs.{pack}]", unavailable)
             if tools is None:
                 per_pack[pack] = self._last_good.get(pack, {})
                 continue
@@ -129,9 +139,11 @@ class Registry:
             for line in conflicts:
                 log.error("%s; keeping the previous catalogue", line)
             return False
-        brand_tools = await self._sync_brands(brand_packs or {}, per_pack, failures)
+        brand_tools = await self._sync_brands(brand_packs or {}, per_pack, failures, unavailable)
         if strict and failures:
-            raise ConfigError(failures)
+            raise ConfigError([*unavailable, *failures])
+        if strict and unavailable:
+            raise PacksUnavailable(unavailable)
         self._last_good = per_pack
         digest = hashlib.sha256("".join(sorted(e.digest for e in merged.values())).encode()).hexdigest()
         previous = self.snapshot
@@ -150,14 +162,18 @@ class Registry:
         return digest != previous.digest or previous.version == 0 or brand_tools.keys() != previous.brand_tools.keys()
 
     async def _sync_brands(
-        self, brand_packs: BrandPacks, per_pack: Mapping[str, Mapping[str, RegisteredTool]], failures: list[str]
+        self,
+        brand_packs: BrandPacks,
+        per_pack: Mapping[str, Mapping[str, RegisteredTool]],
+        failures: list[str],
+        unavailable: list[str],
     ) -> dict[tuple[str, str], Tool]:
         """(brand, name) -> tool for every per-brand instance whose tools match its pack's definitions."""
         out: dict[tuple[str, str], Tool] = {}
         last_good: dict[tuple[str, str], dict[str, Tool]] = {}
         for (pack, brand), provider in brand_packs.items():
             where = f"[brands.{brand}.packs.{pack}]"
-            tools = await _listed(provider, where, failures)
+            tools = await _listed(provider, where, unavailable)
             if tools is None:
                 kept = self._last_good_brand.get((pack, brand), {})
             else:

@@ -20,6 +20,8 @@ from qaqnuz.records import ApprovalRequest, ApprovalStatus, AuditSink
 from qaqnuz.store import ApprovalNotFound, ApprovalNotPending, KeyCapReached, KeyNotActive, KeyRecord, Store
 
 log = logging.getLogger("qaqnuz.audit")
+#: Compared against when a key id is unknown, so an unknown id costs the same HMAC as a known one.
+_NO_HASH = "0" * 64
 
 
 class Auditor:
@@ -145,7 +147,14 @@ class KeyService:
         return raw, record
 
     def _new(
-        self, config: Config, brand: str, role: str, scopes: tuple[str, ...], name: str, now: float, expires: float
+        self,
+        config: Config,
+        brand: str,
+        role: str,
+        scopes: tuple[str, ...],
+        name: str,
+        now: float,
+        expires: float | None,
     ) -> tuple[str, KeyRecord]:
         parsed = new_key(config.server.key_prefix)
         record = KeyRecord(
@@ -165,14 +174,16 @@ class KeyService:
     async def list(self, brand: str | None = None) -> list[KeyRecord]:
         return await self.store.list_keys(brand)
 
-    async def find(self, ref: str) -> KeyRecord:
-        """The key named by a key id or by a whole key; never repeats what it was given unless it is an id."""
+    async def find(self, ref: str, brand: str | None = None) -> KeyRecord:
+        """The key named by a key id or by a whole key (of `brand`, when given); never repeats what it was
+        given unless it is an id."""
         config = self._config()
         ref = ref.strip()
         parsed = parse_key(ref, config.server.key_prefix)
         if parsed is not None:
             record = await self.store.get_key(parsed.key_id)
-            if record is None or not hash_matches(self._secret, parsed.raw, record.hash):
+            matched = hash_matches(self._secret, parsed.raw, record.hash if record else _NO_HASH)
+            if record is None or not matched or (brand is not None and record.brand != brand):
                 raise UsageError("no key matches the key given; list keys with `qaqnuz keys list`")
             return record
         if not KEY_ID_RE.fullmatch(ref):
@@ -180,8 +191,9 @@ class KeyService:
                 "that is neither a key id (12 letters and digits, shown by `qaqnuz keys list`) nor a whole key"
             )
         record = await self.store.get_key(ref)
-        if record is None:
-            raise UsageError(f"no key with id {ref!r}; list them with `qaqnuz keys list`")
+        if record is None or (brand is not None and record.brand != brand):
+            where = f" for brand {brand}" if brand is not None else ""
+            raise UsageError(f"no key with id {ref!r}{where}; list them with `qaqnuz keys list`")
         return record
 
     async def check(self, raw: str) -> KeyRecord | None:
@@ -190,26 +202,27 @@ class KeyService:
         if parsed is None:
             return None
         record = await self.store.get_key(parsed.key_id)
-        if record is None or not hash_matches(self._secret, parsed.raw, record.hash):
+        matched = hash_matches(self._secret, parsed.raw, record.hash if record else _NO_HASH)
+        if record is None or not matched:
             return None
         return record if record.active(self.clock()) else None
 
-    async def revoke(self, ref: str) -> tuple[KeyRecord, bool]:
+    async def revoke(self, ref: str, brand: str | None = None) -> tuple[KeyRecord, bool]:
         """(the key, whether this call revoked it: False if it already was)."""
-        record = await self.find(ref)
+        record = await self.find(ref, brand)
         revoked = await self.store.revoke_key(record.key_id, self.clock())
         if revoked:
             self.audit.record(step="key", outcome="revoked", brand=record.brand, key_id=record.key_id)
         return record, revoked
 
-    async def rotate(self, ref: str) -> tuple[str, KeyRecord, KeyRecord]:
+    async def rotate(self, ref: str, brand: str | None = None) -> tuple[str, KeyRecord, KeyRecord]:
         """A new secret with the old key's brand, role, scopes, name and expiry; the old key revoked in the
         same transaction. Returns (new raw key, new record, old record)."""
-        old = await self.find(ref)
+        old = await self.find(ref, brand)
         now = self.clock()
         if not old.active(now):
             raise UsageError(f"key {old.key_id} is {old.state(now)}; only an active key can be rotated")
-        raw, record = self._new(self._config(), old.brand, old.role, old.scopes, old.name, now, old.expires_at or now)
+        raw, record = self._new(self._config(), old.brand, old.role, old.scopes, old.name, now, old.expires_at)
         try:
             await self.store.rotate_key(old.key_id, record, now)
         except KeyNotActive:
@@ -219,9 +232,9 @@ class KeyService:
         )
         return raw, record, old
 
-    async def update_scopes(self, ref: str, scopes: Iterable[str]) -> KeyRecord:
+    async def update_scopes(self, ref: str, scopes: Iterable[str], brand: str | None = None) -> KeyRecord:
         """Replace an active key's scopes with `scopes`, which must lie within its role's ceiling."""
-        record = await self.find(ref)
+        record = await self.find(ref, brand)
         now = self.clock()
         if not record.active(now):
             raise UsageError(f"key {record.key_id} is {record.state(now)}; only an active key can be updated")

@@ -162,3 +162,17 @@ def test_every_error_of_one_file_is_reported_in_one_run(folder: Path) -> None:
     ):
         assert any(p.startswith(start) for p in found), (start, found)
     assert len(found) == 6, found
+
+
+def test_config_check_creates_no_store(folder: Path) -> None:
+    cfg = write_config(folder, GOOD.replace('store = "sqlite:///qaqnuz.db"', 'store = "sqlite:///state/typo.db"'))
+    result = check(cfg)
+    assert result.returncode == 0, result.stderr
+    assert not (folder / "state").exists()  # a mistyped store path is not turned into an empty store
+
+
+def test_a_broken_store_url_still_checks_the_routes(folder: Path) -> None:
+    text = '[plugins]\nroutes = ["nothere"]\n\n' + GOOD.replace('store = "sqlite:///qaqnuz.db"', 'store = "nope"')
+    found = problems(check(write_config(folder, text)))
+    assert any(p.startswith("[server] store: 'nope' is not a store URL") for p in found), found
+    assert any(p.startswith("[plugins] routes: unknown web route 'nothere'") for p in found), found

@@ -168,3 +168,23 @@ async def test_store_files_are_owner_only(tmp_path):
             assert mode == 0o600, (name, oct(mode))
     finally:
         await kernel.aclose()
+
+
+async def test_a_reload_that_moves_the_store_or_the_audit_file_is_refused(tmp_path):
+    path = write_config(tmp_path, kit_config())
+    kernel = await start_kernel(path, plugins=["testkit_pack.plugin"])
+    try:
+        raw, _ = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="stays")
+        for old, new in (
+            ('store = "sqlite:///qaqnuz.db"', 'store = "sqlite:///elsewhere.db"'),
+            ('secret_file = "qaqnuz.secret"', 'secret_file = "qaqnuz.secret"\naudit_file = "moved.jsonl"'),
+        ):
+            original = path.read_text()
+            path.write_text(original.replace(old, new, 1))
+            assert await kernel.maybe_reload() is False
+            path.write_text(original)
+            await kernel.maybe_reload()
+        assert await kernel.authenticate(raw) is not None
+        assert not (tmp_path / "elsewhere.db").exists()
+    finally:
+        await kernel.aclose()

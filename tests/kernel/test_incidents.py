@@ -69,7 +69,9 @@ class Plugin:
     @hookimpl
     def qaqnuz_tool_providers(self) -> list[Provider]:
         def build(settings: LeakySettings, ctx: ToolPackContext) -> Leaky:
-            return Leaky(ctx.secret(settings.token, f"{ctx.where} token").reveal())
+            token = ctx.secret(settings.token, f"{ctx.where} token").reveal()
+            ctx.logger.warning("connecting with token %s", token)  # a careless pack: the redactor must mask it
+            return Leaky(token)
 
         return [Provider("leaky", build, "Leaks its token into an exception.", LeakySettings)]
 
@@ -94,4 +96,21 @@ async def test_the_traceback_is_logged_through_the_secret_redactor(tmp_path, cap
     [record] = [r for r in caplog.records if incident in r.getMessage()]
     text = logging.Formatter().format(record)
     assert "DependencyError: upstream refused Authorization: Bearer [redacted]" in text
+    assert "leaky-token-5566778899" not in caplog.text
+
+
+async def test_config_check_masks_what_packs_resolve_too(tmp_path, caplog, monkeypatch):
+    from qaqnuz.checking import check
+    from qaqnuz.config import load_config
+    from qaqnuz.plugins import Plugins
+
+    monkeypatch.setenv("LEAKY_TOKEN", "leaky-token-5566778899")
+    text = kit_config().replace(
+        "[packs.kit]", '[packs.leaky]\ntype = "leaky"\ntoken = { env = "LEAKY_TOKEN" }\n\n[packs.kit]'
+    )
+    config = load_config(write_config(tmp_path, text))
+    with caplog.at_level(logging.INFO):
+        report = await check(config, Plugins(autoload=False, explicit=["testkit_pack.plugin", Plugin()]), [])
+    assert report.problems == ()
+    assert "connecting with token [redacted]" in caplog.text
     assert "leaky-token-5566778899" not in caplog.text

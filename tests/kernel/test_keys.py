@@ -160,3 +160,42 @@ async def test_auth_rejects_bad_checksum_without_store_lookup_and_unknown_id_cos
         assert principal is not None and principal.key_id == record.key_id and principal.brand == "acme"
     finally:
         await kernel.aclose()
+
+
+async def test_rotating_a_key_without_expiry_keeps_it_without_expiry(tmp_path):
+    from qaqnuz.store import KeyRecord
+
+    kernel = await start_kernel(write_config(tmp_path, kit_config()), plugins=["testkit_pack.plugin"])
+    try:
+        _, record = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="forever")
+        # an older store may hold keys without expiry: rotation must not turn them into expired ones
+        await kernel.store.revoke_key(record.key_id, kernel.clock())
+        eternal = KeyRecord(**{**record.public(), "key_id": "ETERNAL00001", "hash": record.hash, "expires_at": None,
+                               "revoked_at": None})  # fmt: skip
+        await kernel.store.insert_key(eternal, max_active=None, now=kernel.clock())
+        _, new, old = await kernel.keys.rotate("ETERNAL00001")
+        assert new.expires_at is None and new.active(kernel.clock() + 10**9)
+        assert old.key_id == "ETERNAL00001"
+    finally:
+        await kernel.aclose()
+
+
+async def test_key_operations_can_be_held_to_one_brand(tmp_path):
+    from qaqnuz.errors import UsageError
+
+    kernel = await start_kernel(write_config(tmp_path, kit_config()), plugins=["testkit_pack.plugin"])
+    try:
+        raw, record = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="a")
+        for operation in (
+            kernel.keys.revoke(record.key_id, brand="globex"),
+            kernel.keys.revoke(raw, brand="globex"),
+            kernel.keys.rotate(record.key_id, brand="globex"),
+            kernel.keys.update_scopes(record.key_id, ["orders.read"], brand="globex"),
+        ):
+            with pytest.raises(UsageError, match="no key"):
+                await operation
+        assert (await kernel.store.get_key(record.key_id)).active(kernel.clock())
+        _, revoked = await kernel.keys.revoke(raw, brand="acme")
+        assert revoked is True
+    finally:
+        await kernel.aclose()

@@ -92,7 +92,9 @@ class SqliteStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        in_memory = self.path == ":memory:"  # a throwaway store: config check of a store not created yet
+        if not in_memory:
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         # The database and its -wal/-shm files hold key hashes and approvals: owner-only from birth.
         previous_umask = os.umask(0o077)
@@ -111,7 +113,7 @@ class SqliteStore:
             raise StoreError(f"cannot open the store at {self.path} ({type(exc).__name__}: {exc})") from None
         finally:
             os.umask(previous_umask)
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm") if not in_memory else ():
             try:
                 Path(self.path + suffix).chmod(0o600)
             except OSError:
@@ -417,7 +419,10 @@ def path_of(url: str, ctx: StoreContext) -> str:
 
 
 def _factory(settings: object, ctx: StoreContext) -> SqliteStore:
-    return SqliteStore(path_of(ctx.url, ctx))
+    path = path_of(ctx.url, ctx)
+    if ctx.dry_run and not Path(path).exists():
+        return SqliteStore(":memory:")  # validated, and nothing created: `serve` or `keys create` will
+    return SqliteStore(path)
 
 
 @hookimpl

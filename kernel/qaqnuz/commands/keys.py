@@ -82,10 +82,11 @@ def list_keys(args: argparse.Namespace, ctx: CommandContext) -> int:
 def ref_arguments(parser: argparse.ArgumentParser) -> None:
     with_config(parser)
     parser.add_argument("key", metavar="KEY_ID", help=KEY_REF_HELP)
+    parser.add_argument("--brand", help="refuse unless the key belongs to this brand")
 
 
 def revoke(args: argparse.Namespace, ctx: CommandContext) -> int:
-    record, revoked = ctx.with_admin(args, lambda admin: admin.keys.revoke(args.key))
+    record, revoked = ctx.with_admin(args, lambda admin: admin.keys.revoke(args.key, args.brand))
     if not revoked:
         ctx.err(f"key {record.key_id} was already revoked")
         return 0
@@ -99,7 +100,7 @@ def rotate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def rotate(args: argparse.Namespace, ctx: CommandContext) -> int:
-    raw, record, old = ctx.with_admin(args, lambda admin: admin.keys.rotate(args.key))
+    raw, record, old = ctx.with_admin(args, lambda admin: admin.keys.rotate(args.key, args.brand))
     if args.json:
         ctx.out(json.dumps({"key": raw, **record.public(), "replaces": old.key_id}), reveal=True)
     else:
@@ -119,7 +120,7 @@ def update_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def update(args: argparse.Namespace, ctx: CommandContext) -> int:
-    record = ctx.with_admin(args, lambda admin: admin.keys.update_scopes(args.key, args.scope))
+    record = ctx.with_admin(args, lambda admin: admin.keys.update_scopes(args.key, args.scope, args.brand))
     ctx.err(f"key {record.key_id} ({record.name}, brand {record.brand}) now holds {', '.join(record.scopes)}")
     return 0
 

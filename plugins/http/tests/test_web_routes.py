@@ -78,3 +78,14 @@ def test_a_route_on_a_transport_path_is_refused():
 
     with pytest.raises(UsageError, match=r"route 'bad' wants /mcp/admin, which the HTTP transport serves itself"):
         build_app(Host(), HttpSettings(), check(HttpSettings()))  # type: ignore[arg-type]
+
+
+def test_a_route_gets_the_same_body_limit_as_the_mcp_endpoints(http_server):
+    server = http_server(config(), extra_plugins=FAKE, max_body_bytes=2048)
+    with httpx.Client(base_url=server.base) as client:
+        small = client.post("/fake/form", content=b"x" * 1000, headers={"X-Route-Password": "swordfish"})
+        big = client.post("/fake/form", content=b"x" * 5000)
+        chunked = client.post("/fake/form", content=iter([b"x" * 1500, b"x" * 1500]))
+    assert small.status_code == 200 and small.json()["own_auth"] is True
+    assert (big.status_code, big.text) == (413, "Request body too large")
+    assert chunked.status_code == 413

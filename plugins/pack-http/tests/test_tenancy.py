@@ -317,3 +317,51 @@ def test_no_key_ever_reads_another_brands_tickets(
     else:
         assert tenants(data) <= {principal.brand}
         assert data or principal.brand == "initech"
+
+
+ACCOUNTS = """
+[brands.northwind]
+plan = "growth"
+roles = {{ agent = ["tickets.read"] }}
+tools.account_echo = {{ exposable = true }}
+
+[brands.southwind]
+plan = "growth"
+roles = {{ agent = ["tickets.read"] }}
+tools.account_echo = {{ exposable = true }}
+
+[packs.accounts]
+type = "http"
+base_url = "{url}"
+allow_private = true
+auth = {{ type = "bearer", token = {{ env = "DIRECTORY_TOKEN" }} }}
+variables = {{ account = "nw-account" }}
+
+[brands.southwind.packs.accounts]
+variables = {{ account = "sw-account" }}
+
+[[packs.accounts.tools]]
+name = "account_echo"
+description = "Echo the account the brand's variables name."
+scope = "tickets.read"
+method = "POST"
+path = "/echo"
+query = {{ account = "{{{{ account }}}}" }}
+input_schema = {{ type = "object", properties = {{ note = {{ type = "string" }} }} }}
+"""
+
+
+@pytest.mark.anyio
+@pytest.mark.usefixtures("tokens")
+async def test_an_undeclared_argument_never_overrides_a_brands_variables(tmp_path: Path, upstream: Upstream) -> None:
+    kernel = await start_kernel(write_config(tmp_path, ACCOUNTS.format(url=upstream.url)), plugins=[qaqnuz_pack_http])
+    try:
+        for brand, account in (("northwind", "nw-account"), ("southwind", "sw-account")):
+            raw, _ = await kernel.keys.mint(brand=brand, role="agent", scopes=["tickets.read"], name=brand)
+            principal = await kernel.authenticate(raw)
+            other = "sw-account" if brand == "northwind" else "nw-account"
+            # the schema is open to other properties, so validation lets `account` through; the template must not
+            smuggled = await kernel.host.call_tool(principal, "account_echo", {"account": other}, transport="t")
+            assert smuggled.result.data["query"] == {"account": account}
+    finally:
+        await kernel.aclose()

@@ -387,3 +387,76 @@ def test_config_check_prints_the_warning_and_still_passes(tmp_path):
     assert "warning: [packs.helpdesk] tool 'all_tickets': brands northwind, southwind" in result.stderr
     assert "set shared = true in [packs.helpdesk] if the data is meant for everyone" in result.stderr
     assert "1 warning(s)" in result.stderr
+
+
+# -- a reload that moves brands between instances -----------------------------------------------------------
+RELOAD_BRANDS = """
+[brands.northwind]
+plan = "growth"
+roles = { agent = ["t.read"] }
+tools.rows = { exposable = true }
+
+[brands.southwind]
+plan = "growth"
+roles = { agent = ["t.read"] }
+tools.rows = { exposable = true }
+"""
+RELOAD_TOOL = """
+[[packs.shop.tools]]
+name = "rows"
+description = "Every row."
+scope = "t.read"
+sql = "SELECT tenant FROM t"
+"""
+BEFORE = RELOAD_BRANDS + '[packs.shop]\ntype = "sql"\ndsn = "sqlite:///sw.db"\nbrands = ["southwind"]\n' + RELOAD_TOOL
+AFTER = (
+    RELOAD_BRANDS
+    + '[packs.shop]\ntype = "sql"\ndsn = "sqlite:///nw.db"\nbrands = ["southwind", "northwind"]\n\n'
+    + '[brands.southwind.packs.shop]\ndsn = "sqlite:///sw.db"\n'
+    + RELOAD_TOOL
+)
+DUPLICATE = """
+[packs.other]
+type = "sql"
+dsn = "sqlite:///nw.db"
+
+[[packs.other.tools]]
+name = "rows"
+description = "The same name again."
+scope = "t.read"
+sql = "SELECT 1 AS one"
+"""
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("broken", [False, True], ids=["applied", "rejected (a duplicate tool)"])
+async def test_a_reload_never_runs_one_brands_old_handler_for_another(tmp_path: Path, broken: bool) -> None:
+    for tenant in ("sw", "nw"):
+        conn = sqlite3.connect(tmp_path / f"{tenant}.db")
+        conn.execute("CREATE TABLE t (tenant TEXT)")
+        conn.execute("INSERT INTO t VALUES (?)", (tenant,))
+        conn.commit()
+        conn.close()
+    path = write_config(tmp_path, BEFORE)
+    kernel = await start_kernel(path, plugins=[qaqnuz_pack_sql])
+    try:
+        keys = {}
+        for brand in BRANDS:
+            raw, _ = await kernel.keys.mint(brand=brand, role="agent", scopes=["t.read"], name=brand)
+            keys[brand] = await kernel.authenticate(raw)
+
+        async def rows(brand: str) -> Any:
+            outcome = await kernel.host.call_tool(keys[brand], "rows", {}, transport="t")
+            return outcome.result.error_class if outcome.is_error else outcome.result.data
+
+        assert await rows("northwind") == "permission"
+        path.write_text(AFTER + (DUPLICATE if broken else ""))
+        assert await kernel.maybe_reload() is (not broken)
+        expected = {"northwind": "permission", "southwind": [{"tenant": "sw"}]}
+        if not broken:
+            expected["northwind"] = [{"tenant": "nw"}]
+        assert {b: await rows(b) for b in BRANDS} == expected  # right after the swap, before any sync
+        await kernel.tick()
+        assert {b: await rows(b) for b in BRANDS} == expected
+    finally:
+        await kernel.aclose()

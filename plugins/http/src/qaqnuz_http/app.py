@@ -25,6 +25,7 @@ from qaqnuz import Host, UsageError
 from qaqnuz_http.guard import (
     SCOPE_PRINCIPAL,
     SCOPE_QUERY_TOKEN,
+    BodyLimit,
     FailureLimit,
     Front,
     Guard,
@@ -161,6 +162,7 @@ def build_app(host: Host, settings: HttpSettings, limits: Limits) -> Built:
             if mounted.mcp_key
             else NoKeys(mounted.app)
         )
+        gate = BodyLimit(gate, max_body_bytes=settings.max_body_bytes, request_timeout=limits.request_timeout)
         routes.append(Route(mounted.path, gate))  # the route's own path, and everything under it
         routes.append(Mount(mounted.path, app=gate))
         log.info("web route %s mounted at %s%s", mounted.name, mounted.path, " (MCP key)" if mounted.mcp_key else "")

@@ -320,7 +320,7 @@ class Guard:
             info["key_id"] = principal.key_id
 
         if scope["method"] == "POST":
-            body = await self._read_body(receive, send)
+            body = await read_body(receive, send, self.max_body_bytes, self.request_timeout)
             if body is None:
                 return
             receive = _replay(body, receive)
@@ -330,28 +330,6 @@ class Guard:
             await self._stream(scope, receive, send)
         else:
             await self.app(scope, receive, send)
-
-    async def _read_body(self, receive: Receive, send: Send) -> bytes | None:
-        """The whole body within the deadline and the size limit; answers 408/413 itself and returns None."""
-        chunks: list[bytes] = []
-        size = 0
-        with anyio.move_on_after(self.request_timeout) as deadline:
-            while True:
-                message = await receive()
-                if message["type"] != "http.request":
-                    return None  # the client went away
-                chunk = message.get("body", b"")
-                size += len(chunk)
-                if size > self.max_body_bytes:
-                    await respond(send, 413, b"Request body too large")
-                    return None
-                chunks.append(chunk)
-                if not message.get("more_body", False):
-                    break
-        if deadline.cancelled_caught:
-            await respond(send, 408, b"Request timeout")
-            return None
-        return b"".join(chunks)
 
     async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A long-lived response (GET stream, SSE, subscriptions/listen): ended cleanly on shutdown."""
@@ -373,6 +351,51 @@ class Guard:
         if cancel_scope.cancelled_caught and state["started"] and not state["done"]:
             with anyio.CancelScope(shield=True), anyio.move_on_after(1):
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def read_body(receive: Receive, send: Send, max_bytes: int, deadline_s: float) -> bytes | None:
+    """The whole body within the deadline and the size limit; answers 408/413 itself and returns None."""
+    chunks: list[bytes] = []
+    size = 0
+    with anyio.move_on_after(deadline_s) as deadline:
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return None  # the client went away
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > max_bytes:
+                await respond(send, 413, b"Request body too large")
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+    if deadline.cancelled_caught:
+        await respond(send, 408, b"Request timeout")
+        return None
+    return b"".join(chunks)
+
+
+class BodyLimit:
+    """A web route's requests under the same body limit and read deadline as the MCP endpoints: the body is
+    read whole (or refused with 413/408) before the route runs, then replayed to it."""
+
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, request_timeout: float) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+        self.request_timeout = request_timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        declared = _header(scope, b"content-length")
+        if declared and (not declared[0].isdigit() or int(declared[0]) > self.max_body_bytes):
+            await respond(send, 413, b"Request body too large")
+            return
+        body = await read_body(receive, send, self.max_body_bytes, self.request_timeout)
+        if body is None:
+            return
+        await self.app(scope, _replay(body, receive), send)
 
 
 async def authenticate(

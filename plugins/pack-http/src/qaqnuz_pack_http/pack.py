@@ -102,6 +102,7 @@ class HttpTool:
         properties: Mapping[str, Any] = schema.get("properties") or {}
         required = set(schema.get("required") or ())
         self.defaults = {k: p["default"] for k, p in properties.items() if isinstance(p, dict) and "default" in p}
+        self.inputs = frozenset(properties)
         variables = pack.variables
         for name in properties:
             if name in CALLER_NAMES:
@@ -171,7 +172,9 @@ class HttpTool:
         self.tool = tool_from_config(config, self, where, binds_brand="brand" in used)
 
     async def __call__(self, arguments: Mapping[str, Any]) -> Any:
-        values = {**self.pack.variables, **self.defaults, **arguments}
+        # Only declared inputs fill placeholders: with a whole `input_schema` open to other properties, an
+        # undeclared argument must not override a (per-brand) variable.
+        values = {**self.pack.variables, **self.defaults, **{k: v for k, v in arguments.items() if k in self.inputs}}
         if self.caller_names:
             call = current_call()
             if call is None:  # fail closed: never send a tenant-scoped request without its tenant
