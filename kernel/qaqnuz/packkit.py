@@ -22,6 +22,12 @@ ParamType = Literal["string", "integer", "number", "boolean"]
 _PARAM_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}\Z")
 
 
+class GeneratedSchema(dict[str, Any]):
+    """An input schema this module built from an `input` table: valid JSON Schema 2020-12 by construction
+    (typed parameters, regular expressions already compiled), so the registry need not check it against the
+    metaschema, which costs about a millisecond per schema (seconds for a large catalogue)."""
+
+
 class InputParam(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     """One argument of a configured tool. Required unless `required = false` or a `default` is given."""
 
@@ -69,7 +75,7 @@ def input_schema(tool: ToolConfig, where: str) -> dict[str, Any]:
         properties[name] = _param_schema(param, f"{where} input.{name}")
         if param.required is not False and param.default is None:
             required.append(name)
-    schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
+    schema = GeneratedSchema(type="object", properties=properties, additionalProperties=False)
     if required:
         schema["required"] = required
     return schema

@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import attrs
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
@@ -26,6 +27,7 @@ from jsonschema.exceptions import SchemaError
 from qaqnuz.audit import canonical_json
 from qaqnuz.config import SCOPE_RE, TOOL_NAME_RE
 from qaqnuz.errors import ConfigError
+from qaqnuz.packkit import GeneratedSchema
 from qaqnuz.records import SideEffect, Stability, Tool, ToolProvider
 
 log = logging.getLogger("qaqnuz.registry")
@@ -53,12 +55,19 @@ EMPTY = Snapshot(0, {}, "")
 BrandPacks = Mapping[tuple[str, str], ToolProvider]
 
 
-def definition_digest(pack: str, tool: Tool) -> str:
-    return hashlib.sha256(canonical_json({"pack": pack, **tool.definition()})).hexdigest()
+def schema_digest(schema: Mapping[str, Any]) -> str:
+    return hashlib.sha256(canonical_json(schema)).hexdigest()
+
+
+def definition_digest(pack: str, tool: Tool, schema_hash: str | None = None) -> str:
+    """SHA-256 over the pack and the whole definition (the schema through its own digest)."""
+    definition = {"pack": pack, **tool.definition()}
+    definition["input_schema"] = schema_hash or schema_digest(tool.input_schema)
+    return hashlib.sha256(canonical_json(definition)).hexdigest()
 
 
 def check_tool(tool: Any) -> str | None:
-    """Why a definition is unusable, or None."""
+    """Why a definition is unusable apart from its schema's validity, or None (cheap: no schema check)."""
     if not isinstance(tool, Tool):
         return f"not a qaqnuz.Tool ({type(tool).__name__})"
     if not TOOL_NAME_RE.match(tool.name):
@@ -73,11 +82,55 @@ def check_tool(tool: Any) -> str | None:
         return f"tool {tool.name!r}: a description is required"
     if tool.timeout_s <= 0 or tool.max_result_bytes < 64:
         return f"tool {tool.name!r}: timeout_s must be > 0 and max_result_bytes >= 64"
-    try:
-        Draft202012Validator.check_schema(dict(tool.input_schema))
-    except SchemaError as exc:
-        return f"tool {tool.name!r}: input_schema is not valid JSON Schema 2020-12 ({exc.message})"
     return None
+
+
+@attrs.frozen
+class _Schema:
+    """One distinct input schema: whether it is valid JSON Schema 2020-12, and its compiled validator."""
+
+    problem: str | None
+    validator: Draft202012Validator | None = attrs.field(eq=False, repr=False)
+
+
+@attrs.frozen
+class _Known:
+    """What the registry learned about one tool definition, to skip the work when it is seen again."""
+
+    tool: Tool
+    digest: str
+    problem: str | None
+    validator: Draft202012Validator | None = attrs.field(eq=False, repr=False)
+
+
+def _prepare(pack: str, tools: list[Tool], schemas: dict[str, _Schema]) -> list[_Known]:
+    """Hash, check and compile new definitions (run in a worker thread: it is the expensive part of a sync).
+
+    Each distinct schema is checked against the metaschema and compiled once, whatever the number of tools
+    that share it."""
+    out = []
+    for tool in tools:
+        problem = check_tool(tool)
+        if problem is not None:
+            out.append(_Known(tool, "", problem, None))
+            continue
+        schema_hash = schema_digest(tool.input_schema)
+        known = schemas.get(schema_hash)
+        if known is None:
+            try:
+                if not isinstance(tool.input_schema, GeneratedSchema):  # else valid by construction
+                    Draft202012Validator.check_schema(dict(tool.input_schema))
+            except SchemaError as exc:
+                known = _Schema(f"input_schema is not valid JSON Schema 2020-12 ({exc.message})", None)
+            else:
+                validator = Draft202012Validator(
+                    dict(tool.input_schema), format_checker=Draft202012Validator.FORMAT_CHECKER
+                )
+                known = _Schema(None, validator)
+            schemas[schema_hash] = known
+        problem = f"tool {tool.name!r}: {known.problem}" if known.problem else None
+        out.append(_Known(tool, definition_digest(pack, tool, schema_hash), problem, known.validator))
+    return out
 
 
 class PacksUnavailable(ConfigError):
@@ -85,16 +138,40 @@ class PacksUnavailable(ConfigError):
 
 
 class Registry:
-    def __init__(self, compiled: dict[str, RegisteredTool] | None = None, version: int = 0) -> None:
+    def __init__(self, schemas: dict[str, _Schema] | None = None, version: int = 0) -> None:
         self.snapshot: Snapshot = Snapshot(version, {}, "") if version else EMPTY
         self._last_good: dict[str, dict[str, RegisteredTool]] = {}
         self._last_good_brand: dict[tuple[str, str], dict[str, Tool]] = {}
-        self._compiled: dict[str, RegisteredTool] = compiled if compiled is not None else {}
+        #: (pack, tool name) -> what the last sync learned of that definition.
+        self._known: dict[tuple[str, str], _Known] = {}
+        #: schema digest -> its check and compiled validator (shared by every tool with that schema).
+        self._schemas: dict[str, _Schema] = schemas if schemas is not None else {}
+        self._entries: dict[tuple[str, str], RegisteredTool] = {}
+        #: How many definitions were hashed and checked anew (a sync with no change adds none).
+        self.prepared = 0
 
     def successor(self) -> Registry:
         """An empty registry for a new runtime (a config reload): nothing of this one's packs carries over
-        but the compiled validators, and its snapshot versions go on from this one's."""
-        return Registry(dict(self._compiled), self.snapshot.version)
+        but the checked schemas and their validators; its snapshot versions go on from this one's."""
+        return Registry(self._schemas, self.snapshot.version)
+
+    async def _definitions(self, pack: str, tools: list[Any]) -> list[_Known]:
+        """What each listed tool is; only definitions not seen before (or changed) are hashed and checked,
+        off the event loop."""
+        known: list[_Known | None] = []
+        fresh: list[Tool] = []
+        for tool in tools:
+            seen = self._known.get((pack, tool.name)) if isinstance(tool, Tool) else None
+            if seen is not None and (seen.tool is tool or seen.tool == tool):
+                known.append(seen)
+            else:
+                known.append(None)
+                fresh.append(tool)
+        if fresh:
+            self.prepared += len(fresh)
+            prepared = iter(await anyio.to_thread.run_sync(_prepare, pack, fresh, self._schemas))
+            known = [k if k is not None else next(prepared) for k in known]
+        return [k for k in known if k is not None]
 
     async def sync(
         self, packs: Mapping[str, ToolProvider], brand_packs: BrandPacks | None = None, *, strict: bool = False
@@ -104,22 +181,23 @@ class Registry:
         per_pack: dict[str, dict[str, RegisteredTool]] = {}
         failures: list[str] = []
         unavailable: list[str] = []
+        known_now: dict[tuple[str, str], _Known] = {}
         for pack, provider in packs.items():
             tools = await _listed(provider, f"[packs.{pack}]", unavailable)
             if tools is None:
                 per_pack[pack] = self._last_good.get(pack, {})
                 continue
             entries: dict[str, RegisteredTool] = {}
-            for tool in tools:
-                problem = check_tool(tool)
-                if problem is not None:
-                    failures.append(f"[packs.{pack}]: {problem}")
-                    log.error("[packs.%s]: %s; tool skipped", pack, problem)
+            for known in await self._definitions(pack, tools):
+                if known.problem is not None:
+                    failures.append(f"[packs.{pack}]: {known.problem}")
+                    log.error("[packs.%s]: %s; tool skipped", pack, known.problem)
                     continue
-                if tool.name in entries:
-                    failures.append(f"[packs.{pack}]: tool {tool.name!r} is defined twice")
+                if known.tool.name in entries:
+                    failures.append(f"[packs.{pack}]: tool {known.tool.name!r} is defined twice")
                     continue
-                entries[tool.name] = self._compile(pack, tool)
+                known_now[(pack, known.tool.name)] = known
+                entries[known.tool.name] = self._entry(pack, known)
             per_pack[pack] = entries
 
         merged: dict[str, RegisteredTool] = {}
@@ -145,6 +223,12 @@ class Registry:
         if strict and unavailable:
             raise PacksUnavailable(unavailable)
         self._last_good = per_pack
+        for pack, entries in per_pack.items():  # a pack that failed to list keeps what it had
+            for name in entries:
+                if (pack, name) not in known_now and (pack, name) in self._known:
+                    known_now[(pack, name)] = self._known[(pack, name)]
+        self._known = known_now
+        self._entries = {(e.pack, e.tool.name): e for e in merged.values()}
         digest = hashlib.sha256("".join(sorted(e.digest for e in merged.values())).encode()).hexdigest()
         previous = self.snapshot
         unchanged = (
@@ -158,7 +242,6 @@ class Registry:
         # A new snapshot whenever any entry changed, even only its handler (a pack rebuilt by a config
         # reload); the return value says whether clients can see a difference.
         self.snapshot = Snapshot(previous.version + 1, dict(sorted(merged.items())), digest, brand_tools)
-        self._compiled = {e.digest: e for e in merged.values()}
         return digest != previous.digest or previous.version == 0 or brand_tools.keys() != previous.brand_tools.keys()
 
     async def _sync_brands(
@@ -181,7 +264,7 @@ class Registry:
                 kept = {}
                 for tool in tools:
                     entry = base.get(tool.name) if isinstance(tool, Tool) else None
-                    if entry is None or (entry.tool is not tool and definition_digest(pack, tool) != entry.digest):
+                    if entry is None or (entry.tool is not tool and entry.tool != tool):
                         name = tool.name if isinstance(tool, Tool) else type(tool).__name__
                         message = (
                             f"{where}: tool {name!r} is not the one [packs.{pack}] defines; per-brand settings "
@@ -197,17 +280,14 @@ class Registry:
         self._last_good_brand = last_good
         return out
 
-    def _compile(self, pack: str, tool: Tool) -> RegisteredTool:
-        digest = definition_digest(pack, tool)
-        known = self._compiled.get(digest)
-        if known is not None and known.tool.handler is tool.handler:
-            return known
-        validator = (
-            known.validator
-            if known is not None
-            else Draft202012Validator(dict(tool.input_schema), format_checker=Draft202012Validator.FORMAT_CHECKER)
-        )
-        return RegisteredTool(tool, pack, digest, validator)
+    def _entry(self, pack: str, known: _Known) -> RegisteredTool:
+        """The registered tool for a definition: the same object as last time while nothing changed (its
+        handler compared by equality: a bound method is a new object at every attribute access)."""
+        previous = self._entries.get((pack, known.tool.name))
+        if previous is not None and previous.digest == known.digest and previous.tool.handler == known.tool.handler:
+            return previous
+        assert known.validator is not None
+        return RegisteredTool(known.tool, pack, known.digest, known.validator)
 
 
 async def _listed(provider: ToolProvider, where: str, failures: list[str]) -> list[Any] | None:

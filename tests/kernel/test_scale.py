@@ -1,0 +1,76 @@
+"""A catalogue of 10,000 tools loads, a sync with no change re-hashes and re-checks nothing, and calls are
+answered; per-call work does not depend on the catalogue (times are for the bench, not asserted here)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import pytest
+
+from qaqnuz import Provider, SideEffect, Tool, hookimpl
+from qaqnuz.testing import start_kernel, write_config
+
+pytestmark = pytest.mark.anyio
+N = 10_000
+SCHEMA = {
+    "type": "object",
+    "properties": {"text": {"type": "string", "maxLength": 1000}},
+    "required": ["text"],
+    "additionalProperties": False,
+}
+
+
+class Many:
+    """Either the same tool objects at every listing (a configured pack) or equal new ones (a code pack)."""
+
+    def __init__(self, fresh_objects: bool) -> None:
+        self.fresh_objects = fresh_objects
+        self.tools = self.make()
+
+    def make(self) -> list[Tool]:
+        return [
+            Tool(f"echo_{i}", f"Echo number {i}.", dict(SCHEMA), "echo.read", SideEffect.READ, self.echo)
+            for i in range(N)
+        ]
+
+    async def list_tools(self) -> list[Tool]:
+        return self.make() if self.fresh_objects else self.tools
+
+    async def echo(self, args: Mapping[str, Any]) -> Any:
+        return {"text": args["text"]}
+
+
+class Plugin:
+    def __init__(self, fresh_objects: bool) -> None:
+        self.fresh_objects = fresh_objects
+
+    @hookimpl
+    def qaqnuz_tool_providers(self) -> list[Provider]:
+        return [Provider("many", lambda s, c: Many(self.fresh_objects), "Ten thousand echo tools.")]
+
+
+@pytest.mark.parametrize("fresh_objects", [False, True], ids=["same objects", "equal new objects"])
+async def test_ten_thousand_tools_load_sync_without_rehashing_and_answer(tmp_path, fresh_objects):
+    exposed = "\n".join(f"tools.echo_{i} = {{ exposable = true }}" for i in range(N))
+    text = f'[brands.acme]\nplan = "enterprise"\nroles = {{ viewer = ["echo.read"] }}\n{exposed}\n'
+    text += '\n[packs.many]\ntype = "many"\nshared = true\n'
+    kernel = await start_kernel(write_config(tmp_path, text), plugins=[Plugin(fresh_objects)])
+    try:
+        registry = kernel.registry
+        assert len(registry.snapshot.tools) == N and registry.prepared == N
+        version = registry.snapshot.version
+        await kernel.tick()
+        await kernel.tick()
+        assert registry.prepared == N  # nothing hashed, checked or compiled again
+        assert registry.snapshot.version == version  # and the catalogue did not change
+        raw, _ = await kernel.keys.mint(brand="acme", scopes=["echo.read"], name="many")
+        principal = await kernel.authenticate(raw)
+        assert len(kernel.host.list_tools(principal).tools) == N
+        for name in ("echo_0", "echo_5000", f"echo_{N - 1}"):
+            outcome = await kernel.host.call_tool(principal, name, {"text": name}, transport="t")
+            assert outcome.result.data == {"text": name}
+        invalid = await kernel.host.call_tool(principal, "echo_7", {"text": 7}, transport="t")
+        assert invalid.result.error_class == "validation"  # the one shared validator is used
+    finally:
+        await kernel.aclose()
