@@ -100,6 +100,16 @@ class CommandContext:
             anyio.run(main, backend_options={"use_uvloop": True})
 
     @staticmethod
+    def settle() -> None:
+        """Call once a server has started: what start-up allocated is moved out of the garbage collector's
+        view (`gc.freeze`), and collections run less often, so each request pays less for them."""
+        import gc
+
+        gc.collect()
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 20)
+
+    @staticmethod
     def out(text: str, *, reveal: bool = False) -> None:
         """A command's result, on stdout. Anything shaped like an API key is masked unless `reveal` says this
         is the one place a key is shown (minting, rotation, the demo's own key)."""

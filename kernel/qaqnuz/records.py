@@ -308,6 +308,14 @@ class ToolList:
     names: frozenset[str]
     tools: tuple[Tool, ...]
     wire: Any = None
+    _by_name: dict[str, Tool] = attrs.field(init=False, repr=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._by_name = {tool.name: tool for tool in self.tools}
+
+    def find(self, name: str) -> Tool | None:
+        """The visible tool of that name, or None (hidden and unknown alike)."""
+        return self._by_name.get(name)
 
 
 @runtime_checkable

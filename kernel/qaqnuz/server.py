@@ -8,10 +8,12 @@ the SDK would put its text on the wire, so every failure becomes a fixed JSON-RP
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import logging
 import warnings
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import mcp.types as mt
@@ -26,6 +28,9 @@ from qaqnuz.errors import DependencyError
 from qaqnuz.records import Host, Principal, SideEffect, Tool, ToolList
 
 log = logging.getLogger("qaqnuz.server")
+_REQUEST_PRINCIPAL: contextvars.ContextVar[Principal | None] = contextvars.ContextVar(
+    "qaqnuz_request_principal", default=None
+)
 
 #: JSON-RPC error codes we own (the range servers may use: -32000..-32019).
 UNAUTHORIZED = -32001
@@ -76,9 +81,29 @@ class Binding:
             on_completion=self._complete,
             on_set_logging_level=self._set_logging_level,
             on_subscriptions_listen=ListenHandler(self.bus),
-            # No get_tool_input_schema: the SDK would call it before authentication, and answering for
-            # a hidden tool would reveal that it exists. Its fallback goes through our tools/list.
+            # Without it the SDK lists every tool on every HTTP tools/call to check Mcp-Param-* headers.
+            get_tool_input_schema=self._input_schema,
         )
+
+    @contextlib.contextmanager
+    def acting_for(self, principal: Principal) -> Iterator[None]:
+        """The principal a transport authenticated for the request being served in this context: the SDK's
+        schema lookup for `Mcp-Param-*` headers answers only with what this principal may see."""
+        token = _REQUEST_PRINCIPAL.set(principal)
+        try:
+            yield
+        finally:
+            _REQUEST_PRINCIPAL.reset(token)
+
+    def _input_schema(self, name: str) -> Mapping[str, Any] | None:
+        """A tool's input schema for the SDK's header check: O(1), and only for a tool the request's principal
+        sees. Anything else (no principal, hidden, unknown) is None, which only skips that check: the call
+        itself still goes through the governed path, where hidden and unknown answer alike."""
+        principal = _REQUEST_PRINCIPAL.get()
+        if principal is None:
+            return None
+        tool = self.host.list_tools(principal).find(name)
+        return dict(tool.input_schema) if tool is not None else None
 
     def close(self) -> None:
         self._unsubscribe()

@@ -48,7 +48,7 @@ async def test_calls_update_counters_and_labels_stay_bounded(tmp_path):
         assert samples[denied] == 1.0
         assert samples[("qaqnuz_rate_limit_rejections_total", (("dimension", "key"),))] == 1.0
         assert samples[("qaqnuz_auth_failures_total", (("transport", "memory"),))] == 1.0
-        assert samples[("qaqnuz_tools_registered", ())] == 12.0  # the testkit tools
+        assert samples[("qaqnuz_tools_registered", ())] == 13.0  # the testkit tools
         assert samples[("qaqnuz_tool_call_duration_seconds_count", (("brand", "acme"),))] == 3.0
         assert ("qaqnuz_build_info", (("version", "0.1.0"),)) in samples
         for needle in (key, "canary-value-123", "no_such_tool_xyz", "bogus"):

@@ -77,6 +77,7 @@ _INDEXES = """
 CREATE INDEX IF NOT EXISTS approvals_call2 ON approvals (brand, key_id, tool, args_hash, tool_digest, closed);
 CREATE INDEX IF NOT EXISTS approvals_key ON approvals (key_id, status, closed);
 """
+_KEY_CACHE = 10_000
 _APPROVAL_FIELDS = (
     "approval_id, brand, key_id, tool, args_hash, status, created_at, expires_at, decided_at, decided_by, "
     "reason, valid_until, key_name, arguments, arguments_truncated, closed"
@@ -96,6 +97,8 @@ class SqliteStore:
         if not in_memory:
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
+        self._keys: dict[str, KeyRecord] = {}  # see get_key
+        self._data_version: int | None = None
         # The database and its -wal/-shm files hold key hashes and approvals: owner-only from birth.
         previous_umask = os.umask(0o077)
         try:
@@ -131,8 +134,10 @@ class SqliteStore:
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        """One IMMEDIATE transaction: writers from other processes wait, readers are not blocked."""
+        """One IMMEDIATE transaction: writers from other processes wait, readers are not blocked. Any write
+        of this connection drops the key cache (its own commits do not move its `data_version`)."""
         with self._lock:
+            self._keys.clear()
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
@@ -166,8 +171,27 @@ class SqliteStore:
             _insert_key(db, record)
 
     async def get_key(self, key_id: str) -> KeyRecord | None:
+        """One key, from a cache that is dropped whenever the database may have changed: by another process
+        (SQLite's `data_version` moves when another connection commits) or by this one's own key writes. So a
+        revocation anywhere takes effect on the next lookup, and an unchanged database costs no SELECT."""
+        with self._lock:
+            try:
+                (version,) = self._db.execute("PRAGMA data_version").fetchone()
+            except sqlite3.Error as exc:
+                raise StoreError(f"store query failed: {type(exc).__name__}") from None
+            if version != self._data_version:
+                self._keys.clear()
+                self._data_version = version
+            if key_id in self._keys:
+                return self._keys[key_id]
         rows = self._query("SELECT * FROM keys WHERE key_id = ?", (key_id,))
-        return _key(rows[0]) if rows else None
+        record = _key(rows[0]) if rows else None
+        if record is not None:  # only known ids: random ids must not fill the cache
+            with self._lock:
+                if len(self._keys) >= _KEY_CACHE:
+                    self._keys.clear()
+                self._keys[key_id] = record
+        return record
 
     async def list_keys(self, brand: str | None = None) -> list[KeyRecord]:
         if brand is None:

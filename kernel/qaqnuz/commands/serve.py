@@ -30,6 +30,7 @@ def run(args: argparse.Namespace, ctx: CommandContext) -> int:
 
     async def main() -> None:
         async with kernel.running() as host:
+            ctx.settle()
             await transport.serve(host)
 
     ctx.serve(main)

@@ -94,6 +94,19 @@ class Testkit:
                 self.create_order,
             ),
             Tool(
+                "routed",
+                "Echo a region; its value travels in the Mcp-Param-Region header too (2026-07-28).",
+                {
+                    "type": "object",
+                    "properties": {"region": {"type": "string", "x-mcp-header": "Region"}},
+                    "required": ["region"],
+                    "additionalProperties": False,
+                },
+                "orders.read",
+                SideEffect.READ,
+                self.ok,
+            ),
+            Tool(
                 "deploy",
                 "Deploy a target (arguments include credentials; needs approval where configured).",
                 {

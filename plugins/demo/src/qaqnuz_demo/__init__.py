@@ -60,6 +60,7 @@ def run(args: argparse.Namespace, ctx: CommandContext) -> int:
                 demo.instructions(folder=folder, key=key, host=args.host, port=args.port, serving=serve), reveal=True
             )
             if transport is not None:
+                ctx.settle()
                 await transport.serve(host)
 
     ctx.serve(main)

@@ -120,6 +120,7 @@ def build_app(host: Host, settings: HttpSettings, limits: Limits) -> Built:
         return Guard(
             app,
             host=host,
+            binding=binding,
             query_token=settings.query_token,
             max_body_bytes=settings.max_body_bytes,
             request_timeout=limits.request_timeout,

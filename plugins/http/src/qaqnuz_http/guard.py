@@ -273,6 +273,7 @@ class Guard:
         app: ASGIApp,
         *,
         host: Host,
+        binding: Any,
         query_token: bool,
         max_body_bytes: int,
         request_timeout: float,
@@ -281,6 +282,7 @@ class Guard:
     ) -> None:
         self.app = app
         self.host = host
+        self.binding = binding
         self.failure_limit = failure_limit
         self.query_token = query_token
         self.max_body_bytes = max_body_bytes
@@ -326,10 +328,11 @@ class Guard:
             receive = _replay(body, receive)
 
         streaming = scope["method"] == "GET" or _header(scope, b"mcp-method") == ["subscriptions/listen"]
-        if streaming:
-            await self._stream(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+        with self.binding.acting_for(principal):
+            if streaming:
+                await self._stream(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
 
     async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A long-lived response (GET stream, SSE, subscriptions/listen): ended cleanly on shutdown."""
