@@ -12,6 +12,7 @@
 #   QAQNUZ_CONFORMANCE_RUNNER  the `conformance` executable   QAQNUZ_CONFORMANCE_NODE_DIR  Node >= 22's bin dir
 #   QAQNUZ_CONFORMANCE_OUT     folder for the suite's result files (default: inside the temp dir, removed)
 #   QAQNUZ_CONFORMANCE_SERVER_LOG=1  print qaqnuz's log after the run
+#   QAQNUZ_CONFORMANCE_LOG_LEVEL     the server's log_level (default: the config's, info)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -51,6 +52,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 cp "$here/qaqnuz-conformance.toml" "$state/qaqnuz.toml"
+if [ -n "${QAQNUZ_CONFORMANCE_LOG_LEVEL:-}" ]; then
+  sed -i "s/^log_level = .*/log_level = \"${QAQNUZ_CONFORMANCE_LOG_LEVEL}\"/" "$state/qaqnuz.toml"
+fi
 (umask 077 && "$python" -c 'import secrets; print(secrets.token_urlsafe(48))' > "$state/qaqnuz.secret")
 
 # Port 0: the transport binds a free port and logs it; nothing can take it between choosing and binding.

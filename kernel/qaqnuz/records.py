@@ -110,7 +110,10 @@ class Tool:
     Everything but `handler` is part of the definition hash, so a change to any of them is a change the
     registry notices and announces. `binds_brand` says the tool itself limits its data to the calling
     brand (an SQL tool that uses `:brand`, an HTTP tool that sends `{{ brand }}`); `config check` warns
-    about tools several brands share that do not.
+    about tools several brands share that do not. `interactive` says the tool talks back to its caller while
+    it runs (`current_call()`: log, progress, sampling, elicitation), so its calls take a transport's
+    streaming path; other tools may be answered by a transport's faster, single-response path, where those
+    messages would not reach the caller.
     """
 
     name: str
@@ -123,6 +126,7 @@ class Tool:
     timeout_s: float = 30.0
     max_result_bytes: int = 256 * 1024
     binds_brand: bool = False
+    interactive: bool = False
 
     def definition(self) -> dict[str, Any]:
         """The hashed part of a tool: everything a client or the governance path can observe."""
@@ -136,6 +140,7 @@ class Tool:
             "timeout_s": self.timeout_s,
             "max_result_bytes": self.max_result_bytes,
             "binds_brand": self.binds_brand,
+            "interactive": self.interactive,
         }
 
 
@@ -302,12 +307,13 @@ class CallRequest:
 class ToolList:
     """The tools one principal may see under one config and catalogue (cached by the pipeline).
 
-    `wire` is free for a binding to cache its own encoding of `tools` on (it is rebuilt with the list).
+    `cache` is free for a binding or transport to keep its own encodings of `tools` in, by a key of its own
+    (it is rebuilt with the list).
     """
 
     names: frozenset[str]
     tools: tuple[Tool, ...]
-    wire: Any = None
+    cache: dict[str, Any] = attrs.field(factory=dict)
     _by_name: dict[str, Tool] = attrs.field(init=False, repr=False)
 
     def __attrs_post_init__(self) -> None:

@@ -105,6 +105,11 @@ class Binding:
         tool = self.host.list_tools(principal).find(name)
         return dict(tool.input_schema) if tool is not None else None
 
+    @staticmethod
+    def listed(visible: ToolList) -> list[mt.Tool]:
+        """The MCP definitions tools/list shows for a visible list (for a transport that answers it itself)."""
+        return wire_tools(visible)
+
     def close(self) -> None:
         self._unsubscribe()
 
@@ -177,9 +182,9 @@ class Binding:
 
 def wire_tools(visible: ToolList) -> list[mt.Tool]:
     """The MCP definitions of a principal's visible tools, encoded once per cached list."""
-    if visible.wire is None:
-        visible.wire = [wire_tool(tool) for tool in visible.tools]
-    wire: list[mt.Tool] = visible.wire
+    wire: list[mt.Tool] | None = visible.cache.get("mcp")
+    if wire is None:
+        wire = visible.cache["mcp"] = [wire_tool(tool) for tool in visible.tools]
     return wire
 
 

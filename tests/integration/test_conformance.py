@@ -50,6 +50,8 @@ def test_conformance_suite_passes_against_its_baseline():
     env = {k: v for k, v in os.environ.items() if not k.startswith("QAQNUZ_")}
     env["QAQNUZ_CONFORMANCE_PYTHON"] = sys.executable
     env["NO_COLOR"] = "1"
+    env["QAQNUZ_CONFORMANCE_LOG_LEVEL"] = "debug"
+    env["QAQNUZ_CONFORMANCE_SERVER_LOG"] = "1"
     proc = subprocess.run(
         ["bash", str(PACK / "run-conformance.sh")],
         cwd=ROOT,
@@ -69,3 +71,5 @@ def test_conformance_suite_passes_against_its_baseline():
     for scenario in ("server-initialize", "ping", "tools-list", "tools-call-simple-text", "tools-call-error",
                      "server-sse-multiple-streams", "dns-rebinding-protection"):  # fmt: skip
         assert scenario in passed, summary
+    # The suite's plain tools/list and tools/call requests were answered by the transport's fast path.
+    assert "tools/list answered on the fast path" in output and "tools/call answered on the fast path" in output

@@ -92,6 +92,16 @@ class Server:
             assert time.monotonic() < deadline, f"{pattern!r} never matched the server log:\n{self.log[-4000:]}"
             time.sleep(0.05)
 
+    def fast_answers(self, method: str) -> int:
+        """How many `method` requests the HTTP transport's fast path has answered (its debug log lines)."""
+        return self.log.count(f"{method} answered on the fast path")
+
+    def wait_for_fast(self, method: str, at_least: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.fast_answers(method) < at_least:
+            assert time.monotonic() < deadline, f"no {method} on the fast path:\n{self.log[-4000:]}"
+            time.sleep(0.05)
+
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
@@ -169,6 +179,7 @@ def test_clients_run_on_node_22(tmp_path: Path) -> None:
 
 def test_mcp_remote_with_bearer_header(server: Server, tmp_path: Path) -> None:
     key = server.mint("mcp-remote-header")
+    lists, calls = server.fast_answers("tools/list"), server.fast_answers("tools/call")
     with mcp_remote(server.url, "--header", f"Authorization: Bearer {key['key']}", home=tmp_path) as peer:
         init, names, called = drive(peer)
         assert init["protocolVersion"] == PROTOCOL
@@ -177,6 +188,8 @@ def test_mcp_remote_with_bearer_header(server: Server, tmp_path: Path) -> None:
         assert_echo_envelope(called)
         assert not peer.non_json, f"mcp-remote wrote non-JSON to stdout: {peer.non_json}"
     assert "StreamableHTTPClientTransport" in "".join(peer.stderr_lines)  # not the SSE fallback
+    server.wait_for_fast("tools/list", lists + 1)  # mcp-remote's plain requests took the fast path
+    server.wait_for_fast("tools/call", calls + 1)
     # the access log names the key id (never the key)
     server.wait_for_log(rf"qaqnuz\.http\.access: POST /mcp 200 .* key={key['key_id']}$")
 
@@ -239,8 +252,10 @@ def test_inspector_cli_lists_exactly_the_visible_tools(server: Server, tmp_path:
 
 def test_inspector_cli_calls_echo(server: Server, tmp_path: Path) -> None:
     key = server.mint("inspector-call")
+    calls = server.fast_answers("tools/call")
     out = inspector(
         server, key["key"], "--method", "tools/call", "--tool-name", "echo", "--tool-arg", "message=hi", home=tmp_path
     )
     assert "error" not in out, out
     assert_echo_envelope(out["result"])
+    server.wait_for_fast("tools/call", calls + 1)

@@ -1,4 +1,5 @@
-"""Real `mcp` clients against a real server: both protocol eras, header and ?token=, /mcp/v1, legacy SSE."""
+"""Real `mcp` clients against a real server: both protocol eras, header and ?token=, /mcp/v1, legacy SSE.
+tools/list and tools/call take the fast path (the SDK's client sends them well formed)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ async def test_list_and_read_call(http_server, mode, form):
         assert result.is_error is False
         assert result.structured_content == {"ok": True, "data": {"message": "hi", "times": 1}, "truncated": False}
         assert json.loads(result.content[0].text) == {"message": "hi", "times": 1}
+    assert server.transport.built.fast.answered == 2  # both took the fast path, in either era
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])

@@ -145,6 +145,10 @@ CLIENT_REQUESTS = {
 _CONTENT_BLOCK = TypeAdapter(mt.ContentBlock)
 
 
+#: Fixtures that talk back to the client while they run: their calls must take the transport's streaming path.
+INTERACTIVE = frozenset({"test_tool_with_logging", "test_tool_with_progress", *CLIENT_REQUESTS})
+
+
 def _blocks(blocks: list[dict[str, Any]]) -> ToolResult:
     """The blocks as MCP content after content[0]; the JSON payload names what was sent."""
     content: list[Any] = [_CONTENT_BLOCK.validate_python(b) for b in blocks]
@@ -222,6 +226,7 @@ class ConformancePack:
                 side_effect=SideEffect.READ,
                 handler=handler,
                 timeout_s=10.0,
+                interactive=name in INTERACTIVE,
             )
             for name, description, schema, handler in fixtures
         ]

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import qaqnuz
 from qaqnuz import Host, UsageError
+from qaqnuz_http.fastpath import FastPath
 from qaqnuz_http.guard import (
     SCOPE_PRINCIPAL,
     SCOPE_QUERY_TOKEN,
@@ -47,6 +48,7 @@ class Built:
     binding: Any
     session_manager: StreamableHTTPSessionManager
     tracker: Tracker
+    fast: FastPath | None = None
 
 
 def _credential(ctx: Any) -> Any:
@@ -116,7 +118,9 @@ def build_app(host: Host, settings: HttpSettings, limits: Limits) -> Built:
 
     failures = FailureLimit(settings.auth_failures_per_minute) if settings.auth_failures_per_minute else None
 
-    def guard(app: ASGIApp) -> Guard:
+    fast = FastPath(host, session_manager) if settings.fast_path else None
+
+    def guard(app: ASGIApp, fast: FastPath | None = None) -> Guard:
         return Guard(
             app,
             host=host,
@@ -126,9 +130,10 @@ def build_app(host: Host, settings: HttpSettings, limits: Limits) -> Built:
             request_timeout=limits.request_timeout,
             tracker=tracker,
             failure_limit=failures,
+            fast=fast,
         )
 
-    mcp_endpoint = guard(StreamableHTTPASGIApp(session_manager))
+    mcp_endpoint = guard(StreamableHTTPASGIApp(session_manager), fast)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -182,4 +187,4 @@ def build_app(host: Host, settings: HttpSettings, limits: Limits) -> Built:
         allowed_origins=expand(settings.allowed_origins),
         allowed_hosts=expand(settings.allowed_hosts),
     )
-    return Built(front, binding, session_manager, tracker)
+    return Built(front, binding, session_manager, tracker, fast)

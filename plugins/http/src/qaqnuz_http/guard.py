@@ -23,6 +23,7 @@ from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qaqnuz import Host, Principal, looks_like_key
+from qaqnuz_http.fastpath import FastPath
 
 access_log = logging.getLogger("qaqnuz.http.access")
 log = logging.getLogger("qaqnuz.http")
@@ -279,10 +280,12 @@ class Guard:
         request_timeout: float,
         tracker: Tracker,
         failure_limit: FailureLimit | None = None,
+        fast: FastPath | None = None,
     ) -> None:
         self.app = app
         self.host = host
         self.binding = binding
+        self.fast = fast
         self.failure_limit = failure_limit
         self.query_token = query_token
         self.max_body_bytes = max_body_bytes
@@ -325,6 +328,13 @@ class Guard:
             body = await read_body(receive, send, self.max_body_bytes, self.request_timeout)
             if body is None:
                 return
+            if self.fast is not None:
+                self.tracker.in_flight += 1  # shutdown waits for it as for a request the SDK serves
+                try:
+                    if await self.fast.answer(scope, body, principal, send):
+                        return
+                finally:
+                    self.tracker.in_flight -= 1
             receive = _replay(body, receive)
 
         streaming = scope["method"] == "GET" or _header(scope, b"mcp-method") == ["subscriptions/listen"]

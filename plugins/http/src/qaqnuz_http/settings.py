@@ -28,6 +28,7 @@ class HttpSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     auth_failures_per_minute: int = 30
     metrics: bool = True
     access_log: bool = True
+    fast_path: bool = True
 
 
 class Limits(msgspec.Struct, frozen=True):

@@ -37,6 +37,7 @@ class HttpTransport:
         self.limits = limits
         self.server: _Server | None = None
         self.port: int | None = None  # the bound port (useful with port = 0)
+        self.built: Built | None = None  # the running app (its binding, session manager and fast path)
 
     def stop(self) -> None:
         """Ask a running `serve` to finish in-flight calls and return (safe from any thread)."""
@@ -50,7 +51,7 @@ class HttpTransport:
                 f"refusing to listen on {s.host}: the selected auth provider checks no credential and may only "
                 f"serve loopback addresses (127.0.0.1, ::1, localhost)"
             )
-        built = build_app(host, s, self.limits)
+        self.built = built = build_app(host, s, self.limits)
         sock = _bind(s.host, s.port)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
