@@ -76,6 +76,7 @@ from qaqnuz.store import ApprovalNotFound, ApprovalNotPending, KeyCapReached, Ke
 
 if TYPE_CHECKING:
     from qaqnuz.command_context import CommandContext
+    from qaqnuz.fastwire import FastAnswers, FastRequest
     from qaqnuz.kernel import Kernel
     from qaqnuz.server import Binding
     from qaqnuz.version import __version__
@@ -91,6 +92,10 @@ def __getattr__(name: str) -> Any:
         from qaqnuz.server import Binding
 
         return Binding
+    if name in ("FastAnswers", "FastRequest"):
+        from qaqnuz import fastwire
+
+        return getattr(fastwire, name)
     if name == "__version__":  # read from the installed metadata on first use, not at every import
         from qaqnuz.version import __version__
 
@@ -131,6 +136,8 @@ __all__ = [
     "Context",
     "Decision",
     "DependencyError",
+    "FastAnswers",
+    "FastRequest",
     "Host",
     "InputParam",
     "Kernel",

@@ -105,11 +105,6 @@ class Binding:
         tool = self.host.list_tools(principal).find(name)
         return dict(tool.input_schema) if tool is not None else None
 
-    @staticmethod
-    def listed(visible: ToolList) -> list[mt.Tool]:
-        """The MCP definitions tools/list shows for a visible list (for a transport that answers it itself)."""
-        return wire_tools(visible)
-
     def close(self) -> None:
         self._unsubscribe()
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import msgspec
 import pytest
 
 import qaqnuz_stdio
@@ -23,6 +26,14 @@ def test_entry_point_registers_the_stdio_transport():
     assert registered.plugin.distribution == "qaqnuz-stdio"
     assert registered.plugin.version == "0.1.0"
     assert qaqnuz_stdio.qaqnuz_transports()[0].name == "stdio"
+    assert registered.provider.settings_type is qaqnuz_stdio.StdioSettings
+
+
+def test_every_setting_is_documented_with_an_example():
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    for field in msgspec.structs.fields(qaqnuz_stdio.StdioSettings):
+        assert f"`{field.name}`" in readme, field.name
+        assert f"\n{field.name} = " in readme, f"{field.name} has no line in the README's example"
 
 
 @pytest.mark.parametrize("key", [None, "", "qx_live_nope", "not-a-key"])

@@ -11,22 +11,24 @@ from typing import TYPE_CHECKING
 
 import qaqnuz
 from qaqnuz import Provider, TransportContext, hookimpl
+from qaqnuz_stdio.settings import StdioSettings
 
 if TYPE_CHECKING:
     from qaqnuz_stdio.transport import StdioTransport
 
+__all__ = ["StdioSettings", "main", "qaqnuz_transports"]
 ENV_KEY = "QAQNUZ_API_KEY"
 
 
-def _factory(settings: object, ctx: TransportContext) -> StdioTransport:
+def _factory(settings: StdioSettings, ctx: TransportContext) -> StdioTransport:
     from qaqnuz_stdio.transport import StdioTransport
 
-    return StdioTransport()
+    return StdioTransport(settings)
 
 
 @hookimpl
 def qaqnuz_transports() -> list[Provider]:
-    return [Provider("stdio", _factory, "One MCP client over stdin/stdout; key from QAQNUZ_API_KEY.")]
+    return [Provider("stdio", _factory, "One MCP client over stdin/stdout; key from QAQNUZ_API_KEY.", StdioSettings)]
 
 
 def main(argv: list[str] | None = None) -> int:

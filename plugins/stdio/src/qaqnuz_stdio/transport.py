@@ -1,6 +1,7 @@
 """The stdio transport itself: serves one MCP client over stdin/stdout with the key from `QAQNUZ_API_KEY`.
 
-stdout carries JSON-RPC only (the SDK diverts stray writes to stderr while serving); logs go to stderr.
+stdout carries JSON-RPC only (fd 1 points at stderr while serving, so stray writes miss the wire); logs go
+to stderr. Plain tools/call and tools/list lines take the fast path (`fastpath.py`); the SDK serves the rest.
 The key is checked at startup, so a bad key exits non-zero before anything is written to stdout, and
 again on every request, so a revocation takes effect on the next call. EOF on stdin or SIGTERM/SIGINT
 stop the server cleanly; the CLI then flushes last-used times.
@@ -8,26 +9,29 @@ stop the server cleanly; the CLI then flushes last-used times.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
-import threading
 from typing import Any
 
 import anyio
-import anyio.from_thread
-import anyio.lowlevel
 from mcp.server.stdio import stdio_server
 
 import qaqnuz
 from qaqnuz import Host, UsageError
+from qaqnuz_stdio import pipes
+from qaqnuz_stdio.fastpath import FastPath, Intercept, WatchedOutput
+from qaqnuz_stdio.settings import StdioSettings
 
 log = logging.getLogger("qaqnuz.stdio")
 ENV_KEY = "QAQNUZ_API_KEY"
 
 
 class StdioTransport:
+    def __init__(self, settings: StdioSettings | None = None) -> None:
+        self.settings = settings or StdioSettings()
+        self.fast: FastPath | None = None  # while serving with the fast path on (tests read `answered`)
+
     async def serve(self, host: Host) -> None:
         key = os.environ.pop(ENV_KEY, "").strip() or None  # not inherited by anything a tool starts
         if await host.authenticate(key, transport="stdio") is None:
@@ -37,59 +41,35 @@ class StdioTransport:
             )
         binding = qaqnuz.Binding(host, lambda ctx: key, transport="stdio")
         server = binding.server
+        devnull = os.open(os.devnull, os.O_RDONLY)
         try:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(_stop_on_signal, tg.cancel_scope)
-                log.info("serving MCP over stdio")
-                async with stdio_server(stdin=_claim_stdin()) as (read_stream, write_stream):  # type: ignore[arg-type]
-                    await server.run(read_stream, write_stream, server.create_initialization_options())
-                log.info("stdin closed; stopping")
-                tg.cancel_scope.cancel()
+            with pipes.claimed(0, devnull) as stdin_fd, pipes.claimed(1, 2) as stdout_fd:
+                os.close(devnull)
+                devnull = -1
+                lines = await pipes.open_lines(stdin_fd)
+                output = await pipes.Output.open(stdout_fd)
+                try:
+                    async with anyio.create_task_group() as tg:
+                        tg.start_soon(_stop_on_signal, tg.cancel_scope)
+                        log.info("serving MCP over stdio")
+                        async with anyio.create_task_group() as calls:  # fast-path calls: EOF lets them finish
+                            stdin: Any = lines
+                            stdout: Any = output
+                            if self.settings.fast_path:
+                                self.fast = FastPath(host, key, output, calls)
+                                stdin, stdout = Intercept(lines, self.fast), WatchedOutput(output, self.fast)
+                            async with stdio_server(stdin=stdin, stdout=stdout) as (read_stream, write_stream):
+                                await server.run(read_stream, write_stream, server.create_initialization_options())
+                        log.info("stdin closed; stopping")
+                        tg.cancel_scope.cancel()
+                finally:
+                    output.close()
+                    pipes.restore_blocking(stdin_fd)
+                    pipes.restore_blocking(stdout_fd)
         finally:
+            if devnull >= 0:
+                os.close(devnull)
             binding.close()
-
-
-class _StdinLines:
-    """Lines from a private duplicate of stdin, read by a daemon thread.
-
-    The SDK's own reader uses a worker thread that shutdown must wait for, so SIGTERM could not stop a
-    server whose client keeps the pipe open. A daemon thread never holds up exit. fd 0 itself is pointed
-    at /dev/null, as the SDK does, so tools and child processes can never read the wire.
-    """
-
-    def __init__(self, fd: int) -> None:
-        self._file = os.fdopen(fd, "r", encoding="utf-8", errors="replace")
-        self._send, self._receive = anyio.create_memory_object_stream[str](64)
-        self._thread: threading.Thread | None = None
-
-    def _pump(self, token: Any) -> None:
-        # If the loop is gone (shutdown) or stdin broke, either way the server sees EOF.
-        with contextlib.suppress(Exception):
-            for line in self._file:
-                anyio.from_thread.run(self._send.send, line, token=token)
-        with contextlib.suppress(Exception):
-            anyio.from_thread.run_sync(self._send.close, token=token)
-
-    def __aiter__(self) -> _StdinLines:
-        if self._thread is None:
-            token = anyio.lowlevel.current_token()
-            self._thread = threading.Thread(target=self._pump, args=(token,), name="qaqnuz-stdin", daemon=True)
-            self._thread.start()
-        return self
-
-    async def __anext__(self) -> str:
-        try:
-            return await self._receive.receive()
-        except anyio.EndOfStream:
-            raise StopAsyncIteration from None
-
-
-def _claim_stdin() -> _StdinLines:
-    private = os.dup(0)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    return _StdinLines(private)
 
 
 async def _stop_on_signal(scope: anyio.CancelScope) -> None:
