@@ -70,3 +70,22 @@ def test_every_pack_setting_is_documented_in_its_readme():
                 if f"`{f.name}`" not in text
             ]
     assert not missing, f"undocumented pack settings: {missing}"
+
+
+def test_every_hook_and_pack_table_key_is_documented():
+    from qaqnuz import hookspecs
+
+    hooks = [name for name in dir(hookspecs) if name.startswith("qaqnuz_")]
+    assert len(hooks) >= 10
+    missing = [name for name in hooks if f"`{name}`" not in README]
+    assert not missing, f"hooks missing from the README: {missing}"
+    for field in msgspec.structs.fields(config.PackConfig):
+        if field.name == "settings":  # not a key: the rest of the table, the provider's own settings
+            continue
+        assert f"`{field.name}`" in README, f"[packs.<pack>] {field.name}"
+
+
+def test_ci_runs_the_type_checks():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert "mypy --strict kernel/qaqnuz" in ci
+    assert 'mypy "${packages[@]}"' in ci  # every plugin's src, one package each

@@ -44,9 +44,9 @@ STOP_S = 20
 
 
 def demo_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QAQNUZ_")}
-    env.update(QAQNUZ_DISABLE_PLUGIN_AUTOLOAD="1", QAQNUZ_PLUGINS="demo,http,pack-sql")
-    return env
+    """The README's `uv run qaqnuz demo`: every installed plugin autoloaded, nothing chosen for it (CI runs this
+    on a fresh clone after the README's setup)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("QAQNUZ_")}
 
 
 def free_port() -> int:
