@@ -1,8 +1,7 @@
 """BASELINE for bench/run.py: a bare `mcp` low-level Server with one `echo` tool and no governance.
 
 Imports nothing from qaqnuz. `run.py` uses `server` in-process, and runs this file as a stdio
-subprocess (`python -P baseline_server.py`) for the stdio scenarios; `-P` keeps bench/ off the front of
-`sys.path`, where bench/http.py would shadow the standard library's `http` package.
+subprocess (`python baseline_server.py`) for the stdio scenarios.
 
 The tool does what an ungoverned server minimally must: check `text` is a string (the low-level
 Server does not validate arguments), return the data as JSON text plus structured content.

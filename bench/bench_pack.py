@@ -5,7 +5,7 @@ as the module path `bench.bench_pack` (with the repository root on PYTHONPATH). 
 tests/.
 
 Setting: `extra_tools = N` (default 0) adds `echo_1` .. `echo_N`, each with the same schema, scope and
-handler as `echo` (bench/http.py's scale rows; each still has to be made exposable to a brand). The tool
+handler as `echo` (bench/http_load.py's scale rows; each still has to be made exposable to a brand). The tool
 list is built once, so a sync costs the pack nothing and what is measured is qaqnuz's own work.
 """
 

@@ -1,4 +1,4 @@
-"""BASELINE for bench/http.py: the bare `mcp` low-level Server over Streamable HTTP, served by uvicorn.
+"""BASELINE for bench/http_load.py: the bare `mcp` low-level Server over Streamable HTTP, served by uvicorn.
 
     python -m bench.http_baseline_server --port P [--tools N]      (from the repository root)
 
@@ -12,9 +12,6 @@ the SDK's Host/Origin check with the loopback allowlist, as qaqnuz checks Host a
 uvicorn runs with the settings qaqnuz's HTTP transport gives it (`plugins/http/.../transport.py`): the
 `auto` loop and HTTP parser (uvloop and httptools when installed), no access log, no server header, no
 websockets, a 5 s keep-alive, at most 1000 connections. `GET /healthz` answers 200 once it serves.
-
-Run with `-m` from the repository root, not as `python bench/http_baseline_server.py`: with bench/ first on
-`sys.path`, bench/http.py would shadow the standard library's `http` package.
 """
 
 from __future__ import annotations

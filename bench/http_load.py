@@ -1,6 +1,6 @@
 """Throughput of qaqnuz over Streamable HTTP against the bare `mcp` SDK server, driven by wrk.
 
-    uv run python bench/http.py [--rounds R] [--seconds D] [--connections C] [--only calls|scale|rss]
+    uv run python bench/http_load.py [--rounds R] [--seconds D] [--connections C] [--only calls|scale|rss]
                                 [--tools 10,1000,10000] [--json]
 
 BASELINE is `bench/http_baseline_server.py`: the `mcp` low-level Server with the echo tool of
@@ -28,9 +28,6 @@ timings. It stops its servers and removes its temporary folder on exit, on an er
 
 from __future__ import annotations
 
-import _stdlib_first  # noqa: F401  (first: this file's own name must not shadow the standard library's `http`)
-
-# isort: split
 import argparse
 import json
 import os
@@ -1104,12 +1101,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main() -> int:
     args = parse_args()
     if not Path("/proc/self/stat").exists():
-        sys.stderr.write("bench/http.py reads server CPU and RSS from /proc: Linux only\n")
+        sys.stderr.write("bench/http_load.py reads server CPU and RSS from /proc: Linux only\n")
         return 2
     try:
         report = collect(args)
     except BenchError as exc:
-        sys.stderr.write(f"\nbench/http.py: {exc}\n")
+        sys.stderr.write(f"\nbench/http_load.py: {exc}\n")
         return 1
     except KeyboardInterrupt:
         sys.stderr.write("\ninterrupted; servers stopped, temporary folder removed\n")

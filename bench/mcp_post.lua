@@ -1,8 +1,8 @@
--- wrk script for bench/http.py: POST one MCP JSON-RPC request per wrk request, each with its own id.
+-- wrk script for bench/http_load.py: POST one MCP JSON-RPC request per wrk request, each with its own id.
 --
 --   wrk ... -s bench/mcp_post.lua http://127.0.0.1:PORT/mcp -- <settings.lua>
 --
--- <settings.lua> (written by bench/http.py) returns a table:
+-- <settings.lua> (written by bench/http_load.py) returns a table:
 --   path     the request path ("/mcp")
 --   headers  a table of request headers (Content-Length is added by wrk.format)
 --   prefix   the body up to the JSON-RPC id, e.g. '{"jsonrpc":"2.0","id":'
@@ -14,7 +14,7 @@
 -- A response counts as "ok" when its status is 2xx and its body (JSON, or SSE "data:" lines) holds a
 -- "result" and neither a JSON-RPC "error" object nor "isError":true. done() prints one line
 --   @@bench {json}
--- with the totals, and the p50/p99 latency in microseconds, for bench/http.py to parse.
+-- with the totals, and the p50/p99 latency in microseconds, for bench/http_load.py to parse.
 
 local threads = {}
 

@@ -20,9 +20,6 @@ This is a tool for people: it asserts nothing about timings and is not collected
 
 from __future__ import annotations
 
-import _stdlib_first  # noqa: F401  (first: bench/http.py must not shadow the standard library's `http`)
-
-# isort: split
 import argparse
 import gc
 import json
@@ -284,8 +281,7 @@ async def memory_pair(host: Host, key: str, mode: str) -> AsyncIterator[Pair]:
 
 @asynccontextmanager
 async def stdio_pair(config: Path, key: str, mode: str, errlog: TextIO) -> AsyncIterator[Pair]:
-    # -P: bench/ not first on sys.path, where bench/http.py would shadow the standard library's `http`
-    base_params = StdioServerParameters(command=sys.executable, args=["-P", str(HERE / "baseline_server.py")])
+    base_params = StdioServerParameters(command=sys.executable, args=[str(HERE / "baseline_server.py")])
     pythonpath = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
     gov_params = StdioServerParameters(
         command=str(BIN / "qaqnuz-mcp"),
