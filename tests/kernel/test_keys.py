@@ -199,3 +199,32 @@ async def test_key_operations_can_be_held_to_one_brand(tmp_path):
         assert revoked is True
     finally:
         await kernel.aclose()
+
+
+async def test_a_verified_key_is_checked_again_on_every_request(tmp_path):
+    """The auth provider remembers keys it verified (no parse or HMAC again), but asks the store each time: a
+    re-scope, a revocation by another process and an expiry all take effect on the next request."""
+    from qaqnuz.builtin.sqlite_store import SqliteStore
+
+    kernel = await start_kernel(write_config(tmp_path, kit_config()), plugins=["testkit_pack.plugin"])
+    try:
+        raw, record = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="a", role="manager")
+        first = await kernel.authenticate(raw)
+        assert first is not None and await kernel.authenticate(raw) is first  # remembered
+        await kernel.keys.update_scopes(record.key_id, ["orders.read", "orders.write"])
+        rescoped = await kernel.authenticate(raw)
+        assert rescoped is not None and rescoped.scopes == {"orders.read", "orders.write"}
+        other = SqliteStore(tmp_path / "qaqnuz.db")  # another process's connection, as `qaqnuz keys revoke` has
+        try:
+            assert await other.revoke_key(record.key_id, kernel.clock())
+        finally:
+            await other.aclose()
+        assert await kernel.authenticate(raw) is None
+        raw2, _ = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="b", expires_in=3600)
+        assert await kernel.authenticate(raw2) is not None
+        now = kernel.clock()
+        kernel.clock = lambda: now + 7200  # type: ignore[method-assign]
+        kernel.runtime.auth.clock = kernel.clock
+        assert await kernel.authenticate(raw2) is None  # expired, though its record did not change
+    finally:
+        await kernel.aclose()

@@ -186,5 +186,6 @@ def build_app(host: Host, settings: HttpSettings, limits: Limits) -> Built:
         access_log_on=settings.access_log,
         allowed_origins=expand(settings.allowed_origins),
         allowed_hosts=expand(settings.allowed_hosts),
+        direct_posts={"/mcp": mcp_endpoint, "/mcp/v1": mcp_endpoint},
     )
     return Built(front, binding, session_manager, tracker, fast)

@@ -29,6 +29,7 @@ from typing import Any
 
 import anyio
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
+from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from starlette.types import Scope, Send
@@ -62,6 +63,16 @@ def _json_content(content_type: bytes) -> bool:
     return any(part.strip() == b"application/json" for part in parts)
 
 
+def access_token(principal: Principal) -> AccessToken:
+    """How the SDK sees a principal (its session table keys sessions by it): never the raw key."""
+    return AccessToken(
+        token=f"key:{principal.key_id}",
+        client_id=principal.key_id,
+        scopes=sorted(principal.scopes),
+        subject=f"{principal.brand}:{principal.key_id}",
+    )
+
+
 class FastPath:
     def __init__(self, host: Host, session_manager: StreamableHTTPSessionManager) -> None:
         self.answers = FastAnswers(host, transport="http")
@@ -90,7 +101,7 @@ class FastPath:
         elif session is not None and (not version or version in HANDSHAKE_PROTOCOL_VERSIONS) and self.session_era:
             if not FastAnswers.session_envelope(request):
                 return False
-            transport = self._session(scope, session.decode("latin-1"))
+            transport = self._session(principal, session.decode("latin-1"))
             if transport is None:
                 return False
             _keep_alive(transport)
@@ -115,13 +126,12 @@ class FastPath:
             log.debug("%s answered on the fast path (%s)", request.method, version or "session")
         return True
 
-    def _session(self, scope: Scope, session_id: str) -> Any | None:
+    def _session(self, principal: Principal, session_id: str) -> Any | None:
         """The SDK's transport for this session if it is open and was opened with this same credential."""
         transport = self.sessions._server_instances.get(session_id)
         if transport is None or transport.is_terminated:
             return None
-        user = scope.get("user")
-        requestor = authorization_context(user) if isinstance(user, AuthenticatedUser) else None
+        requestor = authorization_context(AuthenticatedUser(access_token(principal)))
         if self.sessions._session_owners.get(session_id) != requestor:
             return None
         idle = transport.idle_scope

@@ -18,12 +18,11 @@ from urllib.parse import parse_qsl, urlencode
 
 import anyio
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
-from mcp.server.auth.provider import AccessToken
 from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qaqnuz import Host, Principal, looks_like_key
-from qaqnuz_http.fastpath import FastPath
+from qaqnuz_http.fastpath import FastPath, access_token
 
 access_log = logging.getLogger("qaqnuz.http.access")
 log = logging.getLogger("qaqnuz.http")
@@ -159,9 +158,16 @@ class Front:
     """Every HTTP request: take `token` out of the query, add no-store headers, log one redacted line."""
 
     def __init__(
-        self, app: ASGIApp, *, access_log_on: bool, allowed_origins: list[str], allowed_hosts: list[str]
+        self,
+        app: ASGIApp,
+        *,
+        access_log_on: bool,
+        allowed_origins: list[str],
+        allowed_hosts: list[str],
+        direct_posts: dict[str, ASGIApp] | None = None,
     ) -> None:
         self.app = app
+        self.direct_posts = direct_posts or {}  # POSTs to these paths skip the router (the MCP endpoints)
         self.access_log_on = access_log_on
         self.allowed_origins = allowed_origins
         self.allowed_hosts = allowed_hosts
@@ -193,7 +199,8 @@ class Front:
             elif origins and not host_allowed(origins[0], self.allowed_origins):
                 await respond(send_wrapped, 403, b"Invalid Origin header")
             else:
-                await self.app(scope, receive, send_wrapped)
+                direct = self.direct_posts.get(scope["path"]) if scope["method"] == "POST" else None
+                await (direct or self.app)(scope, receive, send_wrapped)
         finally:
             if self.access_log_on:
                 access_log.info(
@@ -308,18 +315,6 @@ class Guard:
         if authenticated is None:
             return
         principal, credential = authenticated
-        scope = dict(scope)
-        scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"authorization"]
-        scope[SCOPE_CREDENTIAL] = Credential(credential) if credential is not None else None
-        scope[SCOPE_PRINCIPAL] = principal
-        token = AccessToken(
-            token=f"key:{principal.key_id}",  # never the raw key
-            client_id=principal.key_id,
-            scopes=sorted(principal.scopes),
-            subject=f"{principal.brand}:{principal.key_id}",
-        )
-        scope["user"] = AuthenticatedUser(token)
-        scope["auth"] = AuthCredentials(token.scopes)
         info = scope.get(SCOPE_LOG)
         if isinstance(info, dict):
             info["key_id"] = principal.key_id
@@ -336,6 +331,15 @@ class Guard:
                 finally:
                     self.tracker.in_flight -= 1
             receive = _replay(body, receive)
+
+        # The SDK's turn: it sees the principal (never the key) and no Authorization header.
+        scope = dict(scope)
+        scope["headers"] = [(k, v) for k, v in scope["headers"] if k != b"authorization"]
+        scope[SCOPE_CREDENTIAL] = Credential(credential) if credential is not None else None
+        scope[SCOPE_PRINCIPAL] = principal
+        token = access_token(principal)
+        scope["user"] = AuthenticatedUser(token)
+        scope["auth"] = AuthCredentials(token.scopes)
 
         streaming = scope["method"] == "GET" or _header(scope, b"mcp-method") == ["subscriptions/listen"]
         with self.binding.acting_for(principal):
