@@ -35,19 +35,10 @@ from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSI
 from starlette.types import Scope, Send
 
 from qaqnuz import FastAnswers, FastRequest, Host, Principal
+from qaqnuz_http.scopeheaders import headers_of
 
 log = logging.getLogger("qaqnuz.http")
 _JSON = [(b"content-type", b"application/json")]
-
-
-def _headers(scope: Scope) -> dict[bytes, bytes]:
-    """The request's headers (the last of each name; a repeated header sends the request to the SDK)."""
-    out: dict[bytes, bytes] = {}
-    for name, value in scope.get("headers", ()):
-        if name in out:
-            out[b"\0repeated"] = b"1"
-        out[name] = value
-    return out
 
 
 def _accepts_both(accept: bytes) -> bool:
@@ -84,8 +75,8 @@ class FastPath:
 
     async def answer(self, scope: Scope, body: bytes, principal: Principal, send: Send) -> bool:
         """Answer the request and return True, or return False (nothing sent) for the SDK to serve it."""
-        headers = _headers(scope)
-        if b"\0repeated" in headers or not _json_content(headers.get(b"content-type", b"")):
+        headers, repeated = headers_of(scope)
+        if repeated or not _json_content(headers.get(b"content-type", b"")):  # repeated: the SDK's to judge
             return False
         if not _accepts_both(headers.get(b"accept", b"")):
             return False
