@@ -13,6 +13,7 @@ import fcntl
 import hashlib
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -63,7 +64,7 @@ class AuditLog:
             os.close(self._fd)
             self._fd = None
 
-    def write(self, record: dict[str, Any]) -> str:
+    def write(self, record: Mapping[str, Any]) -> str:
         """Append one record; returns its hash."""
         with self._lock:
             fd = self._open()
@@ -74,8 +75,9 @@ class AuditLog:
                     self._last_hash = _tail_hash(fd, size)
                 body = {k: v for k, v in record.items() if v is not None}
                 body["prev"] = self._last_hash
-                digest = chain_hash(self._last_hash, body)
-                line = _encoder.encode({**body, "hash": digest}) + b"\n"
+                encoded = _encoder.encode(body)  # encoded once: hashed, then written with the hash added last
+                digest = hashlib.sha256(self._last_hash.encode("ascii") + b"\n" + encoded).hexdigest()
+                line = b'%s,"hash":"%s"}\n' % (encoded[:-1], digest.encode("ascii"))
                 os.write(fd, line)
                 self._last_hash = digest
                 self._known_size = size + len(line)

@@ -24,7 +24,7 @@ class FileSink:
         return str(self.log.path)
 
     def write(self, record: Mapping[str, Any]) -> None:
-        self.log.write(dict(record))
+        self.log.write(record)  # read, never kept or changed
 
     def close(self) -> None:
         self.log.close()
