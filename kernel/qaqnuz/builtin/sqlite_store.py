@@ -18,6 +18,7 @@ from typing import Any
 
 import attrs
 
+from qaqnuz.builtin.walwatch import WalWatch
 from qaqnuz.contexts import StoreContext
 from qaqnuz.errors import ConfigError, PendingCapReached, StoreError
 from qaqnuz.hookspecs import hookimpl
@@ -121,12 +122,17 @@ class SqliteStore:
                 Path(self.path + suffix).chmod(0o600)
             except OSError:
                 pass
+        self._watch = None if in_memory else WalWatch.open(self.path)
+        self._stamp: bytes | None = None  # the WAL-index header when `data_version` was last asked
 
     def __repr__(self) -> str:
         return f"SqliteStore({self.path!r})"
 
     async def aclose(self) -> None:
         with self._lock:
+            if self._watch is not None:  # unmapped while our connection still keeps the -shm file as it is
+                self._watch.close()
+                self._watch = None
             self._db.close()
 
     async def ping(self) -> None:
@@ -173,15 +179,19 @@ class SqliteStore:
     async def get_key(self, key_id: str) -> KeyRecord | None:
         """One key, from a cache that is dropped whenever the database may have changed: by another process
         (SQLite's `data_version` moves when another connection commits) or by this one's own key writes. So a
-        revocation anywhere takes effect on the next lookup, and an unchanged database costs no SELECT."""
+        revocation anywhere takes effect on the next lookup, and an unchanged database costs no SELECT.
+        SQLite is asked only when the WAL-index header shows a commit since it was last asked (see walwatch)."""
         with self._lock:
-            try:
-                (version,) = self._db.execute("PRAGMA data_version").fetchone()
-            except sqlite3.Error as exc:
-                raise StoreError(f"store query failed: {type(exc).__name__}") from None
-            if version != self._data_version:
-                self._keys.clear()
-                self._data_version = version
+            stamp = self._watch.stamp() if self._watch is not None else None
+            if stamp is None or stamp != self._stamp:
+                try:
+                    (version,) = self._db.execute("PRAGMA data_version").fetchone()
+                except sqlite3.Error as exc:
+                    raise StoreError(f"store query failed: {type(exc).__name__}") from None
+                if version != self._data_version:
+                    self._keys.clear()
+                    self._data_version = version
+                self._stamp = stamp  # read before asking: a commit in between shows on the next look
             if key_id in self._keys:
                 return self._keys[key_id]
         rows = self._query("SELECT * FROM keys WHERE key_id = ?", (key_id,))
