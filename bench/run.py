@@ -428,7 +428,7 @@ async def step_rows(kernel: Kernel, key: str, calls: int) -> list[dict[str, Any]
             lambda: entry.tool.name in kernel.pipeline.visible(principal, runtime, snapshot).names,
         ),
         ("visibility(): one uncached evaluation", lambda: visibility(runtime, snapshot, entry, principal)),
-        ("JSON Schema: iter_errors (compiled)", lambda: sorted(entry.validator.iter_errors(args), key=str)),
+        ("JSON Schema: ArgumentsValidator.problem (compiled)", lambda: entry.validator.problem(args)),
         ("Runtime.tool_settings", lambda: runtime.tool_settings(principal.brand, "echo")),
         ("CallRequest + Runtime.ceiling", make_request),
         ("policy: ScopePolicy.decide", lambda: policy.decide(request)),

@@ -231,9 +231,9 @@ class Pipeline:
         call.step = "validation"
         if not isinstance(arguments, Mapping) or not call.digest:
             return _fail("validation", ErrorClass.VALIDATION, "Invalid arguments at $: expected a JSON object.")
-        error = next(iter(sorted(entry.validator.iter_errors(arguments), key=_error_order)), None)
-        if error is not None:
-            return _fail("validation", ErrorClass.VALIDATION, validation_message(error))
+        problem = entry.validator.problem(arguments)
+        if problem is not None:
+            return _fail("validation", ErrorClass.VALIDATION, problem)
         settings = runtime.tool_settings(principal.brand, tool.name)
         request = CallRequest(
             principal, tool, arguments, call.digest, settings, runtime.ceiling(principal.brand, principal.role)
@@ -414,42 +414,3 @@ def _fit_blocks(blocks: tuple[Any, ...], budget: int) -> tuple[tuple[Any, ...], 
         budget -= size
         kept.append(block)
     return tuple(kept), False
-
-
-def _error_order(error: Any) -> tuple[int, str]:
-    return (len(error.absolute_path), str(list(error.absolute_path)))
-
-
-_RULE_HINTS: dict[str, Callable[[Any], str]] = {
-    "type": lambda v: f"expected type {' or '.join(v) if isinstance(v, list) else v}",
-    "enum": lambda v: "must be one of the allowed values",
-    "const": lambda v: "must equal the required constant",
-    "minimum": lambda v: f"must be >= {v}",
-    "maximum": lambda v: f"must be <= {v}",
-    "exclusiveMinimum": lambda v: f"must be > {v}",
-    "exclusiveMaximum": lambda v: f"must be < {v}",
-    "minLength": lambda v: f"must be at least {v} characters",
-    "maxLength": lambda v: f"must be at most {v} characters",
-    "pattern": lambda v: "must match the required pattern",
-    "format": lambda v: f"must be a valid {v}",
-    "minItems": lambda v: f"must have at least {v} items",
-    "maxItems": lambda v: f"must have at most {v} items",
-    "uniqueItems": lambda v: "items must be unique",
-    "additionalProperties": lambda v: "unexpected properties are not allowed",
-    "unevaluatedProperties": lambda v: "unexpected properties are not allowed",
-    "multipleOf": lambda v: f"must be a multiple of {v}",
-}
-
-
-def validation_message(error: Any) -> str:
-    """Names the JSON path and the rule broken; never echoes the value given."""
-    path = error.json_path
-    rule = error.validator
-    if rule == "required":
-        present = set(error.instance) if isinstance(error.instance, Mapping) else set()
-        missing = [p for p in error.validator_value if p not in present]
-        names = ", ".join(repr(p) for p in missing)
-        return f"Invalid arguments at {path}: missing required property {names} (rule: required)."
-    hint = _RULE_HINTS.get(rule)
-    detail = hint(error.validator_value) if hint else "does not satisfy the schema"
-    return f"Invalid arguments at {path}: {detail} (rule: {rule})."

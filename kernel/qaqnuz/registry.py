@@ -21,6 +21,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 import attrs
+import jsonschema_rs
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError
 
@@ -29,6 +30,7 @@ from qaqnuz.config import SCOPE_RE, TOOL_NAME_RE
 from qaqnuz.errors import ConfigError
 from qaqnuz.packkit import GeneratedSchema
 from qaqnuz.records import SideEffect, Stability, Tool, ToolProvider
+from qaqnuz.validation import ArgumentsValidator
 
 log = logging.getLogger("qaqnuz.registry")
 SYNC_TIMEOUT_S = 30.0
@@ -39,7 +41,7 @@ class RegisteredTool:
     tool: Tool
     pack: str
     digest: str
-    validator: Draft202012Validator = attrs.field(eq=False, repr=False)
+    validator: ArgumentsValidator = attrs.field(eq=False, repr=False)
 
 
 @attrs.frozen
@@ -90,7 +92,7 @@ class _Schema:
     """One distinct input schema: whether it is valid JSON Schema 2020-12, and its compiled validator."""
 
     problem: str | None
-    validator: Draft202012Validator | None = attrs.field(eq=False, repr=False)
+    validator: ArgumentsValidator | None = attrs.field(eq=False, repr=False)
 
 
 @attrs.frozen
@@ -100,7 +102,7 @@ class _Known:
     tool: Tool
     digest: str
     problem: str | None
-    validator: Draft202012Validator | None = attrs.field(eq=False, repr=False)
+    validator: ArgumentsValidator | None = attrs.field(eq=False, repr=False)
 
 
 def _prepare(pack: str, tools: list[Tool], schemas: dict[str, _Schema]) -> list[_Known]:
@@ -123,10 +125,11 @@ def _prepare(pack: str, tools: list[Tool], schemas: dict[str, _Schema]) -> list[
             except SchemaError as exc:
                 known = _Schema(f"input_schema is not valid JSON Schema 2020-12 ({exc.message})", None)
             else:
-                validator = Draft202012Validator(
-                    dict(tool.input_schema), format_checker=Draft202012Validator.FORMAT_CHECKER
-                )
-                known = _Schema(None, validator)
+                try:
+                    known = _Schema(None, ArgumentsValidator(tool.input_schema))
+                except (ValueError, jsonschema_rs.ValidationError) as exc:  # e.g. a pattern ECMA-262 rejects
+                    first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                    known = _Schema(f"input_schema cannot be compiled ({first})", None)
             schemas[schema_hash] = known
         problem = f"tool {tool.name!r}: {known.problem}" if known.problem else None
         out.append(_Known(tool, definition_digest(pack, tool, schema_hash), problem, known.validator))
