@@ -17,6 +17,7 @@ import uvicorn
 
 from qaqnuz import Host, UsageError
 from qaqnuz_http.app import Built, build_app
+from qaqnuz_http.coalesce import held_writes_protocol
 from qaqnuz_http.settings import HttpSettings, Limits, is_loopback
 
 log = logging.getLogger("qaqnuz.http")
@@ -61,6 +62,7 @@ class HttpTransport:
             server_header=False,
             proxy_headers=False,
             ws="none",
+            http=held_writes_protocol(),  # a response's head and body in one write
             lifespan="on",
             timeout_keep_alive=max(1, math.ceil(self.limits.keep_alive_timeout)),
             limit_concurrency=s.max_connections,  # beyond it uvicorn answers 503 instead of queueing

@@ -1,0 +1,94 @@
+"""A response's head and body leave in one write: the transport uvicorn's protocol gets holds the writes of one
+event-loop pass. Over real sockets on 127.0.0.1, with the real transport's writes counted."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from qaqnuz_http.coalesce import HeldWrites
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend():
+    return "asyncio"
+
+
+class Counted:
+    """The real transport, with its writes counted (everything else passes straight through)."""
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+        self.transport.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.transport, name)
+
+
+async def _pair():
+    """A connected (server transport, client reader) over 127.0.0.1."""
+    accepted: asyncio.Future[asyncio.Transport] = asyncio.get_running_loop().create_future()
+
+    class Server(asyncio.Protocol):
+        def connection_made(self, transport):
+            accepted.set_result(transport)
+
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(Server, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    return server, await accepted, reader, writer
+
+
+async def test_writes_of_one_pass_leave_as_one_and_in_order():
+    server, transport, reader, writer = await _pair()
+    try:
+        counted = Counted(transport)
+        held = HeldWrites(counted, asyncio.get_running_loop())  # type: ignore[arg-type]
+        held.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
+        held.write(b"hello")
+        assert counted.writes == []  # nothing yet: the pass is not over
+        await asyncio.sleep(0)
+        assert counted.writes == [b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nhello"]
+        assert await reader.readexactly(len(counted.writes[0])) == counted.writes[0]
+        held.write(b"next")  # a later pass: its own write
+        await asyncio.sleep(0)
+        assert counted.writes[1:] == [b"next"]
+        assert await reader.readexactly(4) == b"next"
+    finally:
+        writer.close()
+        transport.close()
+        server.close()
+
+
+async def test_closing_writes_what_is_held_first_and_aborting_drops_it():
+    server, transport, reader, writer = await _pair()
+    try:
+        held = HeldWrites(transport, asyncio.get_running_loop())
+        held.write(b"last words")
+        held.close()
+        assert await reader.read() == b"last words"  # then end of stream
+    finally:
+        writer.close()
+        server.close()
+    server, transport, reader, writer = await _pair()
+    try:
+        held = HeldWrites(transport, asyncio.get_running_loop())
+        held.write(b"never sent")
+        held.abort()
+        await asyncio.sleep(0.05)
+        with pytest.raises((ConnectionError, asyncio.IncompleteReadError)):
+            data = await reader.read()
+            if not data:
+                raise asyncio.IncompleteReadError(b"", None)
+        assert held.get_write_buffer_size() == 0
+    finally:
+        writer.close()
+        server.close()
