@@ -22,8 +22,6 @@ import anyio
 import anyio.to_thread
 import attrs
 import jsonschema_rs
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
 
 from qaqnuz.audit import canonical_json
 from qaqnuz.config import SCOPE_RE, TOOL_NAME_RE
@@ -121,9 +119,11 @@ def _prepare(pack: str, tools: list[Tool], schemas: dict[str, _Schema]) -> list[
         if known is None:
             try:
                 if not isinstance(tool.input_schema, GeneratedSchema):  # else valid by construction
-                    Draft202012Validator.check_schema(dict(tool.input_schema))
-            except SchemaError as exc:
+                    jsonschema_rs.meta.validate(dict(tool.input_schema))
+            except jsonschema_rs.ValidationError as exc:
                 known = _Schema(f"input_schema is not valid JSON Schema 2020-12 ({exc.message})", None)
+            except (ValueError, TypeError) as exc:  # not even JSON (a non-string key, ...)
+                known = _Schema(f"input_schema is not valid JSON Schema 2020-12 ({type(exc).__name__})", None)
             else:
                 try:
                     known = _Schema(None, ArgumentsValidator(tool.input_schema))
