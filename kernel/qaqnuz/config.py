@@ -8,6 +8,7 @@ struct the provider registered, because only the plugin manager knows those type
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import tomllib
@@ -513,26 +514,25 @@ def _table(parent: Mapping[str, Any], key: str, struct: type[Any], where: str, p
     if not isinstance(raw, dict):
         problems.append(f"{where}: must be a table, got {_kind(raw)}")
         return None
-    fields = {f.name: f for f in msgspec.structs.fields(struct)}
+    fields = _fields(struct)  # type: ignore[arg-type]  # a class is hashable; mypy reads type[Any] as not
     before = len(problems)
     for name in raw:
         if name not in fields:
             problems.append(f"{where} {name}: unknown key; valid keys: {', '.join(sorted(fields)) or 'none'}")
-    for name, info in fields.items():
+    for name, (info, nested, is_dict, is_list) in fields.items():
         if name not in raw:
             if info.required:
                 problems.append(f"{where} {name}: missing required key")
             continue
         value = raw[name]
-        nested = _struct_in(info.type)
-        if nested is not None and isinstance(value, dict) and _is_container(info.type, dict):
+        if nested is not None and isinstance(value, dict) and is_dict:
             for sub_key in value:
                 _table(value, sub_key, nested, _child(where, f"{name}.{sub_key}"), problems)
             continue
-        if nested is not None and isinstance(value, dict) and not _is_container(info.type, list):
+        if nested is not None and isinstance(value, dict) and not is_list:
             _table(raw, name, nested, _child(where, name), problems)
             continue
-        if nested is not None and isinstance(value, list) and _is_container(info.type, list):
+        if nested is not None and isinstance(value, list) and is_list:
             for index, item in enumerate(value):
                 _table({str(index): item}, str(index), nested, _child(where, f"{name}[{index}]"), problems)
             continue
@@ -553,6 +553,19 @@ def _table(parent: Mapping[str, Any], key: str, struct: type[Any], where: str, p
     except msgspec.ValidationError as exc:  # pragma: no cover - each field was checked above
         problems.append(f"{where}: {exc}")
         return None
+
+
+_FieldPlan = tuple[Any, "type[msgspec.Struct] | None", bool, bool]
+
+
+@functools.cache
+def _fields(struct: Any) -> dict[str, _FieldPlan]:
+    """A struct's fields with what `_table` asks of each type (read once per class: msgspec resolves the
+    annotations on every `fields()` call, and a catalogue's config can hold ten thousand tool tables)."""
+    return {
+        f.name: (f, _struct_in(f.type), _is_container(f.type, dict), _is_container(f.type, list))
+        for f in msgspec.structs.fields(struct)
+    }
 
 
 def _struct_in(tp: Any) -> type[msgspec.Struct] | None:
