@@ -73,7 +73,7 @@ class AuditLog:
                 size = os.fstat(fd).st_size
                 if size != self._known_size:  # another process appended since our last line
                     self._last_hash = _tail_hash(fd, size)
-                body = {k: v for k, v in record.items() if v is not None}
+                body = {k: v for k, v in record.items() if v is not None}  # a fresh dict: the caller's stays as it was
                 body["prev"] = self._last_hash
                 encoded = _encoder.encode(body)  # encoded once: hashed, then written with the hash added last
                 digest = hashlib.sha256(self._last_hash.encode("ascii") + b"\n" + encoded).hexdigest()

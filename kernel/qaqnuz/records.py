@@ -167,7 +167,7 @@ class ToolSettings:
     approval: bool = False
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # a key of the per-key caches on every request: hashed once per instance
 class Principal:
     """Who is calling: derived only from a verified credential, never from anything the client says."""
 

@@ -70,15 +70,23 @@ class FastPath:
         self.sessions = session_manager
         self.session_era = session_support(session_manager)
         self.answered = 0  # requests this path answered itself (what a test can tell the two paths apart by)
+        self._media: dict[tuple[bytes, bytes], bool] = {}  # (Content-Type, Accept) -> whether the path takes it
         if not self.session_era:
             log.warning("the fast path leaves session-era requests to the SDK: its session table is not where expected")
 
     async def answer(self, scope: Scope, body: bytes, principal: Principal, send: Send) -> bool:
         """Answer the request and return True, or return False (nothing sent) for the SDK to serve it."""
         headers, repeated = headers_of(scope)
-        if repeated or not _json_content(headers.get(b"content-type", b"")):  # repeated: the SDK's to judge
+        if repeated:  # the SDK's to judge
             return False
-        if not _accepts_both(headers.get(b"accept", b"")):
+        media = (headers.get(b"content-type", b""), headers.get(b"accept", b""))
+        fits = self._media.get(media)
+        if fits is None:  # a client sends the same two headers on every request: judged once
+            fits = _json_content(media[0]) and _accepts_both(media[1])
+            if len(self._media) >= 256:
+                self._media.clear()
+            self._media[media] = fits
+        if not fits:
             return False
         request = FastAnswers.decode(body)
         if request is None:
