@@ -130,10 +130,10 @@ class SqliteStore:
 
     async def aclose(self) -> None:
         with self._lock:
-            if self._watch is not None:  # unmapped while our connection still keeps the -shm file as it is
+            self._db.close()
+            if self._watch is not None:  # after the connection: closing a descriptor drops SQLite's locks
                 self._watch.close()
                 self._watch = None
-            self._db.close()
 
     async def ping(self) -> None:
         self._query("SELECT 1")

@@ -13,8 +13,12 @@ version, the two copies differing because a writer is between them) answers "may
 SQLite itself. The caller reads the stamp before asking SQLite, so a commit that lands in between is seen
 again on the next look.
 
-The map stays valid while this process holds its own connection open: SQLite truncates or rebuilds the `-shm`
-file only when it opens a database no other connection has open.
+Descriptors: SQLite holds POSIX record locks on the `-shm` file, and closing ANY descriptor of a file drops
+every such lock the process holds on it (SQLite's "How To Corrupt" document, 2.2); other processes would then
+take this database for unused and rebuild its WAL-index under our feet. So the descriptor behind a map (and
+the one `mmap` duplicates) is shared by every watch of the same file in this process and closed only when the
+last one is closed, which each store does after closing its own connection. That table is per process because
+the locks it protects are.
 """
 
 from __future__ import annotations
@@ -22,45 +26,93 @@ from __future__ import annotations
 import mmap
 import os
 import struct
+import threading
 
 #: `iVersion` of the WAL-index header (the only version since WAL mode appeared in SQLite 3.7.0).
 WAL_INDEX_VERSION = 3007000
 _HEADER = 48
 
 
+class _Handle:
+    """One open `-shm` file and its map, shared by the watches of this process."""
+
+    def __init__(self, fds: list[int], map_: mmap.mmap | None) -> None:
+        self.fds = fds
+        self.map = map_
+        self.users = 0
+
+
+_handles: dict[tuple[int, int], _Handle] = {}
+_handles_lock = threading.Lock()
+
+
 class WalWatch:
     """The `-shm` header of one database, mapped read-only."""
 
-    def __init__(self, map_: mmap.mmap) -> None:
-        self._map = map_
+    def __init__(self, handle: _Handle, key: tuple[int, int], usable: bool = True) -> None:
+        self._handle = handle
+        self._key = key
+        self._usable = usable
+        self._closed = False
 
     @classmethod
     def open(cls, database: str) -> WalWatch | None:
-        """A watch on `database`'s WAL-index, or None when there is none this can read (the caller then asks
-        SQLite every time)."""
-        try:
-            fd = os.open(database + "-shm", os.O_RDONLY)
-        except OSError:
-            return None
-        try:
-            if os.fstat(fd).st_size < 2 * _HEADER:
+        """A watch on `database`'s WAL-index; None when there is no `-shm` file to open. A watch whose header this
+        cannot read answers "maybe" to every look (the caller then asks SQLite every time). Call it while the
+        store's own connection is open, and `close()` it after closing that connection, whatever it answered."""
+        path = database + "-shm"
+        with _handles_lock:
+            try:
+                st = os.stat(path)
+            except OSError:
                 return None
-            map_ = mmap.mmap(fd, 2 * _HEADER, mmap.MAP_SHARED, mmap.PROT_READ)
-        except (OSError, ValueError):
-            return None
-        finally:
-            os.close(fd)
-        watch = cls(map_)
+            key = (st.st_dev, st.st_ino)
+            handle = _handles.get(key)
+            if handle is None:
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                except OSError:
+                    return None
+                opened = os.fstat(fd)
+                key = (opened.st_dev, opened.st_ino)  # what was opened, if the file was replaced meanwhile
+                handle = _handles.get(key)
+                if handle is not None:
+                    handle.fds.append(fd)  # never closed before the others of that file
+                else:
+                    map_: mmap.mmap | None = None
+                    if opened.st_size >= 2 * _HEADER:
+                        try:
+                            map_ = mmap.mmap(fd, 2 * _HEADER, mmap.MAP_SHARED, mmap.PROT_READ)
+                        except (OSError, ValueError):
+                            map_ = None
+                    handle = _handles[key] = _Handle([fd], map_)
+            handle.users += 1
+        watch = cls(handle, key)
         stamp = watch.stamp()
-        if stamp is None or struct.unpack_from("=I", stamp)[0] != WAL_INDEX_VERSION:
-            watch.close()
-            return None
+        watch._usable = stamp is not None and struct.unpack_from("=I", stamp)[0] == WAL_INDEX_VERSION
         return watch
 
     def stamp(self) -> bytes | None:
         """The current header, or None when it cannot be trusted right now (a writer is updating it)."""
-        first = self._map[:_HEADER]
-        return first if first == self._map[_HEADER : 2 * _HEADER] else None
+        map_ = self._handle.map
+        if map_ is None or self._closed or not self._usable:
+            return None
+        first = map_[:_HEADER]
+        return first if first == map_[_HEADER : 2 * _HEADER] else None
 
     def close(self) -> None:
-        self._map.close()
+        """Stop watching. The last watch of a file closes its map and descriptor: call it only after the store's
+        connection is closed (closing a descriptor drops the process's SQLite locks on that file)."""
+        if self._closed:
+            return
+        self._closed = True
+        with _handles_lock:
+            self._handle.users -= 1
+            if self._handle.users > 0:
+                return
+            if _handles.get(self._key) is self._handle:
+                del _handles[self._key]
+        if self._handle.map is not None:
+            self._handle.map.close()
+        for fd in self._handle.fds:
+            os.close(fd)
