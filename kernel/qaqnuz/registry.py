@@ -119,15 +119,17 @@ def _prepare(pack: str, tools: list[Tool], schemas: dict[str, _Schema]) -> list[
         if known is None:
             try:
                 if not isinstance(tool.input_schema, GeneratedSchema):  # else valid by construction
-                    jsonschema_rs.meta.validate(dict(tool.input_schema))
+                    # Against 2020-12's own metaschema whatever `$schema` says: the meta check would otherwise
+                    # fetch a remote `$schema` (and let that document decide).
+                    jsonschema_rs.meta.validate({k: v for k, v in tool.input_schema.items() if k != "$schema"})
             except jsonschema_rs.ValidationError as exc:
                 known = _Schema(f"input_schema is not valid JSON Schema 2020-12 ({exc.message})", None)
-            except (ValueError, TypeError) as exc:  # not even JSON (a non-string key, ...)
+            except Exception as exc:  # not even JSON (a non-string key, ...): this tool's problem, not the sync's
                 known = _Schema(f"input_schema is not valid JSON Schema 2020-12 ({type(exc).__name__})", None)
             else:
                 try:
                     known = _Schema(None, ArgumentsValidator(tool.input_schema))
-                except (ValueError, jsonschema_rs.ValidationError) as exc:  # e.g. a pattern ECMA-262 rejects
+                except Exception as exc:  # e.g. a pattern ECMA-262 rejects, a reference to elsewhere
                     first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
                     known = _Schema(f"input_schema cannot be compiled ({first})", None)
             schemas[schema_hash] = known

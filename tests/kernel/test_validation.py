@@ -84,7 +84,7 @@ async def _noop(arguments):
     return {}
 
 
-def test_a_remote_reference_is_never_fetched_and_the_tool_is_refused():
+def test_nothing_remote_is_ever_fetched_and_a_remote_reference_refuses_only_its_tool():
     hits: list[str] = []
 
     class Handler(http.server.BaseHTTPRequestHandler):
@@ -104,10 +104,18 @@ def test_a_remote_reference_is_never_fetched_and_the_tool_is_refused():
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_port}/schema.json"
-        schema = {"type": "object", "properties": {"x": {"$ref": url}}}
-        tool = Tool("remote_ref", "Refers to a schema elsewhere.", schema, "x.read", SideEffect.READ, _noop)
-        (known,) = _prepare("p", [tool], {})
-        assert known.validator is None and known.problem and "cannot be compiled" in known.problem
+        remote_ref = {"type": "object", "properties": {"x": {"$ref": url}}}
+        remote_meta = {"$schema": url, "type": "object"}
+        tools = [
+            Tool("remote_ref", "Refers to a schema elsewhere.", remote_ref, "x.read", SideEffect.READ, _noop),
+            Tool("remote_meta", "Names a metaschema elsewhere.", remote_meta, "x.read", SideEffect.READ, _noop),
+            Tool("plain", "Nothing remote.", {"type": "object"}, "x.read", SideEffect.READ, _noop),
+        ]
+        ref, meta, plain = _prepare("p", tools, {})  # one bad schema is that tool's problem, not the sync's
+        assert ref.validator is None and ref.problem and "cannot be compiled" in ref.problem
+        assert meta.problem is None and meta.validator is not None  # read as 2020-12, its `$schema` never fetched
+        assert meta.validator.problem({}) is None and meta.validator.problem([]) is not None
+        assert plain.problem is None and plain.validator is not None
         assert hits == []
     finally:
         server.shutdown()
