@@ -92,3 +92,23 @@ async def test_closing_writes_what_is_held_first_and_aborting_drops_it():
     finally:
         writer.close()
         server.close()
+
+
+async def test_more_than_the_hold_limit_is_written_at_once_so_flow_control_still_applies():
+    from qaqnuz_http.coalesce import HOLD_LIMIT
+
+    server, transport, reader, writer = await _pair()
+    try:
+        counted = Counted(transport)
+        held = HeldWrites(counted, asyncio.get_running_loop())  # type: ignore[arg-type]
+        held.write(b"x" * 100)
+        assert counted.writes == []
+        held.write(b"y" * HOLD_LIMIT)  # past the limit: written now, in order, without waiting for the pass
+        assert counted.writes == [b"x" * 100 + b"y" * HOLD_LIMIT]
+        await asyncio.sleep(0)
+        assert len(counted.writes) == 1  # the pass's own flush finds nothing left
+        assert await reader.readexactly(100 + HOLD_LIMIT) == b"x" * 100 + b"y" * HOLD_LIMIT
+    finally:
+        writer.close()
+        transport.close()
+        server.close()

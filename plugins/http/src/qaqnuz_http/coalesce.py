@@ -6,14 +6,19 @@ read. On loopback the kernel does the receiving side's work inside the sender's 
 50 µs of the server's CPU under load: a third of a fast-path call. The transport handed to uvicorn's protocol
 here holds what is written during one pass of the event loop and writes it as one piece at the end of it
 (`loop.call_soon`), so a head and its body leave together, and several events of a stream written at once
-leave together. Nothing waits longer than the current pass; closing or ending the stream writes what is held
-first; aborting drops it, as aborting does.
+leave together. Nothing waits longer than the current pass, and more than 64 KiB is written at once (so the
+transport's flow control still sees a fast stream); closing or ending the stream writes what is held first;
+aborting drops it, as aborting does.
 """
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any, cast
+
+#: At most this much is held before it is written: beyond it the transport's own buffer and its pause/resume
+#: signals govern, so an app that sends without yielding is still slowed down by a client that reads slowly.
+HOLD_LIMIT = 64 * 1024
 
 
 class HeldWrites:
@@ -23,13 +28,18 @@ class HeldWrites:
         self._transport = transport
         self._loop = loop
         self._held: list[bytes] | None = None
+        self._held_bytes = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
         if self._held is None:
             self._held = [bytes(data)]
+            self._held_bytes = len(data)
             self._loop.call_soon(self.flush)
         else:
             self._held.append(bytes(data))
+            self._held_bytes += len(data)
+        if self._held_bytes > HOLD_LIMIT:  # a big or fast stream: the real transport's flow control takes over
+            self.flush()
 
     def writelines(self, lines: Any) -> None:
         for data in lines:
