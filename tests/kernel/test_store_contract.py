@@ -130,6 +130,19 @@ async def test_the_store_keeps_sqlites_locks_on_the_wal_index_while_it_is_open(t
         assert (await server.get_key("k")) is None
     finally:
         await server.aclose()
+    # A connection the watches know nothing about (another thread's store being opened, plain sqlite3) keeps
+    # its locks when the last store of the file closes.
+    import sqlite3
+
+    plain_store = sqlite3.connect(path, isolation_level=None)
+    try:
+        plain_store.execute("SELECT count(*) FROM keys").fetchone()
+        last = SqliteStore(path)
+        await last.get_key("k")
+        await last.aclose()
+        assert _dms_lock(path) == "held", "closing the last store dropped another connection's locks"
+    finally:
+        plain_store.close()
     # The probe can tell: a plain connection's locks are gone once this process closes any descriptor of the file.
     import os
     import sqlite3

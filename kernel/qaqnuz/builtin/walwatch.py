@@ -16,9 +16,9 @@ again on the next look.
 Descriptors: SQLite holds POSIX record locks on the `-shm` file, and closing ANY descriptor of a file drops
 every such lock the process holds on it (SQLite's "How To Corrupt" document, 2.2); other processes would then
 take this database for unused and rebuild its WAL-index under our feet. So the descriptor behind a map (and
-the one `mmap` duplicates) is shared by every watch of the same file in this process and closed only when the
-last one is closed, which each store does after closing its own connection. That table is per process because
-the locks it protects are.
+the one `mmap` duplicates) is shared by every watch of the same file in this process, and closed only when no
+watch is left and SQLite has deleted the file (after the last connection anywhere closed). That table is per
+process because the locks it protects are.
 """
 
 from __future__ import annotations
@@ -101,18 +101,27 @@ class WalWatch:
         return first if first == map_[_HEADER : 2 * _HEADER] else None
 
     def close(self) -> None:
-        """Stop watching. The last watch of a file closes its map and descriptor: call it only after the store's
-        connection is closed (closing a descriptor drops the process's SQLite locks on that file)."""
+        """Stop watching. The descriptors of a file are closed only once no watch of it is left AND SQLite has
+        deleted the file (it does when the last connection anywhere closes): a count of watches alone cannot
+        know about a connection another thread is just opening, or one opened without a watch. Until then the
+        handle stays for the next watch of the same file (one per file, however often stores come and go)."""
         if self._closed:
             return
         self._closed = True
         with _handles_lock:
-            self._handle.users -= 1
-            if self._handle.users > 0:
+            handle = self._handle
+            handle.users -= 1
+            if handle.users > 0 or not handle.fds:
                 return
-            if _handles.get(self._key) is self._handle:
+            try:
+                in_use = os.fstat(handle.fds[0]).st_nlink > 0
+            except OSError:
+                in_use = True
+            if in_use:
+                return
+            if _handles.get(self._key) is handle:
                 del _handles[self._key]
-        if self._handle.map is not None:
-            self._handle.map.close()
-        for fd in self._handle.fds:
-            os.close(fd)
+            if handle.map is not None:
+                handle.map.close()
+            for fd in handle.fds:
+                os.close(fd)
