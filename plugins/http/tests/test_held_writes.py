@@ -112,3 +112,41 @@ async def test_more_than_the_hold_limit_is_written_at_once_so_flow_control_still
         writer.close()
         transport.close()
         server.close()
+
+
+@pytest.mark.parametrize("parser", ["httptools", "h11"])
+async def test_uvicorn_serves_through_held_writes_with_either_parser(parser):
+    """A real uvicorn on 127.0.0.1 with the protocol the transport uses, on both of uvicorn's HTTP/1.1 parsers
+    (h11 is what it falls back to where httptools is not installed): keep-alive requests, a streamed body."""
+    import httpx
+    import uvicorn
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from qaqnuz_http.coalesce import held_writes_protocol
+
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/plain")]})
+        for part in (b"one ", b"two ", b"three"):
+            await send({"type": "http.response.body", "body": part, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    base = HttpToolsProtocol if parser == "httptools" else H11Protocol
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, http=held_writes_protocol(base), log_config=None, lifespan="off"
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        async with httpx.AsyncClient() as client:
+            for _ in range(3):  # one connection, kept alive
+                response = await client.get(f"http://127.0.0.1:{port}/")
+                assert (response.status_code, response.text) == (200, "one two three")
+    finally:
+        server.should_exit = True
+        await task

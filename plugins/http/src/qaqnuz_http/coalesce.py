@@ -69,18 +69,18 @@ class HeldWrites:
         return getattr(self._transport, name)
 
 
-def held_writes_protocol() -> type[asyncio.Protocol]:
-    """uvicorn's HTTP/1.1 protocol (httptools when installed, as uvicorn's "auto" picks; else h11) on a
-    transport that holds writes for one pass of the event loop."""
-    base: type[asyncio.Protocol]
-    try:
-        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+def held_writes_protocol(base: type[asyncio.Protocol] | None = None) -> type[asyncio.Protocol]:
+    """uvicorn's HTTP/1.1 protocol (httptools when installed, as uvicorn's "auto" picks; else h11; or `base`)
+    on a transport that holds writes for one pass of the event loop."""
+    if base is None:
+        try:
+            from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-        base = HttpToolsProtocol
-    except ImportError:  # httptools is optional for uvicorn
-        from uvicorn.protocols.http.h11_impl import H11Protocol
+            base = HttpToolsProtocol
+        except ImportError:  # httptools is optional for uvicorn
+            from uvicorn.protocols.http.h11_impl import H11Protocol
 
-        base = H11Protocol
+            base = H11Protocol
 
     class HeldWritesProtocol(base):  # type: ignore[valid-type,misc]
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
