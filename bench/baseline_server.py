@@ -41,6 +41,11 @@ async def list_tools(ctx: ServerRequestContext[Any], params: mt.PaginatedRequest
 async def call_tool(ctx: ServerRequestContext[Any], params: mt.CallToolRequestParams) -> mt.CallToolResult:
     if params.name != "echo":
         raise MCPError(code=mt.INVALID_PARAMS, message=f"Unknown tool: {params.name}")
+    return echo_result(params)
+
+
+def echo_result(params: mt.CallToolRequestParams) -> mt.CallToolResult:
+    """The echo tool's answer (shared with the HTTP baseline, so both baselines do the same work per call)."""
     text = (params.arguments or {}).get("text")
     if not isinstance(text, str):
         return mt.CallToolResult(content=[mt.TextContent(text="'text' must be a string")], is_error=True)

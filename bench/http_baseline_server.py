@@ -17,7 +17,6 @@ websockets, a 5 s keep-alive, at most 1000 connections. `GET /healthz` answers 2
 from __future__ import annotations
 
 import argparse
-import json
 from typing import Any
 
 import mcp.types as mt
@@ -28,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from bench.baseline_server import ECHO_INPUT_SCHEMA, ECHO_TOOL
+from bench.baseline_server import ECHO_INPUT_SCHEMA, ECHO_TOOL, echo_result
 
 
 def build_server(tools: int) -> Server[Any]:
@@ -43,11 +42,7 @@ def build_server(tools: int) -> Server[Any]:
     async def call_tool(ctx: ServerRequestContext[Any], params: mt.CallToolRequestParams) -> mt.CallToolResult:
         if params.name not in names:
             raise MCPError(code=mt.INVALID_PARAMS, message=f"Unknown tool: {params.name}")
-        text = (params.arguments or {}).get("text")
-        if not isinstance(text, str):
-            return mt.CallToolResult(content=[mt.TextContent(text="'text' must be a string")], is_error=True)
-        data = {"text": text}
-        return mt.CallToolResult(content=[mt.TextContent(text=json.dumps(data))], structured_content=data)
+        return echo_result(params)
 
     def input_schema(name: str) -> dict[str, Any] | None:
         return ECHO_INPUT_SCHEMA if name in names else None

@@ -304,6 +304,22 @@ def start_qaqnuz(folder: Path, tools: int, pycache: Path, pin: bool) -> Server:
     return server
 
 
+def start_both(args: argparse.Namespace, driver: Driver, folder: Path, pycache: Path) -> tuple[Server, Server]:
+    """The bare server and qaqnuz with one tool each, both answering their readiness path."""
+    bare = qaqnuz = None
+    try:
+        bare = start_bare(folder, 1, pycache, driver.pin)
+        qaqnuz = start_qaqnuz(folder, 1, pycache, driver.pin)
+        for server in (bare, qaqnuz):
+            if wait_ready(server, args.startup_timeout) is None:
+                raise BenchError(f"{server.kind} did not answer within {args.startup_timeout} s:\n{server.printed()}")
+    except BaseException:
+        stop(bare)
+        stop(qaqnuz)
+        raise
+    return bare, qaqnuz
+
+
 def governance_evidence(server: Server) -> dict[str, Any]:
     """What shows the governed path ran: audit lines written, and qaqnuz_tool_calls_total by outcome."""
     audit = server.home / "qaqnuz-audit.jsonl" if server.home else None
@@ -616,11 +632,8 @@ def section_calls(args: argparse.Namespace, driver: Driver, folder: Path, pycach
     bare = qaqnuz = None
     try:
         log("calls: starting both servers (1 tool) ...")
-        bare = start_bare(folder, 1, pycache, driver.pin)
-        qaqnuz = start_qaqnuz(folder, 1, pycache, driver.pin)
+        bare, qaqnuz = start_both(args, driver, folder, pycache)
         for server in (bare, qaqnuz):
-            if wait_ready(server, args.startup_timeout) is None:
-                raise BenchError(f"{server.kind} did not answer within {args.startup_timeout} s:\n{server.printed()}")
             open_session(server, args.request_timeout)
             for scenario in CALL_SCENARIOS:
                 check_answer(server, scenario, args.request_timeout)
@@ -767,11 +780,8 @@ def section_rss(args: argparse.Namespace, driver: Driver, folder: Path, pycache:
     rows = []
     try:
         log("rss: starting both servers (1 tool) ...")
-        bare = start_bare(folder, 1, pycache, driver.pin)
-        qaqnuz = start_qaqnuz(folder, 1, pycache, driver.pin)
+        bare, qaqnuz = start_both(args, driver, folder, pycache)
         for server in (bare, qaqnuz):
-            if wait_ready(server, args.startup_timeout) is None:
-                raise BenchError(f"{server.kind} did not answer within {args.startup_timeout} s:\n{server.printed()}")
             check_answer(server, scenario, args.request_timeout)
         for server in (bare, qaqnuz):
             driver.run(server, scenario, args.warmup, args.connections, args.wrk_timeout)

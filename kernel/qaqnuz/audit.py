@@ -30,7 +30,12 @@ def canonical_json(value: object) -> bytes:
 
 
 def chain_hash(prev: str, body: dict[str, Any]) -> str:
-    return hashlib.sha256(prev.encode("ascii") + b"\n" + _encoder.encode(body)).hexdigest()
+    return _chain_digest(prev, _encoder.encode(body))
+
+
+def _chain_digest(prev: str, encoded_body: bytes) -> str:
+    """SHA-256 over the previous line's hash and this line's canonical body (without its own hash)."""
+    return hashlib.sha256(prev.encode("ascii") + b"\n" + encoded_body).hexdigest()
 
 
 class AuditLog:
@@ -76,7 +81,7 @@ class AuditLog:
                 body = {k: v for k, v in record.items() if v is not None}  # a fresh dict: the caller's stays as it was
                 body["prev"] = self._last_hash
                 encoded = _encoder.encode(body)  # encoded once: hashed, then written with the hash added last
-                digest = hashlib.sha256(self._last_hash.encode("ascii") + b"\n" + encoded).hexdigest()
+                digest = _chain_digest(self._last_hash, encoded)
                 line = b'%s,"hash":"%s"}\n' % (encoded[:-1], digest.encode("ascii"))
                 os.write(fd, line)
                 self._last_hash = digest
