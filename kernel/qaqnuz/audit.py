@@ -13,7 +13,7 @@ import fcntl
 import hashlib
 import os
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +71,10 @@ class AuditLog:
 
     def write(self, record: Mapping[str, Any]) -> str:
         """Append one record; returns its hash."""
+        return self.write_many((record,))[-1]
+
+    def write_many(self, records: Sequence[Mapping[str, Any]]) -> list[str]:
+        """Append records in order with one lock and one write; returns their hashes."""
         with self._lock:
             fd = self._open()
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -78,15 +82,23 @@ class AuditLog:
                 size = os.fstat(fd).st_size
                 if size != self._known_size:  # another process appended since our last line
                     self._last_hash = _tail_hash(fd, size)
-                body = {k: v for k, v in record.items() if v is not None}  # a fresh dict: the caller's stays as it was
-                body["prev"] = self._last_hash
-                encoded = _encoder.encode(body)  # encoded once: hashed, then written with the hash added last
-                digest = _chain_digest(self._last_hash, encoded)
-                line = b'%s,"hash":"%s"}\n' % (encoded[:-1], digest.encode("ascii"))
-                os.write(fd, line)
-                self._last_hash = digest
-                self._known_size = size + len(line)
-                return digest
+                digests: list[str] = []
+                lines: list[bytes] = []
+                prev = self._last_hash
+                for record in records:
+                    body = {k: v for k, v in record.items() if v is not None}  # a fresh dict: the caller's stays
+                    body["prev"] = prev
+                    encoded = _encoder.encode(body)  # encoded once: hashed, then written with the hash added last
+                    prev = _chain_digest(prev, encoded)
+                    lines.append(b'%s,"hash":"%s"}\n' % (encoded[:-1], prev.encode("ascii")))
+                    digests.append(prev)
+                data = lines[0] if len(lines) == 1 else b"".join(lines)
+                view = memoryview(data)
+                while view:  # a short write (a full disk) goes on until it raises
+                    view = view[os.write(fd, view) :]
+                self._last_hash = prev
+                self._known_size = size + len(data)
+                return digests
             finally:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 

@@ -9,6 +9,7 @@ builds a new one, validates it whole and swaps it in atomically, or keeps the ru
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -152,6 +153,7 @@ class Kernel:
         if self._started:
             return
         runtime = self.runtime
+        self.audit.hold_on(asyncio.get_running_loop())  # the serving loop: records written once per pass
         await self.registry.sync(runtime.packs, runtime.brand_packs, strict=strict)
         problems = check_references(runtime.config, set(self.registry.snapshot.tools))
         routes: list[MountedRoute] = []
@@ -360,6 +362,9 @@ class KernelHost:
 
     def list_tools(self, principal: Principal) -> ToolList:
         return self._kernel.pipeline.list_tools(principal)
+
+    def settle_audit(self) -> None:
+        self._kernel.audit.settle()
 
     async def call_tool(
         self,

@@ -382,7 +382,11 @@ class ToolProvider(Protocol):
 @runtime_checkable
 class AuditSink(Protocol):
     """Receives every audit record (a flat JSON-able mapping) in order. `write` must not drop a record
-    silently: raise, and the kernel counts it (`qaqnuz_audit_errors_total`) and logs it loudly."""
+    silently: raise, and the kernel counts it (`qaqnuz_audit_errors_total`) and logs it loudly.
+
+    A sink may also have `write_many(records)`: the records of one pass of the server's event loop, in order,
+    written all or none (one write for several calls that finished together); without it, `write` is called
+    for each."""
 
     def write(self, record: Mapping[str, Any]) -> None: ...
 
@@ -413,6 +417,8 @@ class Host(Protocol):
     `list_tools` and `call_tool` are the governed path; `readiness` says whether the store, the limiter and
     the tool catalogue answer; `on_change` registers a listener for tool-list changes (it returns the
     function that unregisters it); `web_routes` are the plugin routes config enabled, built for this server.
+    `settle_audit` writes the audit records the kernel holds until the end of the event loop's pass: a
+    transport calls it before bytes leave the process, so no answer is ever seen before its audit line.
     """
 
     @property
@@ -430,6 +436,8 @@ class Host(Protocol):
     async def authenticate(self, credential: str | None, *, transport: str) -> Principal | None: ...
 
     def list_tools(self, principal: Principal) -> ToolList: ...
+
+    def settle_audit(self) -> None: ...
 
     async def call_tool(
         self,

@@ -187,3 +187,85 @@ def test_a_very_long_last_line_still_chains_after_a_reopen(tmp_path):
     second.close()
     count, problems = verify(path)
     assert count == 2 and problems == []
+
+
+class CountingSink:
+    """A sink that keeps what it is given, batch by batch."""
+
+    def __init__(self, *, many: bool = True, fail: bool = False) -> None:
+        self.batches: list[list[dict]] = []
+        self.fail = fail
+        if not many:
+            self.write_many = None  # type: ignore[assignment]
+
+    def write(self, record) -> None:
+        if self.fail:
+            raise OSError("disk full")
+        self.batches.append([dict(record)])
+
+    def write_many(self, records) -> None:
+        if self.fail:
+            raise OSError("disk full")
+        self.batches.append([dict(r) for r in records])
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.anyio
+async def test_records_made_in_one_pass_of_the_serving_loop_are_written_together_in_order() -> None:
+    import asyncio
+
+    import anyio
+
+    from qaqnuz.services import Auditor
+
+    sink = CountingSink()
+    auditor = Auditor([("counting", sink)], clock=lambda: 1.0)
+    auditor.hold_on(asyncio.get_running_loop())
+    for i in range(5):
+        auditor.record(step="execution", n=i)
+    assert sink.batches == []  # held until the end of this pass
+    await anyio.sleep(0)
+    assert [[r["n"] for r in batch] for batch in sink.batches] == [[0, 1, 2, 3, 4]]
+    auditor.record(step="execution", n=5)
+    auditor.settle()  # what a transport calls before an answer leaves: written now
+    assert [r["n"] for r in sink.batches[-1]] == [5]
+    await anyio.to_thread.run_sync(lambda: auditor.record(step="cli", n=6))  # not the serving loop: at once
+    assert [r["n"] for r in sink.batches[-1]] == [6]
+    auditor.record(step="execution", n=7)
+    auditor.close()  # closing writes what is held; later records are written at once
+    auditor.record(step="execution", n=8)
+    assert [[r["n"] for r in b] for b in sink.batches[-2:]] == [[7], [8]]
+
+
+@pytest.mark.anyio
+async def test_a_failed_batch_counts_every_record_it_lost(caplog) -> None:
+    import asyncio
+
+    import anyio
+
+    from qaqnuz.services import Auditor
+
+    errors: list[int] = []
+    broken, fine, single = CountingSink(fail=True), CountingSink(), CountingSink(many=False)
+    auditor = Auditor([("broken", broken), ("fine", fine), ("single", single)], lambda: 1.0, lambda: errors.append(1))
+    auditor.hold_on(asyncio.get_running_loop())
+    for i in range(3):
+        auditor.record(step="execution", n=i)
+    await anyio.sleep(0)
+    assert len(errors) == 3 and "3 record(s) lost" in caplog.text and "broken" in caplog.text
+    assert [[r["n"] for r in b] for b in fine.batches] == [[0, 1, 2]]  # the other sinks are unaffected
+    assert [[r["n"] for r in b] for b in single.batches] == [[0], [1], [2]]  # no write_many: one write each
+
+
+def test_a_batch_chains_like_single_lines_between_two_writers(tmp_path) -> None:
+    path = tmp_path / "audit.jsonl"
+    server, cli = AuditLog(path), AuditLog(path)
+    hashes = server.write_many([{"time": 1.0, "n": 1}, {"time": 2.0, "n": 2}])
+    cli.write({"time": 3.0, "n": 3})
+    hashes += server.write_many([{"time": 4.0, "n": 4}, {"time": 5.0, "n": 5}, {"time": 6.0, "n": 6}])
+    assert verify(path) == (6, [])
+    written = [json.loads(line) for line in lines(path)]
+    assert [r["n"] for r in written] == [1, 2, 3, 4, 5, 6]
+    assert [r["hash"] for r in written if r["n"] != 3] == hashes

@@ -6,7 +6,7 @@ edited or reordered line. The server and the CLI append to the same file under a
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from qaqnuz.audit import AuditLog
@@ -25,6 +25,9 @@ class FileSink:
 
     def write(self, record: Mapping[str, Any]) -> None:
         self.log.write(record)  # read, never kept or changed
+
+    def write_many(self, records: Sequence[Mapping[str, Any]]) -> None:
+        self.log.write_many(records)
 
     def close(self) -> None:
         self.log.close()

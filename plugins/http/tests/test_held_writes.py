@@ -47,11 +47,37 @@ async def _pair():
     return server, await accepted, reader, writer
 
 
+async def test_held_audit_records_are_written_before_anything_held_leaves():
+    """The kernel's audit records of a pass are settled first, whichever was scheduled first."""
+    server, transport, reader, writer = await _pair()
+    try:
+        order: list[str] = []
+
+        class Logged(Counted):
+            def write(self, data: bytes) -> None:
+                order.append("answer")
+                super().write(data)
+
+        held = HeldWrites(Logged(transport), asyncio.get_running_loop(), lambda: order.append("audit"))  # type: ignore[arg-type]
+        held.write(b"first")
+        held.flush()  # early (past the hold limit, closing): still after the audit
+        held.write(b"second")
+        await asyncio.sleep(0)
+        assert order == ["audit", "answer", "audit", "answer"]
+        held.flush()  # nothing held: nothing written, nothing settled
+        assert order == ["audit", "answer", "audit", "answer"]
+        assert await reader.readexactly(11) == b"firstsecond"
+    finally:
+        writer.close()
+        transport.close()
+        server.close()
+
+
 async def test_writes_of_one_pass_leave_as_one_and_in_order():
     server, transport, reader, writer = await _pair()
     try:
         counted = Counted(transport)
-        held = HeldWrites(counted, asyncio.get_running_loop())  # type: ignore[arg-type]
+        held = HeldWrites(counted, asyncio.get_running_loop(), lambda: None)  # type: ignore[arg-type]
         held.write(b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n")
         held.write(b"hello")
         assert counted.writes == []  # nothing yet: the pass is not over
@@ -71,7 +97,7 @@ async def test_writes_of_one_pass_leave_as_one_and_in_order():
 async def test_closing_writes_what_is_held_first_and_aborting_drops_it():
     server, transport, reader, writer = await _pair()
     try:
-        held = HeldWrites(transport, asyncio.get_running_loop())
+        held = HeldWrites(transport, asyncio.get_running_loop(), lambda: None)
         held.write(b"last words")
         held.close()
         assert await reader.read() == b"last words"  # then end of stream
@@ -80,7 +106,7 @@ async def test_closing_writes_what_is_held_first_and_aborting_drops_it():
         server.close()
     server, transport, reader, writer = await _pair()
     try:
-        held = HeldWrites(transport, asyncio.get_running_loop())
+        held = HeldWrites(transport, asyncio.get_running_loop(), lambda: None)
         held.write(b"never sent")
         held.abort()
         await asyncio.sleep(0.05)
@@ -100,7 +126,7 @@ async def test_more_than_the_hold_limit_is_written_at_once_so_flow_control_still
     server, transport, reader, writer = await _pair()
     try:
         counted = Counted(transport)
-        held = HeldWrites(counted, asyncio.get_running_loop())  # type: ignore[arg-type]
+        held = HeldWrites(counted, asyncio.get_running_loop(), lambda: None)  # type: ignore[arg-type]
         held.write(b"x" * 100)
         assert counted.writes == []
         held.write(b"y" * HOLD_LIMIT)  # past the limit: written now, in order, without waiting for the pass
@@ -135,7 +161,7 @@ async def test_uvicorn_serves_through_held_writes_with_either_parser(parser):
 
     base = HttpToolsProtocol if parser == "httptools" else H11Protocol
     config = uvicorn.Config(
-        app, host="127.0.0.1", port=0, http=held_writes_protocol(base), log_config=None, lifespan="off"
+        app, host="127.0.0.1", port=0, http=held_writes_protocol(lambda: None, base), log_config=None, lifespan="off"
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())

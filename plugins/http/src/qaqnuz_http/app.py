@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import qaqnuz
 from qaqnuz import Host, UsageError
+from qaqnuz_http.direct import DirectAnswers
 from qaqnuz_http.fastpath import FastPath
 from qaqnuz_http.guard import (
     SCOPE_PRINCIPAL,
@@ -49,6 +50,7 @@ class Built:
     session_manager: StreamableHTTPSessionManager
     tracker: Tracker
     fast: FastPath | None = None
+    direct: DirectAnswers | None = None  # the fast path's requests answered on the connection itself
 
 
 def _credential(ctx: Any) -> Any:
@@ -188,4 +190,19 @@ def build_app(host: Host, settings: HttpSettings, limits: Limits) -> Built:
         allowed_hosts=expand(settings.allowed_hosts),
         direct_posts={"/mcp": mcp_endpoint, "/mcp/v1": mcp_endpoint},
     )
-    return Built(front, binding, session_manager, tracker, fast)
+    direct = None
+    if fast is not None:
+        direct = DirectAnswers(
+            host=host,
+            fast=fast,
+            paths=frozenset(("/mcp", "/mcp/v1")),
+            allowed_hosts=front.allowed_hosts,
+            allowed_origins=front.allowed_origins,
+            access_log_on=settings.access_log,
+            query_token=settings.query_token,
+            max_body_bytes=settings.max_body_bytes,
+            request_timeout=limits.request_timeout,
+            tracker=tracker,
+            failure_limit=failures,
+        )
+    return Built(front, binding, session_manager, tracker, fast, direct)

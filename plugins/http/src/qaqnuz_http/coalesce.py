@@ -8,12 +8,14 @@ here holds what is written during one pass of the event loop and writes it as on
 (`loop.call_soon`), so a head and its body leave together, and several events of a stream written at once
 leave together. Nothing waits longer than the current pass, and more than 64 KiB is written at once (so the
 transport's flow control still sees a fast stream); closing or ending the stream writes what is held first;
-aborting drops it, as aborting does.
+aborting drops it, as aborting does. Before anything held is written, `before_write` runs: the kernel's
+audit records held for the same pass are written first, so no answer leaves before its audit line.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any, cast
 
 #: At most this much is held before it is written: beyond it the transport's own buffer and its pause/resume
@@ -24,9 +26,12 @@ HOLD_LIMIT = 64 * 1024
 class HeldWrites:
     """A transport that gathers the writes of one event-loop pass; everything else is the real transport's."""
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, before_write: Callable[[], None]
+    ) -> None:
         self._transport = transport
         self._loop = loop
+        self._before_write = before_write
         self._held: list[bytes] | None = None
         self._held_bytes = 0
 
@@ -48,6 +53,7 @@ class HeldWrites:
     def flush(self) -> None:
         held, self._held = self._held, None
         if held and not self._transport.is_closing():
+            self._before_write()
             self._transport.write(held[0] if len(held) == 1 else b"".join(held))
 
     def get_write_buffer_size(self) -> int:
@@ -69,7 +75,9 @@ class HeldWrites:
         return getattr(self._transport, name)
 
 
-def held_writes_protocol(base: type[asyncio.Protocol] | None = None) -> type[asyncio.Protocol]:
+def held_writes_protocol(
+    before_write: Callable[[], None], base: type[asyncio.Protocol] | None = None
+) -> type[asyncio.Protocol]:
     """uvicorn's HTTP/1.1 protocol (httptools when installed, as uvicorn's "auto" picks; else h11; or `base`)
     on a transport that holds writes for one pass of the event loop."""
     if base is None:
@@ -84,6 +92,7 @@ def held_writes_protocol(base: type[asyncio.Protocol] | None = None) -> type[asy
 
     class HeldWritesProtocol(base):  # type: ignore[valid-type,misc]
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            super().connection_made(HeldWrites(cast(asyncio.Transport, transport), asyncio.get_running_loop()))
+            loop = asyncio.get_running_loop()
+            super().connection_made(HeldWrites(cast(asyncio.Transport, transport), loop, before_write))
 
     return HeldWritesProtocol

@@ -194,7 +194,7 @@ class Front:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message = {**message, "headers": _secure(message.get("headers", ()))}
+                message = {**message, "headers": secure_headers(message.get("headers", ()))}
             await send(message)
 
         try:
@@ -226,7 +226,7 @@ def _printable(text: str, limit: int = 200) -> str:
     return escaped + ("..." if len(text) > limit else "")
 
 
-def _secure(headers: Any) -> list[tuple[bytes, bytes]]:
+def secure_headers(headers: Any) -> list[tuple[bytes, bytes]]:
     """`Cache-Control: no-store` (keeping an SSE `no-transform`) and `Referrer-Policy: no-referrer`."""
     out: list[tuple[bytes, bytes]] = []
     cache = b"no-store"

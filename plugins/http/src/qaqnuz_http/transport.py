@@ -18,6 +18,7 @@ import uvicorn
 from qaqnuz import Host, UsageError
 from qaqnuz_http.app import Built, build_app
 from qaqnuz_http.coalesce import held_writes_protocol
+from qaqnuz_http.direct import direct_protocol, direct_support
 from qaqnuz_http.settings import HttpSettings, Limits, is_loopback
 
 log = logging.getLogger("qaqnuz.http")
@@ -53,6 +54,12 @@ class HttpTransport:
                 f"serve loopback addresses (127.0.0.1, ::1, localhost)"
             )
         self.built = built = build_app(host, s, self.limits)
+        protocol = held_writes_protocol(host.settle_audit)  # a response's head and body in one write
+        if built.direct is not None:
+            if direct_support():
+                protocol = direct_protocol(built.direct)
+            else:
+                log.warning("fast-path requests go through the ASGI stack: uvicorn's request cycle is not as expected")
         sock = _bind(s.host, s.port)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
@@ -62,7 +69,7 @@ class HttpTransport:
             server_header=False,
             proxy_headers=False,
             ws="none",
-            http=held_writes_protocol(),  # a response's head and body in one write
+            http=protocol,
             lifespan="on",
             timeout_keep_alive=max(1, math.ceil(self.limits.keep_alive_timeout)),
             limit_concurrency=s.max_connections,  # beyond it uvicorn answers 503 instead of queueing

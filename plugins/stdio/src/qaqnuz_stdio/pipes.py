@@ -19,7 +19,7 @@ import contextlib
 import os
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
 import anyio
@@ -111,20 +111,23 @@ async def open_lines(fd: int) -> Lines:
 
 class Output:
     """stdout for both writers: the SDK (`write` then `flush`, as `stdio_server` calls them) and the fast path
-    (`send`, one whole line). Each message is handed over in one piece, so lines never interleave."""
+    (`send`, one whole line). Each message is handed over in one piece, so lines never interleave, and only
+    after `before_write` (the kernel's audit records held for this pass are written first: no answer is seen
+    before its audit line)."""
 
-    def __init__(self, fd: int, writer: asyncio.StreamWriter | None) -> None:
+    def __init__(self, fd: int, writer: asyncio.StreamWriter | None, before_write: Callable[[], None]) -> None:
         self._fd = fd
         self._writer = writer
+        self._before_write = before_write
 
     @classmethod
-    async def open(cls, fd: int) -> Output:
+    async def open(cls, fd: int, before_write: Callable[[], None]) -> Output:
         if not _streaming(fd):
-            return cls(fd, None)
+            return cls(fd, None, before_write)
         loop = asyncio.get_running_loop()
         pipe = os.fdopen(os.dup(fd), "wb", 0)  # the loop closes its own duplicate; `fd` stays for the restore
         transport, protocol = await loop.connect_write_pipe(lambda: asyncio.streams.FlowControlMixin(loop=loop), pipe)
-        return cls(fd, asyncio.StreamWriter(transport, protocol, None, loop))
+        return cls(fd, asyncio.StreamWriter(transport, protocol, None, loop), before_write)
 
     async def send(self, line: bytes) -> None:
         self._put(line)
@@ -138,6 +141,7 @@ class Output:
             await self._writer.drain()  # waits only while the client is not reading; raises once it is gone
 
     def _put(self, data: bytes) -> None:
+        self._before_write()
         if self._writer is not None:
             if self._writer.is_closing():
                 raise BrokenPipeError("the client closed stdout")

@@ -47,7 +47,7 @@ class StdioTransport:
                 os.close(devnull)
                 devnull = -1
                 lines = await pipes.open_lines(stdin_fd)
-                output = await pipes.Output.open(stdout_fd)
+                output = await pipes.Output.open(stdout_fd, host.settle_audit)
                 try:
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(_stop_on_signal, tg.cancel_scope)

@@ -1,0 +1,271 @@
+"""Fast-path requests answered on the connection, below the ASGI stack.
+
+Even with the SDK out of the way, a fast-path `tools/call` still crossed uvicorn's request cycle (its
+`receive` and `send`, each response header checked against two regular expressions), Starlette-style
+middleware (`Front`, `Guard`, each copying the scope and wrapping `send`), and a body read under a timer:
+about a quarter of the server's CPU per call, more than the governed pipeline itself. Measured on loopback, a
+trivial ASGI app behind uvicorn costs 53 µs of CPU per request; the same answer written by an asyncio
+protocol, 13 µs.
+
+So the HTTP/1.1 protocol here is uvicorn's own (it parses, keeps connections alive, pipelines, pauses and
+closes as before) with one change: when a POST to an MCP endpoint is about to be handed to the ASGI app and
+its whole body has already arrived (the usual case: a small request read in one piece), the request is first
+offered to `DirectAnswers`. It applies the very checks `Front` and `Guard` apply, with the same code where the
+outcome has side effects (authentication, its failure limit and its refusals), asks `FastPath` for the answer
+(the one governed pipeline), and returns the HTTP response, which is written in one piece. Anything it does
+not take (a query string, a Host or Origin to refuse, a body still arriving, shutting down, any request the
+fast path leaves to the SDK) goes to the ASGI app exactly as before, body included, and is answered there.
+
+The protocol relies on uvicorn's request cycle (its body buffer and completion flags), internals of the
+uvicorn release in use; `direct_support()` checks they are there, a test fails if an upgrade moves them, and
+without them the server keeps to the ASGI path (with a warning) rather than guess.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from starlette.types import Message, Scope
+
+from qaqnuz import Host
+from qaqnuz_http.coalesce import held_writes_protocol
+from qaqnuz_http.fastpath import FastPath
+from qaqnuz_http.guard import FailureLimit, Tracker, access_log, authenticate, host_allowed, secure_headers
+from qaqnuz_http.scopeheaders import headers_of
+
+log = logging.getLogger("qaqnuz.http")
+
+#: A response as the ASGI app would have sent it: status, headers, body.
+Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
+
+
+class DirectAnswers:
+    """What `Front` and `Guard` decide for a fast-path POST, then the fast path's answer; None: the app's turn."""
+
+    def __init__(
+        self,
+        *,
+        host: Host,
+        fast: FastPath,
+        paths: frozenset[str],
+        allowed_hosts: list[str],
+        allowed_origins: list[str],
+        access_log_on: bool,
+        query_token: bool,
+        max_body_bytes: int,
+        request_timeout: float,
+        tracker: Tracker,
+        failure_limit: FailureLimit | None,
+    ) -> None:
+        self.host = host
+        self.fast = fast
+        self.paths = paths
+        self.allowed_hosts = allowed_hosts
+        self.allowed_origins = allowed_origins
+        self.access_log_on = access_log_on
+        self.query_token = query_token
+        self.max_body_bytes = max_body_bytes
+        self.request_timeout = request_timeout
+        self.tracker = tracker
+        self.failure_limit = failure_limit
+        self._hosts_seen: dict[bytes, bool] = {}  # Host -> allowed (a client sends the same one every time)
+        self.answered = 0  # fast-path answers written here (what a test tells the two paths apart by)
+        self.refused = 0  # authentication refusals written here
+
+    def takes(self, scope: Scope) -> bool:
+        """Whether a request may be offered at all (decided from its request line alone)."""
+        return scope["method"] == "POST" and scope["path"] in self.paths
+
+    async def answer(self, scope: Scope, body: bytes) -> Reply | None:
+        """The response to a whole request, or None to leave it (untouched) to the ASGI app."""
+        if scope["query_string"] or self.tracker.draining or len(body) > self.max_body_bytes:
+            return None  # `?token=` handling, the 503 while draining and the 413 are the app's
+        headers, repeated = headers_of(scope)
+        if repeated & {b"host", b"origin", b"content-length", b"authorization"} or not self._host_ok(headers):
+            return None  # Front answers 421 or 403 (and the rest is its to judge)
+        declared = headers.get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
+            return None
+        started = time.monotonic()
+        collected: list[Message] = []
+
+        async def collect(message: Message) -> None:
+            collected.append(message)
+
+        key_id = "-"
+        reply: Reply | None
+        authenticated = await authenticate(
+            scope, collect, host=self.host, query_token=self.query_token, failure_limit=self.failure_limit
+        )
+        if authenticated is None:  # refused (400, 401 or 429), with its side effects done: answered here
+            reply = _reply(collected)
+            self.refused += 1
+        else:
+            key_id = authenticated[0].key_id
+            self.tracker.in_flight += 1  # shutdown waits for it as for a request the SDK serves
+            try:
+                answered = await self.fast.answer(scope, body, authenticated[0], collect)
+            finally:
+                self.tracker.in_flight -= 1
+            if not answered:
+                return None
+            reply = _reply(collected)
+            self.answered += 1
+        if self.access_log_on:
+            access_log.info(
+                "%s %s %d %.1fms key=%s",
+                scope["method"],
+                scope["path"],
+                reply[0],
+                (time.monotonic() - started) * 1000,
+                key_id,
+            )
+        return reply
+
+    def _host_ok(self, headers: dict[bytes, bytes]) -> bool:
+        host = headers.get(b"host")
+        if host is None:
+            return False
+        allowed = self._hosts_seen.get(host)
+        if allowed is None:
+            allowed = host_allowed(host.decode("latin-1"), self.allowed_hosts)
+            if len(self._hosts_seen) >= 256:
+                self._hosts_seen.clear()
+            self._hosts_seen[host] = allowed
+        origin = headers.get(b"origin")
+        return allowed and (origin is None or host_allowed(origin.decode("latin-1"), self.allowed_origins))
+
+
+def _reply(messages: list[Message]) -> Reply:
+    """The start and body messages the guard or the fast path sent (its Content-Length is written anew)."""
+    start, body = messages[0], messages[1]
+    headers = [(name, value) for name, value in start["headers"] if name != b"content-length"]
+    return start["status"], secure_headers(headers), body["body"]
+
+
+def direct_support() -> bool:
+    """Whether uvicorn's protocol and request cycle have what `direct_protocol` relies on."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+    except ImportError:  # no httptools: uvicorn runs on h11, and the ASGI path serves everything
+        return False
+    if not callable(getattr(HttpToolsProtocol, "_start_asgi_task", None)):
+        return False
+    if not callable(getattr(RequestResponseCycle, "run_asgi", None)):
+        return False
+    names = RequestResponseCycle.__init__.__code__.co_names
+    wanted = {
+        *("body", "more_body", "disconnected", "keep_alive", "response_started", "response_complete"),
+        *("message_event", "on_response", "flow", "default_headers", "transport", "waiting_for_100_continue"),
+    }
+    return wanted <= set(names)
+
+
+STATUS_LINES = {200: b"HTTP/1.1 200 OK\r\n"}
+
+
+def _status_line(status: int) -> bytes:
+    line = STATUS_LINES.get(status)
+    if line is None:
+        from uvicorn.protocols.http.httptools_impl import STATUS_LINE
+
+        line = STATUS_LINES[status] = STATUS_LINE[status]
+    return line
+
+
+def direct_protocol(direct: DirectAnswers) -> type[asyncio.Protocol]:
+    """uvicorn's httptools protocol (with held writes) that offers whole fast-path POSTs to `direct` first."""
+    base: Any = held_writes_protocol(direct.host.settle_audit)
+
+    class DirectProtocol(base):
+        def _start_asgi_task(self, cycle: Any, app: Callable[..., Any]) -> None:
+            if app is not self.app or not direct.takes(cycle.scope):
+                super()._start_asgi_task(cycle, app)
+                return
+            coroutine = self._direct_or_app(cycle, app)
+            if getattr(self.config, "reset_contextvars", False):
+                task = self.loop.create_task(coroutine, context=contextvars.Context())
+            else:
+                task = self.loop.create_task(coroutine)
+            task.add_done_callback(self.tasks.discard)
+            self.tasks.add(task)
+
+        async def _direct_or_app(self, cycle: Any, app: Callable[..., Any]) -> None:
+            reply = None
+            whole = await _whole_body(cycle, direct)
+            if whole is False:
+                reply = (408, [(b"content-type", b"text/plain; charset=utf-8")], b"Request timeout")
+            elif whole:
+                try:
+                    reply = await direct.answer(cycle.scope, bytes(cycle.body))
+                except Exception as exc:  # the app path logs and answers 500 the same way
+                    log.error("answering a request failed (%s)", type(exc).__name__)
+                    reply = (500, [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")],
+                             b"Internal Server Error")  # fmt: skip
+            if reply is None:
+                await cycle.run_asgi(app)
+            else:
+                await _write(cycle, reply)
+
+    return DirectProtocol
+
+
+async def _whole_body(cycle: Any, direct: DirectAnswers) -> bool | None:
+    """True once the whole body is in the cycle's buffer; None: the app reads it (a body of unknown or too
+    large a size, a client waiting for 100 Continue, a gone client); False: it did not come in time (408).
+
+    A client that writes the head and the body separately (most do) has only its head parsed when this task
+    first runs: the body is awaited here, under the same deadline the ASGI path reads it with.
+    """
+    if not cycle.more_body:
+        return not cycle.disconnected
+    declared = next((v for k, v in cycle.scope["headers"] if k == b"content-length"), None)
+    if cycle.waiting_for_100_continue or declared is None or not declared.isdigit():
+        return None
+    if int(declared) > direct.max_body_bytes:
+        return None
+    event = cycle.message_event
+    try:
+        async with asyncio.timeout(direct.request_timeout):
+            while cycle.more_body and not cycle.disconnected:
+                cycle.flow.resume_reading()  # as the cycle's own `receive` does: a paused read would never end
+                await event.wait()
+                event.clear()
+    except TimeoutError:
+        return False
+    finally:
+        event.set()  # the cycle's `receive` (should the app read after all) finds what has arrived
+    return not cycle.disconnected
+
+
+async def _write(cycle: Any, reply: Reply) -> None:
+    """The response in one write, then what uvicorn's cycle does once a response is complete."""
+    status, headers, body = reply
+    if cycle.flow.write_paused and not cycle.disconnected:
+        await cycle.flow.drain()
+    cycle.response_started = cycle.response_complete = True
+    on_response, cycle.on_response = cycle.on_response, _nothing
+    cycle.message_event.set()
+    if cycle.disconnected:
+        return
+    parts = [_status_line(status)]
+    for name, value in (*cycle.default_headers, *headers):
+        if name == b"connection" and b"close" in value.lower():
+            cycle.keep_alive = False
+        parts += (name, b": ", value, b"\r\n")
+    if not cycle.keep_alive and not any(name == b"connection" for name, _ in headers):
+        parts.append(b"connection: close\r\n")
+    parts += (b"content-length: ", str(len(body)).encode("ascii"), b"\r\n\r\n", body)
+    cycle.transport.write(b"".join(parts))
+    if not cycle.keep_alive:
+        cycle.transport.close()
+    on_response()
+
+
+def _nothing() -> None:
+    return None
