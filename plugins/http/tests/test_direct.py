@@ -176,3 +176,22 @@ def test_uvicorn_still_has_what_the_connection_level_answers_rely_on():
     from qaqnuz_http.direct import direct_support
 
     assert direct_support()
+
+
+def test_keep_alive_closes_an_idle_connection_and_never_a_busy_one(http_server):
+    server = http_server(keep_alive_timeout="1s")
+    key = server.mint()
+    with connect(server) as busy, connect(server) as idle:
+        buffers = {id(busy): bytearray(), id(idle): bytearray()}
+        for sock in (busy, idle):
+            sock.sendall(request(server, key, call_body(1)))
+            assert read_response(sock, buffers[id(sock)])[0] == 200
+        started = time.monotonic()
+        for i in range(7):  # 2.8 s of a request every 0.4 s: well past the 1 s timeout
+            time.sleep(0.4)
+            busy.sendall(request(server, key, call_body(i)))
+            assert read_response(busy, buffers[id(busy)])[0] == 200
+        assert idle.recv(1) == b""  # the idle one was closed meanwhile
+        busy.settimeout(5)
+        assert busy.recv(1) == b""  # and the busy one, once idle for its second
+        assert time.monotonic() - started < 6

@@ -8,7 +8,8 @@ trivial ASGI app behind uvicorn costs 53 µs of CPU per request; the same answer
 protocol, 13 µs.
 
 So the HTTP/1.1 protocol here is uvicorn's own (it parses, keeps connections alive, pipelines, pauses and
-closes as before) with one change: when a POST to an MCP endpoint is about to be handed to the ASGI app and
+closes as before) with two changes. Its keep-alive timer is armed once per idle spell and re-arms itself,
+instead of being armed and cancelled around every request. And when a POST to an MCP endpoint is about to be handed to the ASGI app and
 its whole body has already arrived (the usual case: a small request read in one piece), the request is first
 offered to `DirectAnswers`. It applies the very checks `Front` and `Guard` apply, with the same code where the
 outcome has side effects (authentication, its failure limit and its refusals), asks `FastPath` for the answer
@@ -16,8 +17,8 @@ outcome has side effects (authentication, its failure limit and its refusals), a
 not take (a query string, a Host or Origin to refuse, a body still arriving, shutting down, any request the
 fast path leaves to the SDK) goes to the ASGI app exactly as before, body included, and is answered there.
 
-The protocol relies on uvicorn's request cycle (its body buffer and completion flags), internals of the
-uvicorn release in use; `direct_support()` checks they are there, a test fails if an upgrade moves them, and
+The protocol relies on uvicorn's request cycle (its body buffer and completion flags) and keep-alive
+bookkeeping, internals of the uvicorn release in use; `direct_support()` checks they are there, a test fails if an upgrade moves them, and
 without them the server keeps to the ASGI path (with a warning) rather than guess.
 """
 
@@ -154,7 +155,11 @@ def direct_support() -> bool:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
     except ImportError:  # no httptools: uvicorn runs on h11, and the ASGI path serves everything
         return False
-    if not callable(getattr(HttpToolsProtocol, "_start_asgi_task", None)):
+    methods = ("_start_asgi_task", "_unset_keepalive_if_required", "on_response_complete", "timeout_keep_alive_handler")
+    if not all(callable(getattr(HttpToolsProtocol, name, None)) for name in methods):
+        return False
+    protocol_state = {"timeout_keep_alive_task", "timeout_keep_alive", "pipeline", "server_state", "flow", "loop"}
+    if not protocol_state <= set(HttpToolsProtocol.__init__.__code__.co_names):
         return False
     if not callable(getattr(RequestResponseCycle, "run_asgi", None)):
         return False
@@ -183,6 +188,39 @@ def direct_protocol(direct: DirectAnswers) -> type[asyncio.Protocol]:
     base: Any = held_writes_protocol(direct.host.settle_audit)
 
     class DirectProtocol(base):
+        _idle_since: float | None = None  # when the last response completed; None while a request is in hand
+
+        def _unset_keepalive_if_required(self) -> None:
+            self._idle_since = None  # data arrived: busy (the timer, if armed, finds that out and stands down)
+
+        def on_response_complete(self) -> None:
+            # uvicorn's, except for the keep-alive timer: one per connection, armed when the connection goes
+            # idle with none armed and re-armed by itself, instead of one armed and cancelled per request.
+            self.server_state.total_requests += 1
+            if self.transport.is_closing():
+                return
+            self.flow.resume_reading()
+            if self.pipeline:
+                cycle, app = self.pipeline.pop()
+                self._start_asgi_task(cycle, app)
+                return
+            self._idle_since = self.loop.time()
+            if self.timeout_keep_alive_task is None:
+                self._arm_keep_alive(self._idle_since + self.timeout_keep_alive)
+
+        def _arm_keep_alive(self, when: float) -> None:
+            self.timeout_keep_alive_task = self.loop.call_at(when, self._keep_alive_due)
+
+        def _keep_alive_due(self) -> None:
+            self.timeout_keep_alive_task = None
+            if self._idle_since is None or self.transport.is_closing():
+                return  # busy (the response that ends it arms the timer again), or already closing
+            deadline = self._idle_since + self.timeout_keep_alive
+            if self.loop.time() >= deadline:
+                self.timeout_keep_alive_handler()
+            else:
+                self._arm_keep_alive(deadline)
+
         def _start_asgi_task(self, cycle: Any, app: Callable[..., Any]) -> None:
             if app is not self.app or not direct.takes(cycle.scope):
                 super()._start_asgi_task(cycle, app)
