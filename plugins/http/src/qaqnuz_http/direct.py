@@ -9,17 +9,19 @@ protocol, 13 µs.
 
 So the HTTP/1.1 protocol here is uvicorn's own (it parses, keeps connections alive, pipelines, pauses and
 closes as before) with two changes. Its keep-alive timer is armed once per idle spell and re-arms itself,
-instead of being armed and cancelled around every request. And when a POST to an MCP endpoint is about to be handed to the ASGI app and
-its whole body has already arrived (the usual case: a small request read in one piece), the request is first
-offered to `DirectAnswers`. It applies the very checks `Front` and `Guard` apply, with the same code where the
-outcome has side effects (authentication, its failure limit and its refusals), asks `FastPath` for the answer
-(the one governed pipeline), and returns the HTTP response, which is written in one piece. Anything it does
-not take (a query string, a Host or Origin to refuse, a body still arriving, shutting down, any request the
+instead of being armed and cancelled around every request. And a POST to an MCP endpoint, about to be handed
+to the ASGI app, is first offered to `DirectAnswers` once its whole body is in (awaited under the same read
+deadline the ASGI path applies; a body of unknown size or over the limit, or a client waiting for `100
+Continue`, stays the app's). `DirectAnswers` applies the very checks `Front` and `Guard` apply, with the same
+code where the outcome has side effects (authentication, its failure limit and its refusals), asks
+`FastPath` for the answer (the one governed pipeline), and returns the HTTP response, which is written in one
+piece. Anything it does not take (a query string, a Host or Origin to refuse, shutting down, any request the
 fast path leaves to the SDK) goes to the ASGI app exactly as before, body included, and is answered there.
 
-The protocol relies on uvicorn's request cycle (its body buffer and completion flags) and keep-alive
-bookkeeping, internals of the uvicorn release in use; `direct_support()` checks they are there, a test fails if an upgrade moves them, and
-without them the server keeps to the ASGI path (with a warning) rather than guess.
+The protocol relies on uvicorn's request cycle (its body buffer and completion flags) and its keep-alive
+bookkeeping, internals of the uvicorn release in use; `direct_support()` checks they are there, a test fails
+if an upgrade moves them, and without them the server keeps to the ASGI path (with a warning) rather than
+guess.
 """
 
 from __future__ import annotations

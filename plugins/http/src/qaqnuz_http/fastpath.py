@@ -71,6 +71,7 @@ class FastPath:
         self.session_era = session_support(session_manager)
         self.answered = 0  # requests this path answered itself (what a test can tell the two paths apart by)
         self._media: dict[tuple[bytes, bytes], bool] = {}  # (Content-Type, Accept) -> whether the path takes it
+        self._requestors: dict[Principal, Any] = {}  # how the SDK's session table names a principal (pydantic: costly)
         if not self.session_era:
             log.warning("the fast path leaves session-era requests to the SDK: its session table is not where expected")
 
@@ -130,7 +131,11 @@ class FastPath:
         transport = self.sessions._server_instances.get(session_id)
         if transport is None or transport.is_terminated:
             return None
-        requestor = authorization_context(AuthenticatedUser(access_token(principal)))
+        requestor = self._requestors.get(principal)
+        if requestor is None:
+            if len(self._requestors) >= 4096:
+                self._requestors.clear()
+            requestor = self._requestors[principal] = authorization_context(AuthenticatedUser(access_token(principal)))
         if self.sessions._session_owners.get(session_id) != requestor:
             return None
         idle = transport.idle_scope
