@@ -242,3 +242,23 @@ def test_the_fast_path_finds_the_sdks_session_table():
     from qaqnuz_http.fastpath import session_support
 
     assert session_support(StreamableHTTPSessionManager(app=Server("probe")))
+
+
+def test_fast_path_requests_keep_a_session_alive_and_an_idle_one_still_ends(http_server):
+    import time
+
+    peer = Peer(http_server(CONFIG, ("conformance",), session_idle_timeout="3s"))
+    session = peer.open_session()
+    body = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "echo", "arguments": {"message": "x"}},
+    }
+    before = answered_fast(peer)
+    for _ in range(6):  # 6 s of a call a second: twice the idle timeout
+        assert peer.post(body, _session_headers(session)).status_code == 200
+        time.sleep(1)
+    assert answered_fast(peer) - before == 6  # every one on the fast path, which kept the session open
+    time.sleep(4.5)
+    assert peer.post(body, _session_headers(session)).status_code == 404  # idle past its timeout: gone

@@ -59,6 +59,9 @@ class HeldWrites:
     def get_write_buffer_size(self) -> int:
         return self._transport.get_write_buffer_size() + sum(map(len, self._held or ()))
 
+    def is_closing(self) -> bool:  # asked around every response: spared the `__getattr__` detour
+        return self._transport.is_closing()
+
     def close(self) -> None:
         self.flush()
         self._transport.close()

@@ -22,12 +22,12 @@ upgrade moves them (the fast path then leaves the session era to the SDK rather 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections.abc import Mapping
 from typing import Any
 
-import anyio
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser, authorization_context
 from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
@@ -152,11 +152,15 @@ def _routing_headers(headers: Mapping[bytes, bytes], request: FastRequest) -> bo
 
 
 def _keep_alive(transport: Any) -> None:
-    """What the SDK does for a request it serves on a session: push its idle deadline out."""
+    """What the SDK does for a request it serves on a session: push its idle deadline out. Moving a deadline
+    re-arms a timer, so it is moved only once it would move by a second or more (an idle timeout of minutes
+    then ends at most a second early)."""
     idle = transport.idle_scope
     timeout = getattr(transport, "_idle_timeout", None)
     if idle is not None and timeout is not None and not transport._requests_in_flight:
-        idle.deadline = max(idle.deadline, anyio.current_time() + timeout)
+        deadline = asyncio.get_running_loop().time() + timeout  # anyio's clock on asyncio, without its dispatch
+        if deadline - idle.deadline >= 1.0:
+            idle.deadline = deadline
 
 
 def session_support(manager: StreamableHTTPSessionManager) -> bool:
