@@ -152,6 +152,10 @@ class Registry:
         #: schema digest -> its check and compiled validator (shared by every tool with that schema).
         self._schemas: dict[str, _Schema] = schemas if schemas is not None else {}
         self._entries: dict[tuple[str, str], RegisteredTool] = {}
+        #: What each pack and per-brand instance listed at the last complete sync ((pack, "") for a pack).
+        self._listings: dict[tuple[str, str], list[Any] | None] = {}
+        #: Syncs that looked past the listings (a sync whose listings are the last ones' objects does not).
+        self.full_syncs = 0
         #: How many definitions were hashed and checked anew (a sync with no change adds none).
         self.prepared = 0
 
@@ -182,13 +186,38 @@ class Registry:
         self, packs: Mapping[str, ToolProvider], brand_packs: BrandPacks | None = None, *, strict: bool = False
     ) -> bool:
         """Poll every pack (and per-brand instance) once; True if clients can see a change. `strict` turns
-        problems into errors."""
+        problems into errors.
+
+        When every pack lists the very same tool objects as at the last complete sync (the usual case: a pack
+        keeps its definitions), nothing is looked at further: an idle sync of 10,000 tools costs the listing
+        and one identity comparison per tool."""
+        unavailable: list[str] = []
+        listings: dict[tuple[str, str], list[Any] | None] = {}
+        for pack, provider in packs.items():
+            listings[(pack, "")] = await _listed(provider, f"[packs.{pack}]", unavailable)
+        for (pack, brand), provider in (brand_packs or {}).items():
+            listings[(pack, brand)] = await _listed(provider, f"[brands.{brand}.packs.{pack}]", unavailable)
+        if self.snapshot.version and _same_listings(listings, self._listings):
+            return False
+        changed = await self._sync_listed(packs, brand_packs or {}, listings, unavailable, strict=strict)
+        self._listings = listings
+        return changed
+
+    async def _sync_listed(
+        self,
+        packs: Mapping[str, ToolProvider],
+        brand_packs: BrandPacks,
+        listings: Mapping[tuple[str, str], list[Any] | None],
+        unavailable: list[str],
+        *,
+        strict: bool,
+    ) -> bool:
+        self.full_syncs += 1
         per_pack: dict[str, dict[str, RegisteredTool]] = {}
         failures: list[str] = []
-        unavailable: list[str] = []
         known_now: dict[tuple[str, str], _Known] = {}
-        for pack, provider in packs.items():
-            tools = await _listed(provider, f"[packs.{pack}]", unavailable)
+        for pack in packs:
+            tools = listings[(pack, "")]
             if tools is None:
                 per_pack[pack] = self._last_good.get(pack, {})
                 continue
@@ -222,7 +251,7 @@ class Registry:
             for line in conflicts:
                 log.error("%s; keeping the previous catalogue", line)
             return False
-        brand_tools = await self._sync_brands(brand_packs or {}, per_pack, failures, unavailable)
+        brand_tools = self._sync_brands(brand_packs, listings, per_pack, failures)
         if strict and failures:
             raise ConfigError([*unavailable, *failures])
         if strict and unavailable:
@@ -249,19 +278,19 @@ class Registry:
         self.snapshot = Snapshot(previous.version + 1, dict(sorted(merged.items())), digest, brand_tools)
         return digest != previous.digest or previous.version == 0 or brand_tools.keys() != previous.brand_tools.keys()
 
-    async def _sync_brands(
+    def _sync_brands(
         self,
         brand_packs: BrandPacks,
+        listings: Mapping[tuple[str, str], list[Any] | None],
         per_pack: Mapping[str, Mapping[str, RegisteredTool]],
         failures: list[str],
-        unavailable: list[str],
     ) -> dict[tuple[str, str], Tool]:
         """(brand, name) -> tool for every per-brand instance whose tools match its pack's definitions."""
         out: dict[tuple[str, str], Tool] = {}
         last_good: dict[tuple[str, str], dict[str, Tool]] = {}
-        for (pack, brand), provider in brand_packs.items():
+        for pack, brand in brand_packs:
             where = f"[brands.{brand}.packs.{pack}]"
-            tools = await _listed(provider, where, unavailable)
+            tools = listings[(pack, brand)]
             if tools is None:
                 kept = self._last_good_brand.get((pack, brand), {})
             else:
@@ -293,6 +322,21 @@ class Registry:
             return previous
         assert known.validator is not None
         return RegisteredTool(known.tool, pack, known.digest, known.validator)
+
+
+def _same_listings(
+    now: Mapping[tuple[str, str], list[Any] | None], before: Mapping[tuple[str, str], list[Any] | None]
+) -> bool:
+    """Every pack listed, and listed the very same objects in the same order as before."""
+    if now.keys() != before.keys():
+        return False
+    for key, tools in now.items():
+        previous = before[key]
+        if tools is None or previous is None or len(tools) != len(previous):
+            return False
+        if not all(a is b for a, b in zip(tools, previous, strict=True)):
+            return False
+    return True
 
 
 async def _listed(provider: ToolProvider, where: str, failures: list[str]) -> list[Any] | None:

@@ -59,11 +59,13 @@ async def test_ten_thousand_tools_load_sync_without_rehashing_and_answer(tmp_pat
     try:
         registry = kernel.registry
         assert len(registry.snapshot.tools) == N and registry.prepared == N
-        version = registry.snapshot.version
+        version, full = registry.snapshot.version, registry.full_syncs
         await kernel.tick()
         await kernel.tick()
         assert registry.prepared == N  # nothing hashed, checked or compiled again
         assert registry.snapshot.version == version  # and the catalogue did not change
+        # the same objects: nothing looked at past the listing; equal new ones: compared, not re-hashed
+        assert registry.full_syncs == full + (2 if fresh_objects else 0)
         raw, _ = await kernel.keys.mint(brand="acme", scopes=["echo.read"], name="many")
         principal = await kernel.authenticate(raw)
         assert len(kernel.host.list_tools(principal).tools) == N
@@ -74,3 +76,39 @@ async def test_ten_thousand_tools_load_sync_without_rehashing_and_answer(tmp_pat
         assert invalid.result.error_class == "validation"  # the one shared validator is used
     finally:
         await kernel.aclose()
+
+
+async def test_a_sync_after_an_idle_one_still_sees_every_change():
+    from qaqnuz.registry import Registry
+
+    def tool(name: str, description: str = "") -> Tool:
+        return Tool(name, description or f"The {name} tool.", dict(SCHEMA), "echo.read", SideEffect.READ, echo)
+
+    async def echo(args: Mapping[str, Any]) -> Any:
+        return args
+
+    class Pack:
+        def __init__(self) -> None:
+            self.tools: list[Tool] | None = [tool("a"), tool("b")]
+
+        async def list_tools(self) -> list[Tool]:
+            if self.tools is None:
+                raise ConnectionError("upstream down")
+            return self.tools
+
+    pack, registry = Pack(), Registry()
+    assert await registry.sync({"p": pack}) is True
+    assert await registry.sync({"p": pack}) is False and registry.full_syncs == 1  # idle: listings only
+    assert pack.tools is not None
+    pack.tools = [pack.tools[0], tool("b", "Changed.")]  # one definition replaced
+    assert await registry.sync({"p": pack}) is True and registry.full_syncs == 2
+    assert registry.snapshot.tools["b"].tool.description == "Changed."
+    pack.tools = [*pack.tools, tool("c")]  # one added, in place
+    assert await registry.sync({"p": pack}) is True and set(registry.snapshot.tools) == {"a", "b", "c"}
+    kept, pack.tools = pack.tools, None  # listing fails: the last good tools stay, and the next sync looks again
+    assert await registry.sync({"p": pack}) is False and set(registry.snapshot.tools) == {"a", "b", "c"}
+    pack.tools = kept
+    full = registry.full_syncs
+    assert await registry.sync({"p": pack}) is False and registry.full_syncs == full + 1
+    assert await registry.sync({"p": pack, "q": Pack()}) is False  # a new pack, clashing names: not applied
+    assert registry.full_syncs == full + 2 and set(registry.snapshot.tools) == {"a", "b", "c"}
