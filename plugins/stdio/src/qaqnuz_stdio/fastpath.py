@@ -19,12 +19,13 @@ the fast path is running cancels it (no response is sent, as the protocol asks) 
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anyio
 import msgspec
-from anyio.abc import TaskGroup
 
 from qaqnuz import FastAnswers, FastRequest, Host, Principal
 from qaqnuz_stdio.pipes import Lines, Output
@@ -43,8 +44,44 @@ class _Opening(msgspec.Struct):
     result: Any = None
 
 
+class Calls:
+    """The fast-path calls in flight, as plain asyncio tasks: an anyio task group's task and cancel scope per
+    call cost about 15 µs of a call's 300. Like a task group: `finish` waits for them all (EOF lets running
+    calls finish), `cancel` ends them, and the first one that fails (the client closed stdout) calls
+    `on_failure` and is raised by `finish`."""
+
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.failure: BaseException | None = None
+        self.on_failure: Callable[[], None] = lambda: None
+
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None and self.failure is None:
+            self.failure = task.exception()
+            self.on_failure()
+
+    def cancel(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def finish(self) -> None:
+        """Wait for every call (those cancelled included); then raise the first failure, if any."""
+        with anyio.CancelScope(shield=True):
+            while self._tasks:
+                await asyncio.wait(set(self._tasks))
+        if self.failure is not None:
+            raise self.failure
+
+
 class FastPath:
-    def __init__(self, host: Host, key: str | None, output: Output, calls: TaskGroup) -> None:
+    def __init__(self, host: Host, key: str | None, output: Output, calls: Calls) -> None:
         self.answers = FastAnswers(host, transport="stdio")
         self.host = host
         self.key = key
@@ -55,7 +92,7 @@ class FastPath:
         self._opening_id: Any = None  # the first request's id, until its answer is seen
         self._initialized = False  # handshake era: notifications/initialized seen
         self._opened = False  # the SDK answered the first request with a result
-        self._running: dict[Any, anyio.CancelScope] = {}
+        self._running: dict[Any, asyncio.Task[None]] = {}
         self.answered = 0
 
     # -- the connection's opening -----------------------------------------------------------------------------
@@ -120,19 +157,16 @@ class FastPath:
         principal = await self.host.authenticate(self.key, transport="stdio")  # every request, as the binding does
         if principal is None or not self.answers.takes(principal, request):
             return False
-        scope = anyio.CancelScope()
-        self._running[request.id] = scope
-        self.calls.start_soon(self._answer, principal, request, scope)
+        self._running[request.id] = self.calls.spawn(self._answer(principal, request))
         return True
 
-    async def _answer(self, principal: Principal, request: FastRequest, scope: anyio.CancelScope) -> None:
+    async def _answer(self, principal: Principal, request: FastRequest) -> None:
         try:
-            with scope:
-                payload = await self.answers.answer(principal, request, modern=self.era == "modern")
-                await self.output.send(payload + b"\n")
-                self.answered += 1
-                if log.isEnabledFor(logging.DEBUG):
-                    log.debug("%s answered on the fast path (%s)", request.method, self.era)
+            payload = await self.answers.answer(principal, request, modern=self.era == "modern")
+            await self.output.send(payload + b"\n")
+            self.answered += 1
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("%s answered on the fast path (%s)", request.method, self.era)
         finally:
             self._running.pop(request.id, None)
 
@@ -142,9 +176,9 @@ class FastPath:
         except msgspec.DecodeError:
             return
         if message.method == "notifications/cancelled" and isinstance(message.params, dict):
-            scope = self._running.get(message.params.get("requestId"))
-            if scope is not None:
-                scope.cancel()
+            task = self._running.get(message.params.get("requestId"))
+            if task is not None:
+                task.cancel()
 
 
 class Intercept:

@@ -20,7 +20,7 @@ from mcp.server.stdio import stdio_server
 import qaqnuz
 from qaqnuz import Host, UsageError
 from qaqnuz_stdio import pipes
-from qaqnuz_stdio.fastpath import FastPath, Intercept, WatchedOutput
+from qaqnuz_stdio.fastpath import Calls, FastPath, Intercept, WatchedOutput
 from qaqnuz_stdio.settings import StdioSettings
 
 log = logging.getLogger("qaqnuz.stdio")
@@ -52,14 +52,22 @@ class StdioTransport:
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(_stop_on_signal, tg.cancel_scope)
                         log.info("serving MCP over stdio")
-                        async with anyio.create_task_group() as calls:  # fast-path calls: EOF lets them finish
+                        calls = Calls()  # fast-path calls: EOF lets them finish; a failed one stops serving
+                        with anyio.CancelScope() as serving:
+                            calls.on_failure = serving.cancel
                             stdin: Any = lines
                             stdout: Any = output
                             if self.settings.fast_path:
                                 self.fast = FastPath(host, key, output, calls)
                                 stdin, stdout = Intercept(lines, self.fast), WatchedOutput(output, self.fast)
-                            async with stdio_server(stdin=stdin, stdout=stdout) as (read_stream, write_stream):
-                                await server.run(read_stream, write_stream, server.create_initialization_options())
+                            try:
+                                async with stdio_server(stdin=stdin, stdout=stdout) as (read_stream, write_stream):
+                                    await server.run(read_stream, write_stream, server.create_initialization_options())
+                            except BaseException:  # stopped (a signal) or failed: the calls end with it
+                                calls.cancel()
+                                await calls.finish()
+                                raise
+                        await calls.finish()
                         log.info("stdin closed; stopping")
                         tg.cancel_scope.cancel()
                 finally:
