@@ -153,7 +153,6 @@ class Kernel:
         if self._started:
             return
         runtime = self.runtime
-        self.audit.hold_on(asyncio.get_running_loop())  # the serving loop: records written once per pass
         await self.registry.sync(runtime.packs, runtime.brand_packs, strict=strict)
         problems = check_references(runtime.config, set(self.registry.snapshot.tools))
         routes: list[MountedRoute] = []
@@ -362,6 +361,9 @@ class KernelHost:
 
     def list_tools(self, principal: Principal) -> ToolList:
         return self._kernel.pipeline.list_tools(principal)
+
+    def hold_audit(self) -> None:
+        self._kernel.audit.hold_on(asyncio.get_running_loop())
 
     def settle_audit(self) -> None:
         self._kernel.audit.settle()

@@ -417,8 +417,10 @@ class Host(Protocol):
     `list_tools` and `call_tool` are the governed path; `readiness` says whether the store, the limiter and
     the tool catalogue answer; `on_change` registers a listener for tool-list changes (it returns the
     function that unregisters it); `web_routes` are the plugin routes config enabled, built for this server.
-    `settle_audit` writes the audit records the kernel holds until the end of the event loop's pass: a
-    transport calls it before bytes leave the process, so no answer is ever seen before its audit line.
+    `hold_audit` (called on the serving loop) lets the kernel hold the audit records made on that loop until
+    the end of its pass, to write those of calls that finish together at once; a transport that calls it
+    must call `settle_audit` before any bytes leave the process, so no answer is ever seen before its audit
+    line. A transport that never calls `hold_audit` has every record written at once.
     """
 
     @property
@@ -436,6 +438,8 @@ class Host(Protocol):
     async def authenticate(self, credential: str | None, *, transport: str) -> Principal | None: ...
 
     def list_tools(self, principal: Principal) -> ToolList: ...
+
+    def hold_audit(self) -> None: ...
 
     def settle_audit(self) -> None: ...
 

@@ -152,8 +152,10 @@ class Registry:
         #: schema digest -> its check and compiled validator (shared by every tool with that schema).
         self._schemas: dict[str, _Schema] = schemas if schemas is not None else {}
         self._entries: dict[tuple[str, str], RegisteredTool] = {}
-        #: What each pack and per-brand instance listed at the last complete sync ((pack, "") for a pack).
-        self._listings: dict[tuple[str, str], list[Any] | None] = {}
+        #: What each pack and per-brand instance listed at the last sync that was applied ((pack, "") for a
+        #: pack); None before the first one, and after one that raised or kept the previous catalogue.
+        self._listings: dict[tuple[str, str], list[Any] | None] | None = None
+        self._applied = False
         #: Syncs that looked past the listings (a sync whose listings are the last ones' objects does not).
         self.full_syncs = 0
         #: How many definitions were hashed and checked anew (a sync with no change adds none).
@@ -197,10 +199,12 @@ class Registry:
             listings[(pack, "")] = await _listed(provider, f"[packs.{pack}]", unavailable)
         for (pack, brand), provider in (brand_packs or {}).items():
             listings[(pack, brand)] = await _listed(provider, f"[brands.{brand}.packs.{pack}]", unavailable)
-        if self.snapshot.version and _same_listings(listings, self._listings):
+        if self._listings is not None and _same_listings(listings, self._listings):
             return False
+        self._listings = None  # until this sync has applied them
         changed = await self._sync_listed(packs, brand_packs or {}, listings, unavailable, strict=strict)
-        self._listings = listings
+        if self._applied:
+            self._listings = listings
         return changed
 
     async def _sync_listed(
@@ -213,6 +217,7 @@ class Registry:
         strict: bool,
     ) -> bool:
         self.full_syncs += 1
+        self._applied = False
         per_pack: dict[str, dict[str, RegisteredTool]] = {}
         failures: list[str] = []
         known_now: dict[tuple[str, str], _Known] = {}
@@ -250,7 +255,7 @@ class Registry:
                 raise ConfigError(conflicts)
             for line in conflicts:
                 log.error("%s; keeping the previous catalogue", line)
-            return False
+            return False  # not applied: the next sync looks again (and says so again)
         brand_tools = self._sync_brands(brand_packs, listings, per_pack, failures)
         if strict and failures:
             raise ConfigError([*unavailable, *failures])
@@ -263,6 +268,7 @@ class Registry:
                     known_now[(pack, name)] = self._known[(pack, name)]
         self._known = known_now
         self._entries = {(e.pack, e.tool.name): e for e in merged.values()}
+        self._applied = True
         digest = hashlib.sha256("".join(sorted(e.digest for e in merged.values())).encode()).hexdigest()
         previous = self.snapshot
         unchanged = (

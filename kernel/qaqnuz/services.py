@@ -7,6 +7,7 @@ audit record. Errors are `UsageError`s that say what was wrong and how to fix it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -29,11 +30,11 @@ class Auditor:
     """Writes each audit record to every configured sink. A failed write is counted and logged loudly,
     never silently dropped, and never stops the others.
 
-    On the server's event loop (`hold_on`), the records of one pass of the loop are written together at
-    the end of it (or earlier, when a transport calls `settle` before its answer leaves the process): each
-    write to a file costs a lock, a size check and a system call, and under load several calls finish in
-    the same pass, so they share one. Records made anywhere else (the CLI, another thread, another loop) are
-    written at once, as before.
+    On the serving loop, once a transport asks for it (`hold_on`), the records of one pass of the loop are
+    written together at the end of it (or earlier: the transport calls `settle` before any answer leaves
+    the process): each write to a file costs a lock, a size check and a system call, and under load several
+    calls finish in the same pass, so they share one. Records made anywhere else (the CLI, another thread,
+    another loop, a transport that did not ask) are written at once.
     """
 
     def __init__(
@@ -75,17 +76,22 @@ class Auditor:
     def _write(self, records: list[dict[str, Any]]) -> None:
         for name, sink in self.sinks:
             write_many = getattr(sink, "write_many", None)
-            if write_many is not None:  # all of them or none: one write
-                try:
+            if write_many is not None and len(records) > 1:
+                # all of them or none, in one write; if not, one by one (a record the sink cannot take must
+                # not cost the others)
+                with contextlib.suppress(Exception):
                     write_many(records)
-                except Exception as exc:
-                    self._failed(name, exc, records)
-                continue
+                    continue
+            lost: list[dict[str, Any]] = []
+            failure: Exception | None = None
             for record in records:
                 try:
                     sink.write(record)
                 except Exception as exc:
-                    self._failed(name, exc, [record])
+                    lost.append(record)
+                    failure = exc
+            if failure is not None:
+                self._failed(name, failure, lost)
 
     def _failed(self, sink: str, exc: Exception, records: list[dict[str, Any]]) -> None:
         if self.on_error is not None:

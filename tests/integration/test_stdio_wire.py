@@ -123,3 +123,36 @@ async def test_sigterm_stops_cleanly_and_flushes_last_used(tmp_path):
     record = await store.get_key(key_id)
     await store.aclose()
     assert record.last_used_at is not None and record.last_used_at <= before
+
+
+async def test_sigterm_after_stdin_closed_ends_a_running_call(tmp_path):
+    """The usual way a client stops a stdio server: close stdin, then SIGTERM. A call still running (here one
+    waiting up to 30 s for an approval) is cancelled, audited as such, and the server stops at once."""
+    cfg = write_config(tmp_path, kit_config().replace("[approvals]\n", "[approvals]\nwait_seconds = 30\n"))
+    kernel = await start_kernel(cfg, plugins=["testkit_pack.plugin"])
+    key, _ = await kernel.keys.mint(brand="acme", scopes=["orders.read", "orders.write"], name="w", role="manager")
+    await kernel.aclose()
+    proc = _start(cfg, key)
+    try:
+        _send(proc, INIT)
+        _reply(proc, 1)
+        _send(proc, INITIALIZED)
+        call = {"name": "create_order", "arguments": {"sku": "a", "qty": 1}}
+        _send(proc, {"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": call})
+        time.sleep(0.5)
+        proc.stdin.close()
+        time.sleep(0.5)
+        assert proc.poll() is None  # EOF: the running call may finish...
+        started = time.monotonic()
+        proc.send_signal(signal.SIGTERM)  # ...until the signal ends it
+        proc.wait(timeout=20)
+        stopped_after = time.monotonic() - started
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert stopped_after < 5, (stopped_after, err)  # not after the 30 s wait
+    assert "last-used times flushed" in err
+    records = [json.loads(line) for line in (tmp_path / "qaqnuz-audit.jsonl").read_text().splitlines()]
+    assert any(r.get("tool") == "create_order" and r.get("outcome") == "cancelled" for r in records), records

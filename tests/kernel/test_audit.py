@@ -259,6 +259,27 @@ async def test_a_failed_batch_counts_every_record_it_lost(caplog) -> None:
     assert [[r["n"] for r in b] for b in single.batches] == [[0], [1], [2]]  # no write_many: one write each
 
 
+@pytest.mark.anyio
+async def test_a_record_the_file_cannot_take_costs_only_itself(tmp_path) -> None:
+    import asyncio
+
+    import anyio
+
+    from qaqnuz.builtin.file_audit import FileSink
+    from qaqnuz.services import Auditor
+
+    errors: list[int] = []
+    path = tmp_path / "audit.jsonl"
+    auditor = Auditor([("file", FileSink(str(path)))], lambda: 1.0, lambda: errors.append(1))
+    auditor.hold_on(asyncio.get_running_loop())
+    auditor.record(step="execution", n=0)
+    auditor.record(step="execution", n=1, key_id="bad\udc80")  # not encodable as UTF-8
+    auditor.record(step="execution", n=2)
+    await anyio.sleep(0)
+    assert [json.loads(line)["n"] for line in lines(path)] == [0, 2] and len(errors) == 1
+    assert verify(path) == (2, [])
+
+
 def test_a_batch_chains_like_single_lines_between_two_writers(tmp_path) -> None:
     path = tmp_path / "audit.jsonl"
     server, cli = AuditLog(path), AuditLog(path)

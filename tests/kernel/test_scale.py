@@ -112,3 +112,16 @@ async def test_a_sync_after_an_idle_one_still_sees_every_change():
     assert await registry.sync({"p": pack}) is False and registry.full_syncs == full + 1
     assert await registry.sync({"p": pack, "q": Pack()}) is False  # a new pack, clashing names: not applied
     assert registry.full_syncs == full + 2 and set(registry.snapshot.tools) == {"a", "b", "c"}
+
+
+async def test_a_registry_that_never_applied_a_sync_looks_at_everything():
+    """A successor registry (a config reload) with no packs, or one whose last sync kept the previous catalogue
+    because of a clash, never takes an idle sync's shortcut."""
+    from qaqnuz.registry import Registry
+
+    first = Registry()
+    assert await first.sync({}) is True and first.full_syncs == 1
+    assert await first.sync({}) is False and first.full_syncs == 1  # applied before: the shortcut
+    successor = first.successor()
+    await successor.sync({})
+    assert successor.full_syncs == 1  # never applied: looked at

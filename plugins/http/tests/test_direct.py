@@ -195,3 +195,37 @@ def test_keep_alive_closes_an_idle_connection_and_never_a_busy_one(http_server):
         busy.settimeout(5)
         assert busy.recv(1) == b""  # and the busy one, once idle for its second
         assert time.monotonic() - started < 6
+
+
+def test_the_head_and_the_key_are_judged_before_any_body_is_awaited(http_server):
+    """A refused key or Host is answered at once, not after a body that never comes (nor is it buffered)."""
+    server = http_server(request_timeout="3s")
+    key = server.mint()
+    registry = server.kernel.metrics.registry
+    cases = [("qz_live_nope", None, 401), (key, "evil.example", 421)]
+    for credential, host, status in cases:
+        head = request(server, credential, call_body(1), host=host).partition(b"\r\n\r\n")[0] + b"\r\n\r\n"
+        with connect(server) as sock:
+            started = time.monotonic()
+            sock.sendall(head)  # and no body
+            got, headers, _ = read_response(sock, bytearray())
+            assert got == status and time.monotonic() - started < 1.5, (status, time.monotonic() - started)
+            assert headers["cache-control"] == "no-store"
+    assert registry.get_sample_value("qaqnuz_auth_failures_total", {"transport": "http"}) == 1  # counted once
+
+
+def test_a_stalled_body_gets_408_with_the_usual_headers_and_a_large_one_goes_to_the_app(http_server):
+    server = http_server(request_timeout="1s")
+    key = server.mint()
+    head = request(server, key, call_body(1)).partition(b"\r\n\r\n")[0] + b"\r\n\r\n"
+    with connect(server) as sock:
+        sock.sendall(head + b"{")
+        status, headers, body = read_response(sock, bytearray())
+    assert (status, body) == (408, b"Request timeout")
+    assert headers["cache-control"] == "no-store" and headers["referrer-policy"] == "no-referrer"
+    big = call_body(2, "x" * 70_000)  # over the 64 KiB awaited on the connection: the app reads it
+    with connect(server) as sock:
+        sock.sendall(request(server, key, big))
+        status, _, body = read_response(sock, bytearray())
+    assert status == 200 and json.loads(body)["id"] == 2
+    assert counters(server) == (0, 1)  # answered by the fast path, through the ASGI stack

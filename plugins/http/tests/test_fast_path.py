@@ -262,3 +262,17 @@ def test_fast_path_requests_keep_a_session_alive_and_an_idle_one_still_ends(http
     assert answered_fast(peer) - before == 6  # every one on the fast path, which kept the session open
     time.sleep(4.5)
     assert peer.post(body, _session_headers(session)).status_code == 404  # idle past its timeout: gone
+
+
+def test_a_short_session_idle_timeout_is_kept_alive_too(http_server):
+    import time
+
+    peer = Peer(http_server(CONFIG, ("conformance",), session_idle_timeout="800ms"))
+    session = peer.open_session()
+    params = {"name": "echo", "arguments": {"message": "x"}}
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}
+    for _ in range(7):  # 2.1 s of a call every 0.3 s against a 0.8 s timeout
+        assert peer.post(body, _session_headers(session)).status_code == 200
+        time.sleep(0.3)
+    time.sleep(1.5)
+    assert peer.post(body, _session_headers(session)).status_code == 404

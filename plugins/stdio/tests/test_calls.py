@@ -52,3 +52,18 @@ async def test_cancel_ends_calls_without_a_failure():
     calls.cancel()
     await calls.finish()  # no failure: a cancelled call is not one
     assert task.cancelled() and cancelled == [True] and calls.failure is None
+
+
+async def test_waiting_for_calls_can_be_cancelled_while_they_run():
+    """At EOF the transport waits for running calls; a signal (a cancellation of that wait) must still reach it."""
+    calls = Calls()
+    task = calls.spawn(asyncio.sleep(30))
+    waiter = asyncio.get_running_loop().create_task(calls.wait())
+    await asyncio.sleep(0.05)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert not task.done()  # the wait ended, the call did not: the transport cancels it next
+    calls.cancel()
+    await calls.finish()
+    assert task.cancelled()

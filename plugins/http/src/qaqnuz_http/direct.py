@@ -10,13 +10,13 @@ protocol, 13 µs.
 So the HTTP/1.1 protocol here is uvicorn's own (it parses, keeps connections alive, pipelines, pauses and
 closes as before) with two changes. Its keep-alive timer is armed once per idle spell and re-arms itself,
 instead of being armed and cancelled around every request. And a POST to an MCP endpoint, about to be handed
-to the ASGI app, is first offered to `DirectAnswers` once its whole body is in (awaited under the same read
-deadline the ASGI path applies; a body of unknown size or over the limit, or a client waiting for `100
-Continue`, stays the app's). `DirectAnswers` applies the very checks `Front` and `Guard` apply, with the same
-code where the outcome has side effects (authentication, its failure limit and its refusals), asks
-`FastPath` for the answer (the one governed pipeline), and returns the HTTP response, which is written in one
-piece. Anything it does not take (a query string, a Host or Origin to refuse, shutting down, any request the
-fast path leaves to the SDK) goes to the ASGI app exactly as before, body included, and is answered there.
+to the ASGI app, is first offered to `DirectAnswers`, which applies `Front`'s and `Guard`'s checks in their
+order: what the head alone decides (a query string, a Host or Origin to refuse, draining, a body of unknown
+size or over 64 KiB stay the app's), then the credential (a refusal is answered at once, counted and
+audited once, with the very code `Guard` uses), and only then the body, awaited under the read deadline the
+ASGI path applies (408 when it does not come). The fast path then answers through the one governed
+pipeline, and the response is written in one piece. Anything not taken goes to the ASGI app exactly as
+before, body included, and is answered there.
 
 The protocol relies on uvicorn's request cycle (its body buffer and completion flags) and its keep-alive
 bookkeeping, internals of the uvicorn release in use; `direct_support()` checks they are there, a test fails
@@ -35,7 +35,7 @@ from typing import Any
 
 from starlette.types import Message, Scope
 
-from qaqnuz import Host
+from qaqnuz import Host, Principal
 from qaqnuz_http.coalesce import held_writes_protocol
 from qaqnuz_http.fastpath import FastPath
 from qaqnuz_http.guard import FailureLimit, Tracker, access_log, authenticate, host_allowed, secure_headers
@@ -45,6 +45,11 @@ log = logging.getLogger("qaqnuz.http")
 
 #: A response as the ASGI app would have sent it: status, headers, body.
 Reply = tuple[int, list[tuple[bytes, bytes]], bytes]
+#: The largest body awaited on the connection (fast-path requests are small); a larger one is the app's to read.
+AWAIT_LIMIT = 64 * 1024
+_TEXT = (b"content-type", b"text/plain; charset=utf-8")
+REQUEST_TIMEOUT: Reply = (408, secure_headers([_TEXT]), b"Request timeout")
+SERVER_ERROR: Reply = (500, secure_headers([_TEXT, (b"connection", b"close")]), b"Internal Server Error")
 
 
 class DirectAnswers:
@@ -84,41 +89,52 @@ class DirectAnswers:
         """Whether a request may be offered at all (decided from its request line alone)."""
         return scope["method"] == "POST" and scope["path"] in self.paths
 
-    async def answer(self, scope: Scope, body: bytes) -> Reply | None:
-        """The response to a whole request, or None to leave it (untouched) to the ASGI app."""
-        if scope["query_string"] or self.tracker.draining or len(body) > self.max_body_bytes:
-            return None  # `?token=` handling, the 503 while draining and the 413 are the app's
+    def fits(self, scope: Scope) -> bool:
+        """What can be told from the head alone, with no side effect: a query string (`?token=`), draining (503),
+        a Host or Origin to refuse (421, 403), repeated headers, a body of unknown size or one over
+        `AWAIT_LIMIT` (413 or a long read) all stay the ASGI app's."""
+        if scope["query_string"] or self.tracker.draining:
+            return False
         headers, repeated = headers_of(scope)
         if repeated & {b"host", b"origin", b"content-length", b"authorization"} or not self._host_ok(headers):
-            return None  # Front answers 421 or 403 (and the rest is its to judge)
+            return False
         declared = headers.get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
-            return None
-        started = time.monotonic()
+        return declared is not None and declared.isdigit() and int(declared) <= min(self.max_body_bytes, AWAIT_LIMIT)
+
+    async def authenticate(self, scope: Scope) -> Principal | Reply:
+        """The principal, or the refusal (400, 401 or 429) with its side effects done: counted once, audited,
+        answered here at once, before any body is awaited."""
         collected: list[Message] = []
 
         async def collect(message: Message) -> None:
             collected.append(message)
 
-        key_id = "-"
-        reply: Reply | None
         authenticated = await authenticate(
             scope, collect, host=self.host, query_token=self.query_token, failure_limit=self.failure_limit
         )
-        if authenticated is None:  # refused (400, 401 or 429), with its side effects done: answered here
-            reply = _reply(collected)
+        if authenticated is None:
             self.refused += 1
-        else:
-            key_id = authenticated[0].key_id
-            self.tracker.in_flight += 1  # shutdown waits for it as for a request the SDK serves
-            try:
-                answered = await self.fast.answer(scope, body, authenticated[0], collect)
-            finally:
-                self.tracker.in_flight -= 1
-            if not answered:
+            return _reply(collected)
+        return authenticated[0]
+
+    async def answer(self, scope: Scope, body: bytes, principal: Principal) -> Reply | None:
+        """The fast path's answer to a whole request, or None to leave it (untouched) to the ASGI app."""
+        collected: list[Message] = []
+
+        async def collect(message: Message) -> None:
+            collected.append(message)
+
+        self.tracker.in_flight += 1  # shutdown waits for it as for a request the SDK serves
+        try:
+            if not await self.fast.answer(scope, body, principal, collect):
                 return None
-            reply = _reply(collected)
-            self.answered += 1
+        finally:
+            self.tracker.in_flight -= 1
+        self.answered += 1
+        return _reply(collected)
+
+    def logged(self, scope: Scope, reply: Reply, started: float, key_id: str) -> Reply:
+        """The reply, with `Front`'s access-log line written for it."""
         if self.access_log_on:
             access_log.info(
                 "%s %s %d %.1fms key=%s",
@@ -236,51 +252,68 @@ def direct_protocol(direct: DirectAnswers) -> type[asyncio.Protocol]:
             self.tasks.add(task)
 
         async def _direct_or_app(self, cycle: Any, app: Callable[..., Any]) -> None:
-            reply = None
-            whole = await _whole_body(cycle, direct)
-            if whole is False:
-                reply = (408, [(b"content-type", b"text/plain; charset=utf-8")], b"Request timeout")
-            elif whole:
-                try:
-                    reply = await direct.answer(cycle.scope, bytes(cycle.body))
-                except Exception as exc:  # the app path logs and answers 500 the same way
-                    log.error("answering a request failed (%s)", type(exc).__name__)
-                    reply = (500, [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close")],
-                             b"Internal Server Error")  # fmt: skip
+            started = time.monotonic()
+            try:
+                reply = await _direct(cycle, direct, started)
+            except Exception as exc:  # answered as the ASGI path would: logged, 500, connection closed
+                log.error("answering a request failed (%s)", type(exc).__name__)
+                reply = direct.logged(cycle.scope, SERVER_ERROR, started, "-")
+            except BaseException:  # cancelled (a forced shutdown): no answer will come, so no waiting for one
+                if not cycle.response_complete:
+                    cycle.transport.close()
+                raise
             if reply is None:
                 await cycle.run_asgi(app)
             else:
                 await _write(cycle, reply)
 
+        def connection_lost(self, exc: Exception | None) -> None:
+            super().connection_lost(exc)
+            if self.timeout_keep_alive_task is not None:  # nothing to keep alive: the timer lets the protocol go
+                self.timeout_keep_alive_task.cancel()
+                self.timeout_keep_alive_task = None
+
     return DirectProtocol
 
 
-async def _whole_body(cycle: Any, direct: DirectAnswers) -> bool | None:
-    """True once the whole body is in the cycle's buffer; None: the app reads it (a body of unknown or too
-    large a size, a client waiting for 100 Continue, a gone client); False: it did not come in time (408).
+async def _direct(cycle: Any, direct: DirectAnswers, started: float) -> Reply | None:
+    """Front's and Guard's checks in their order (the head, then the credential, then the body), then the fast
+    path; None wherever the ASGI app is to answer instead."""
+    scope = cycle.scope
+    if (cycle.waiting_for_100_continue and cycle.more_body) or not direct.fits(scope):
+        return None  # a client waiting for `100 Continue` gets it from the app's first read
+    principal = await direct.authenticate(scope)
+    if not isinstance(principal, Principal):
+        return direct.logged(scope, principal, started, "-")
+    whole = await _whole_body(cycle, direct.request_timeout)
+    if whole is None:
+        return None  # the client went away
+    if not whole:
+        return direct.logged(scope, REQUEST_TIMEOUT, started, principal.key_id)
+    reply = await direct.answer(scope, bytes(cycle.body), principal)
+    return None if reply is None else direct.logged(scope, reply, started, principal.key_id)
+
+
+async def _whole_body(cycle: Any, deadline_s: float) -> bool | None:
+    """True once the whole body is in the cycle's buffer, False if it did not come in time (408), None if the
+    client went away.
 
     A client that writes the head and the body separately (most do) has only its head parsed when this task
-    first runs: the body is awaited here, under the same deadline the ASGI path reads it with.
+    first runs: the body (at most `AWAIT_LIMIT`) is awaited here, under the deadline the ASGI path reads with.
     """
-    if not cycle.more_body:
-        return not cycle.disconnected
-    declared = next((v for k, v in cycle.scope["headers"] if k == b"content-length"), None)
-    if cycle.waiting_for_100_continue or declared is None or not declared.isdigit():
-        return None
-    if int(declared) > direct.max_body_bytes:
-        return None
-    event = cycle.message_event
-    try:
-        async with asyncio.timeout(direct.request_timeout):
-            while cycle.more_body and not cycle.disconnected:
-                cycle.flow.resume_reading()  # as the cycle's own `receive` does: a paused read would never end
-                await event.wait()
-                event.clear()
-    except TimeoutError:
-        return False
-    finally:
-        event.set()  # the cycle's `receive` (should the app read after all) finds what has arrived
-    return not cycle.disconnected
+    if cycle.more_body:
+        event = cycle.message_event
+        try:
+            async with asyncio.timeout(deadline_s):
+                while cycle.more_body and not cycle.disconnected:
+                    cycle.flow.resume_reading()  # as the cycle's own `receive` does
+                    await event.wait()
+                    event.clear()
+        except TimeoutError:
+            return False
+        finally:
+            event.set()  # the cycle's `receive` (should the app read after all) finds what has arrived
+    return None if cycle.disconnected else True
 
 
 async def _write(cycle: Any, reply: Reply) -> None:
@@ -302,6 +335,7 @@ async def _write(cycle: Any, reply: Reply) -> None:
         parts.append(b"connection: close\r\n")
     parts += (b"content-length: ", str(len(body)).encode("ascii"), b"\r\n\r\n", body)
     cycle.transport.write(b"".join(parts))
+    cycle.body = bytearray()  # answered: not kept while the connection idles
     if not cycle.keep_alive:
         cycle.transport.close()
     on_response()

@@ -153,13 +153,13 @@ def _routing_headers(headers: Mapping[bytes, bytes], request: FastRequest) -> bo
 
 def _keep_alive(transport: Any) -> None:
     """What the SDK does for a request it serves on a session: push its idle deadline out. Moving a deadline
-    re-arms a timer, so it is moved only once it would move by a second or more (an idle timeout of minutes
-    then ends at most a second early)."""
+    re-arms a timer, so it is moved only once it would gain a second, or a quarter of a shorter timeout (an
+    idle session then ends at most that much early)."""
     idle = transport.idle_scope
     timeout = getattr(transport, "_idle_timeout", None)
     if idle is not None and timeout is not None and not transport._requests_in_flight:
         deadline = asyncio.get_running_loop().time() + timeout  # anyio's clock on asyncio, without its dispatch
-        if deadline - idle.deadline >= 1.0:
+        if deadline - idle.deadline >= min(1.0, timeout / 4):
             idle.deadline = deadline
 
 

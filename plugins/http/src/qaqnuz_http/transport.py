@@ -54,6 +54,7 @@ class HttpTransport:
                 f"serve loopback addresses (127.0.0.1, ::1, localhost)"
             )
         self.built = built = build_app(host, s, self.limits)
+        host.hold_audit()  # every write below settles the held audit records first (HeldWrites)
         protocol = held_writes_protocol(host.settle_audit)  # a response's head and body in one write
         if built.direct is not None:
             if direct_support():

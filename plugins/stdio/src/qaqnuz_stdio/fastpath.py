@@ -46,9 +46,9 @@ class _Opening(msgspec.Struct):
 
 class Calls:
     """The fast-path calls in flight, as plain asyncio tasks: an anyio task group's task and cancel scope per
-    call cost about 15 µs of a call's 300. Like a task group: `finish` waits for them all (EOF lets running
-    calls finish), `cancel` ends them, and the first one that fails (the client closed stdout) calls
-    `on_failure` and is raised by `finish`."""
+    call cost about 15 µs of a call's 300. Like a task group: `wait` lets running calls finish (at EOF; a
+    cancellation of the waiter, a signal, reaches it), `cancel` ends them, and the first one that fails (the
+    client closed stdout) calls `on_failure` and is raised by `finish`; later failures are logged."""
 
     def __init__(self) -> None:
         self._tasks: set[asyncio.Task[None]] = set()
@@ -63,16 +63,25 @@ class Calls:
 
     def _done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None and self.failure is None:
+        if task.cancelled() or task.exception() is None:
+            return
+        if self.failure is None:
             self.failure = task.exception()
             self.on_failure()
+        else:
+            log.error("a fast-path call failed too (%s)", type(task.exception()).__name__)
 
     def cancel(self) -> None:
         for task in list(self._tasks):
             task.cancel()
 
+    async def wait(self) -> None:
+        """Until every call has ended; cancellable (the calls then go on until cancelled themselves)."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
     async def finish(self) -> None:
-        """Wait for every call (those cancelled included); then raise the first failure, if any."""
+        """Wait for every call (those cancelled included), shielded; then raise the first failure, if any."""
         with anyio.CancelScope(shield=True):
             while self._tasks:
                 await asyncio.wait(set(self._tasks))

@@ -48,6 +48,7 @@ class StdioTransport:
                 devnull = -1
                 lines = await pipes.open_lines(stdin_fd)
                 output = await pipes.Output.open(stdout_fd, host.settle_audit)
+                host.hold_audit()  # every write to stdout settles the held audit records first (Output)
                 try:
                     async with anyio.create_task_group() as tg:
                         tg.start_soon(_stop_on_signal, tg.cancel_scope)
@@ -63,11 +64,17 @@ class StdioTransport:
                             try:
                                 async with stdio_server(stdin=stdin, stdout=stdout) as (read_stream, write_stream):
                                     await server.run(read_stream, write_stream, server.create_initialization_options())
-                            except BaseException:  # stopped (a signal) or failed: the calls end with it
+                                await calls.wait()  # EOF: running calls finish (a signal still cancels them)
+                            except BaseException as stopped:  # a signal, a failure: the calls end with it
                                 calls.cancel()
-                                await calls.finish()
+                                try:
+                                    await calls.finish()
+                                except Exception as failure:
+                                    if isinstance(stopped, anyio.get_cancelled_exc_class()):
+                                        raise  # the failed call is why serving was cancelled: it is the error
+                                    log.error("a fast-path call failed too (%s)", type(failure).__name__)
                                 raise
-                        await calls.finish()
+                        await calls.finish()  # a failed call stopped serving: raise it
                         log.info("stdin closed; stopping")
                         tg.cancel_scope.cancel()
                 finally:
