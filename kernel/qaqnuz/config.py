@@ -80,6 +80,7 @@ class ServerConfig(Strict):
     sync_interval: str = "5s"
     last_used_flush: str = "60s"
     audit_file: str = "qaqnuz-audit.jsonl"
+    limiter_file: str = ""  # the `sqlite` limiter's file; empty: beside the store (see Config.limiter_path)
     max_key_lifetime: str = "366d"
     log_level: str = "info"
 
@@ -129,7 +130,7 @@ class ApprovalsConfig(Strict):
 class PluginsConfig(Strict):
     auth: str = "apikey"
     policies: list[str] = msgspec.field(default_factory=lambda: ["scope"])
-    limiter: str = "memory"
+    limiter: str = "sqlite"
     approver: str = "queue"
     audit: list[str] = msgspec.field(default_factory=lambda: ["file"])
     routes: list[str] = msgspec.field(default_factory=list)
@@ -193,6 +194,20 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
     def resolve(self, relative: str) -> str:
         """A path from config, made absolute against the config file's folder."""
         return str(Path(self.base_dir, os.path.expanduser(relative)))
+
+    def limiter_path(self) -> str:
+        """Where the `sqlite` limiter keeps its windows: `[server] limiter_file`; else beside the embedded
+        store's file (`qaqnuz.db` -> `qaqnuz-limits.db`), so every process on one store shares its limits;
+        else `qaqnuz-limits.db` beside the config."""
+        if self.server.limiter_file:
+            return self.resolve(self.server.limiter_file)
+        store = self.server.store
+        prefix = "sqlite:///"
+        rest = store[len(prefix) :] if store.startswith(prefix) else ""
+        if rest and "?" not in rest and not rest.startswith(("file:", ":memory:")):
+            path = Path(self.resolve(rest))
+            return str(path.with_name(f"{path.stem}-limits.db"))
+        return self.resolve("qaqnuz-limits.db")
 
     @property
     def store_scheme(self) -> str:

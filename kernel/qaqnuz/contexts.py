@@ -127,7 +127,10 @@ class PolicyContext(Context):
 
 @attrs.frozen(kw_only=True)
 class LimiterContext(Context):
-    """A rate limiter's context: its location, logger and clock."""
+    """A rate limiter's context: its location, logger and clock, and `limiter_file`: where the built-in
+    `sqlite` limiter keeps its windows (absolute; `[server] limiter_file`, by default beside the store)."""
+
+    limiter_file: str = ""
 
 
 @attrs.frozen(kw_only=True)

@@ -408,6 +408,7 @@ _RESTART_ONLY = (
     ("[server] store", lambda c: c.server.store),
     ("[server] secret_file", lambda c: c.server.secret_file),
     ("[server] audit_file", lambda c: c.server.audit_file),
+    ("[server] limiter_file", lambda c: c.server.limiter_file),
     ("[plugins] audit", lambda c: c.plugins.audit),
     ("[plugins] routes", lambda c: c.plugins.routes),
     ("[plugins.<store>, audit sink or route>]", lambda c: _startup_tables(c)),

@@ -32,6 +32,7 @@ BUILTINS: tuple[tuple[str, str], ...] = (
     ("apikey", "qaqnuz.builtin.apikey"),
     ("scope", "qaqnuz.builtin.scope_policy"),
     ("memory", "qaqnuz.builtin.memory_limiter"),
+    ("sqlite_limiter", "qaqnuz.builtin.sqlite_limiter"),
     ("queue", "qaqnuz.builtin.queue_approver"),
     ("anonymous", "qaqnuz.builtin.anonymous"),
     ("sqlite", "qaqnuz.builtin.sqlite_store"),

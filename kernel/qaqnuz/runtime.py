@@ -173,7 +173,11 @@ class Builder:
             sel.limiter,
             "limiter",
             lambda section: LimiterContext(
-                section=section, logger=self._logger(sel.limiter), base_dir=base_dir, clock=clock
+                section=section,
+                logger=self._logger(sel.limiter),
+                base_dir=base_dir,
+                clock=clock,
+                limiter_file=config.limiter_path(),
             ),
         )
         approver = plugin(

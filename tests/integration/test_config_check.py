@@ -92,7 +92,7 @@ CASES = [
     (
         "a first-party limiter that is not installed",
         plugins('[plugins]\nlimiter = "redis"\n'),
-        "[plugins] limiter: unknown limiter provider 'redis'; valid names: memory; 'redis' comes with the "
+        "[plugins] limiter: unknown limiter provider 'redis'; valid names: memory, sqlite; 'redis' comes with the "
         "distribution qaqnuz-redis, which is not installed: pip install 'qaqnuz[redis]'",
     ),
     (

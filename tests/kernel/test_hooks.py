@@ -197,4 +197,5 @@ def test_hooks_are_called_through_pluggy_so_wrappers_see_each_call():
     _Wrapper.calls.clear()
     plugins = Plugins(autoload=False, explicit=[_Wrapper()])
     assert "memory" in plugins.providers[ProviderKind.LIMITER]
-    assert _Wrapper.calls == ["wrapped"]  # one plain implementation (the built-in memory limiter), wrapped once
+    # the built-in limiters' two plain implementations (memory, sqlite), each call wrapped
+    assert _Wrapper.calls == ["wrapped", "wrapped"]

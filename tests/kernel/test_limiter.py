@@ -1,7 +1,12 @@
-"""The in-memory limiter: never more than N admitted calls in any rolling window, per key and per brand,
-both dimensions admitted or neither, and a retry_after_ms that is exactly long enough."""
+"""The built-in limiters (in memory, and in a SQLite file shared by processes): never more than N admitted
+calls in any rolling window, per key and per brand, both dimensions admitted or neither, and a
+retry_after_ms that is exactly long enough."""
 
 from __future__ import annotations
+
+import shutil
+import tempfile
+from pathlib import Path
 
 import anyio
 import pytest
@@ -10,6 +15,7 @@ from hypothesis import strategies as st
 
 from kit import kit_config
 from qaqnuz.builtin.memory_limiter import MemoryLimiter
+from qaqnuz.builtin.sqlite_limiter import SqliteLimiter
 from qaqnuz.envelope import RATE_LIMITED
 from qaqnuz.records import Admission, Limit
 from qaqnuz.testing import connect, start_kernel, write_config
@@ -36,6 +42,25 @@ def assert_no_window_exceeds(stamps: list[float], limit: Limit) -> None:
         assert in_window(stamps, end, limit.window_s) <= limit.count, (stamps, limit)
 
 
+_FOLDERS: list[str] = []
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _remove_limiter_files():
+    yield
+    for folder in _FOLDERS:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def make(kind: str, clock: FakeClock) -> MemoryLimiter | SqliteLimiter:
+    if kind == "memory":
+        return MemoryLimiter(clock)
+    _FOLDERS.append(tempfile.mkdtemp(prefix="qaqnuz-limits-"))  # a fresh file per example, removed at the end
+    return SqliteLimiter(str(Path(_FOLDERS[-1]) / "limits.db"), clock)
+
+
+KINDS = ["memory", "sqlite"]
+
 # Times and windows are multiples of 1/8 s: exact in binary floating point, and a retry_after in whole
 # milliseconds (1/8 s = 125 ms) lands exactly on the instant the oldest admission leaves the window.
 eighths = st.integers(min_value=0, max_value=24).map(lambda n: n / 8)
@@ -47,11 +72,12 @@ events = st.lists(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@pytest.mark.parametrize("kind", KINDS)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(key_limit=limits, brand_limit=limits, script=events)
-def test_no_rolling_window_ever_admits_more_than_n(key_limit: Limit, brand_limit: Limit, script) -> None:
+def test_no_rolling_window_ever_admits_more_than_n(kind: str, key_limit: Limit, brand_limit: Limit, script) -> None:
     clock = FakeClock()
-    limiter = MemoryLimiter(clock)
+    limiter = make(kind, clock)
     admitted_by_key: dict[str, list[float]] = {}
     admitted_by_brand: dict[str, list[float]] = {}
 
@@ -101,9 +127,10 @@ def run(coro_fn, *args):
     return anyio.run(coro_fn, *args)
 
 
-def test_per_key_limit_and_retry_after_from_window() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_per_key_limit_and_retry_after_from_window(kind: str) -> None:
     clock = FakeClock(0.0)
-    limiter = MemoryLimiter(clock)
+    limiter = make(kind, clock)
     per_key, per_brand = Limit(5, 60.0), Limit(100, 60.0)
     for second in range(5):
         clock.now = float(second)
@@ -120,9 +147,10 @@ def test_per_key_limit_and_retry_after_from_window() -> None:
     assert not run(limiter.admit, "k1", per_key, "acme", per_brand).admitted  # t=1 still inside
 
 
-def test_per_brand_limit_holds_across_keys_and_refusals_count_nowhere() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_per_brand_limit_holds_across_keys_and_refusals_count_nowhere(kind: str) -> None:
     clock = FakeClock(0.0)
-    limiter = MemoryLimiter(clock)
+    limiter = make(kind, clock)
     per_key, per_brand = Limit(2, 60.0), Limit(3, 60.0)
     assert run(limiter.admit, "a", per_key, "acme", per_brand).admitted
     assert run(limiter.admit, "a", per_key, "acme", per_brand).admitted
@@ -138,9 +166,10 @@ def test_per_brand_limit_holds_across_keys_and_refusals_count_nowhere() -> None:
     assert not run(limiter.admit, "b", per_key, "globex", per_brand).admitted  # now b's own limit
 
 
-def test_key_refusal_does_not_use_brand_budget() -> None:
+@pytest.mark.parametrize("kind", KINDS)
+def test_key_refusal_does_not_use_brand_budget(kind: str) -> None:
     clock = FakeClock(0.0)
-    limiter = MemoryLimiter(clock)
+    limiter = make(kind, clock)
     per_key, per_brand = Limit(1, 60.0), Limit(2, 60.0)
     assert run(limiter.admit, "a", per_key, "acme", per_brand).admitted
     for _ in range(5):
@@ -194,5 +223,45 @@ async def test_brand_limit_holds_across_two_keys(tmp_path) -> None:
             "qaqnuz_rate_limit_rejections_total", {"dimension": "brand"}
         )
         assert rejections == 1
+    finally:
+        await kernel.aclose()
+
+
+# -- the sqlite limiter's file ----------------------------------------------------------------------------
+def test_the_limiter_file_sits_beside_the_store_unless_set(tmp_path) -> None:
+    from qaqnuz.config import load_config
+
+    def path_for(name: str, server: str) -> str:
+        text = kit_config().replace('store = "sqlite:///qaqnuz.db"\n', server)
+        return load_config(write_config(tmp_path / name, text)).limiter_path()
+
+    assert path_for("default", 'store = "sqlite:///qaqnuz.db"\n') == str(tmp_path / "default" / "qaqnuz-limits.db")
+    assert path_for("nested", 'store = "sqlite:///data/main.db"\n') == str(tmp_path / "nested/data/main-limits.db")
+    assert path_for("other", 'store = "postgresql://db.internal/qaqnuz"\n') == str(tmp_path / "other/qaqnuz-limits.db")
+    explicit = 'store = "sqlite:///qaqnuz.db"\nlimiter_file = "state/limits.db"\n'
+    assert path_for("explicit", explicit) == str(tmp_path / "explicit/state/limits.db")
+
+
+@pytest.mark.anyio
+async def test_the_default_limiter_keeps_its_windows_in_a_private_file_beside_the_store(tmp_path) -> None:
+    cfg = write_config(tmp_path, kit_config(per_key="2/60s", per_brand="300/60s"))
+    kernel = await start_kernel(cfg, plugins=["testkit_pack.plugin"])
+    try:
+        assert type(kernel.runtime.limiter).__name__ == "SqliteLimiter"
+        limits = tmp_path / "qaqnuz-limits.db"
+        assert not limits.exists()  # opened by the first call, so `config check` creates nothing
+        key, _ = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="f")
+        async with connect(kernel, key) as client:
+            assert not (await client.call_tool("echo", {"message": "1"})).is_error
+        assert limits.exists() and limits.stat().st_mode & 0o777 == 0o600
+        assert await kernel.readiness() == {"store": True, "limiter": True, "registry": True}
+    finally:
+        await kernel.aclose()
+    # a second kernel on the same files (a restart, another process) sees the same window
+    kernel = await start_kernel(cfg, plugins=["testkit_pack.plugin"])
+    try:
+        async with connect(kernel, key) as client:
+            assert not (await client.call_tool("echo", {"message": "2"})).is_error
+            assert (await client.call_tool("echo", {"message": "3"})).is_error  # the key's third in 60 s
     finally:
         await kernel.aclose()

@@ -116,7 +116,7 @@ def test_a_plugin_loads_and_is_listed_with_distribution_version_and_hooks(site) 
     # built-ins are loaded first, from the explicit tuple, attributed to the kernel distribution
     assert [i.name for i in plugins.infos[: len(BUILTINS)]] == [name for name, _ in BUILTINS]
     assert all(i.builtin and i.distribution == "qaqnuz" for i in plugins.infos[: len(BUILTINS)])
-    assert set(plugins.providers[ProviderKind.LIMITER]) == {"memory", "alpha_limiter"}
+    assert set(plugins.providers[ProviderKind.LIMITER]) == {"memory", "sqlite", "alpha_limiter"}
 
 
 @pytest.mark.anyio
@@ -229,12 +229,12 @@ def test_autoload_kill_switch_loads_only_the_explicit_list(site, monkeypatch) ->
     monkeypatch.setenv("QAQNUZ_DISABLE_PLUGIN_AUTOLOAD", "1")
     nothing = Plugins(group=GROUP)  # the broken plugin is not even imported
     assert entry_point_names(nothing) == set()
-    assert set(nothing.providers[ProviderKind.LIMITER]) == {"memory"}
+    assert set(nothing.providers[ProviderKind.LIMITER]) == {"memory", "sqlite"}
     assert "fake_broken" not in sys.modules
 
     only_beta = Plugins(group=GROUP, explicit=["beta"])
     assert entry_point_names(only_beta) == {"beta"}
-    assert set(only_beta.providers[ProviderKind.LIMITER]) == {"memory", "beta_limiter"}
+    assert set(only_beta.providers[ProviderKind.LIMITER]) == {"memory", "sqlite", "beta_limiter"}
 
     monkeypatch.setenv("QAQNUZ_PLUGINS", "alpha")
     assert entry_point_names(Plugins(group=GROUP)) == {"alpha"}
@@ -287,7 +287,7 @@ def test_unknown_provider_name_in_config_lists_the_valid_names(site, tmp_path) -
     message = str(caught.value)
     assert "plugins" in message  # located in the config's [plugins] table
     assert "'gamma_limiter'" in message
-    assert "valid names: alpha_limiter, beta_limiter, memory" in message
+    assert "valid names: alpha_limiter, beta_limiter, memory, sqlite" in message
 
 
 def test_cli_plugins_list_json(tmp_path) -> None:

@@ -20,7 +20,7 @@ secret_file = "qaqnuz.secret"
 audit_file = "qaqnuz-audit.jsonl"
 
 [plugins]
-limiter = "memory"
+limiter = "sqlite"   # limits shared by every process on this machine ("memory": one process only)
 approver = "queue"
 
 # A brand is a tenant. Keys belong to one brand and one role; a role's list is its scope ceiling.

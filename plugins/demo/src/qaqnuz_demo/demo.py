@@ -46,7 +46,7 @@ sync_interval = "5s"
 [plugins]
 auth = "apikey"
 policies = ["scope"]
-limiter = "memory"
+limiter = "sqlite"   # limits shared by every process on this machine ("memory": one process only)
 approver = "queue"
 
 [brands.acme]
