@@ -265,3 +265,78 @@ async def test_the_default_limiter_keeps_its_windows_in_a_private_file_beside_th
             assert (await client.call_tool("echo", {"message": "3"})).is_error  # the key's third in 60 s
     finally:
         await kernel.aclose()
+
+
+# -- the sqlite limiter's file, shared and damaged ---------------------------------------------------------
+def test_a_sweep_never_cuts_another_buckets_longer_window(tmp_path, monkeypatch) -> None:
+    import qaqnuz.builtin.sqlite_limiter as module
+
+    monkeypatch.setattr(module, "SWEEP_EVERY", 8)
+    clock = FakeClock(0.0)
+    path = str(tmp_path / "limits.db")
+    hourly, brief = SqliteLimiter(path, clock), SqliteLimiter(path, clock)  # two processes, in effect
+    key, hour = Limit(100, 3600.0), Limit(5, 3600.0)
+    assert [run(hourly.admit, "h1", key, "hourly", hour).admitted for _ in range(6)] == [True] * 5 + [False]
+    short = Limit(100, 0.01)
+    for i in range(40):  # the other process sweeps five times over, on windows of 10 ms
+        clock.now += 0.02
+        assert run(brief.admit, f"k{i}", short, "brief", short).admitted
+    clock.now += 60
+    assert not run(hourly.admit, "h2", key, "hourly", hour).admitted  # the hour's five still count
+    clock.now += 3600
+    assert run(hourly.admit, "h2", key, "hourly", hour).admitted
+
+
+def test_a_damaged_file_is_set_aside_and_a_new_one_serves(tmp_path, caplog) -> None:
+    path = tmp_path / "limits.db"
+    path.write_bytes(b"this is not a database file at all" * 200)
+    limiter = SqliteLimiter(str(path), FakeClock())
+    assert run(limiter.admit, "k", Limit(1, 60.0), "acme", Limit(5, 60.0)).admitted
+    assert "damaged" in caplog.text and list(tmp_path.glob("limits.db.damaged-*"))
+    assert not run(limiter.admit, "k", Limit(1, 60.0), "acme", Limit(5, 60.0)).admitted
+
+
+def test_the_file_and_its_wal_are_private_and_a_new_boot_forgets_old_windows(tmp_path) -> None:
+    import sqlite3
+
+    path = tmp_path / "limits.db"
+    limiter = SqliteLimiter(str(path), FakeClock())
+    assert run(limiter.admit, "k", Limit(1, 60.0), "acme", Limit(5, 60.0)).admitted
+    modes = {p.name: p.stat().st_mode & 0o777 for p in tmp_path.iterdir()}
+    assert modes == {"limits.db": 0o600, "limits.db-wal": 0o600, "limits.db-shm": 0o600}, modes
+    run(limiter.aclose)
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE meta SET value = 'an earlier boot' WHERE name = 'boot'")
+    again = SqliteLimiter(str(path), FakeClock())
+    assert run(again.admit, "k", Limit(1, 60.0), "acme", Limit(5, 60.0)).admitted  # the old window is gone
+
+
+@pytest.mark.anyio
+async def test_a_file_another_process_holds_is_waited_for_without_blocking_the_loop(tmp_path) -> None:
+    import sqlite3
+    import threading
+    import time
+
+    path = tmp_path / "limits.db"
+    limiter = SqliteLimiter(str(path), FakeClock())
+    assert (await limiter.admit("k", Limit(9, 60.0), "acme", Limit(9, 60.0))).admitted
+    holder = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    holder.execute("BEGIN IMMEDIATE")
+    threading.Timer(0.3, lambda: holder.execute("COMMIT")).start()
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await anyio.sleep(0.01)
+            ticks += 1
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(ticker)
+        started = time.monotonic()
+        admitted = await limiter.admit("k", Limit(9, 60.0), "acme", Limit(9, 60.0))
+        waited = time.monotonic() - started
+        tg.cancel_scope.cancel()
+    holder.close()
+    assert admitted.admitted and waited >= 0.25
+    assert ticks >= 10  # the loop ran meanwhile
