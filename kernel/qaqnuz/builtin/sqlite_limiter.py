@@ -15,8 +15,9 @@ cached keys (the store's cache is revoked on any commit). Commits are not synced
 started afresh, with a warning: windows are disposable, a limiter that refuses every call is not.
 
 Each bucket (a key, a brand) keeps its number of entries, its window and its newest entry beside them, so
-an admission costs the same whatever the limit (about 45 µs of CPU against the memory limiter's 2), and a
-bucket whose newest entry has left its own window is swept whole, now and then, by whichever process. The
+an admission costs the same whatever the limit (60-70 µs of CPU against the memory limiter's 3 to 4, by
+`bench/limiter.py`), and a bucket whose newest entry has left its own window is swept whole, now and then,
+by whichever process. The
 clock is the machine's monotonic clock, which every process reads alike; it restarts at boot, so the file
 remembers the boot it was written in and forgets every window when that changes. A file another process
 holds is retried on the event loop (never by sleeping in it) until `LOCK_WAIT_S`; any other error fails the
