@@ -28,6 +28,7 @@ from qaqnuz.envelope import Outcome
 from qaqnuz.errors import (
     ConfigError,
     DependencyError,
+    LimiterUnavailable,
     PendingCapReached,
     PluginError,
     StoreError,
@@ -146,6 +147,7 @@ __all__ = [
     "KeyRecord",
     "Limit",
     "LimiterContext",
+    "LimiterUnavailable",
     "MountedRoute",
     "NoSettings",
     "Outcome",

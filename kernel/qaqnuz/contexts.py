@@ -127,10 +127,15 @@ class PolicyContext(Context):
 
 @attrs.frozen(kw_only=True)
 class LimiterContext(Context):
-    """A rate limiter's context: its location, logger and clock, and `limiter_file`: where the built-in
-    `sqlite` limiter keeps its windows (absolute; `[server] limiter_file`, by default beside the store)."""
+    """A rate limiter's context: its location, logger and clock; `limiter_file`: where the built-in
+    `sqlite` limiter keeps its windows (absolute; `[server] limiter_file`, by default beside the store); and
+    `secret(ref, where)` for a backend's credential (a Redis password), masked in the logs once resolved."""
 
+    secrets: SecretResolver = attrs.field(repr=False)
     limiter_file: str = ""
+
+    def secret(self, ref: SecretRef, where: str) -> Secret:
+        return self.secrets(ref, where)
 
 
 @attrs.frozen(kw_only=True)

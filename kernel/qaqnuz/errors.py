@@ -33,6 +33,15 @@ class StoreError(QaqnuzError):
     """The store failed; callers treat it as a denial."""
 
 
+class LimiterUnavailable(QaqnuzError):
+    """A limiter cannot decide (its backend is down, or its circuit is open). The call is refused as
+    `retryable`; `retry_after_ms` is when the limiter expects to be able to decide again."""
+
+    def __init__(self, detail: str, *, retry_after_ms: int = 1000) -> None:
+        super().__init__(detail)
+        self.retry_after_ms = retry_after_ms
+
+
 class PendingCapReached(QaqnuzError):
     """An approver refuses to open another request: the key already has its cap of requests waiting.
 

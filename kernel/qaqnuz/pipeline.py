@@ -26,7 +26,7 @@ from qaqnuz import masking
 from qaqnuz.audit import canonical_json
 from qaqnuz.callcontext import CallContext
 from qaqnuz.envelope import ErrorClass, Outcome
-from qaqnuz.errors import DependencyError, PendingCapReached, TerminalError
+from qaqnuz.errors import DependencyError, LimiterUnavailable, PendingCapReached, TerminalError
 from qaqnuz.keys import random_b62
 from qaqnuz.records import (
     ApprovalCall,
@@ -215,8 +215,9 @@ class Pipeline:
             admitted = admission.admitted is True
         except Exception as exc:
             sink.limiter_error()
+            wait = exc.retry_after_ms if isinstance(exc, LimiterUnavailable) else 1000
             log.error("rate limiter failed (%s); denying", type(exc).__name__)
-            return _fail("rate_limit", ErrorClass.RETRYABLE, env.LIMITER_UNAVAILABLE, retry_after_ms=1000)
+            return _fail("rate_limit", ErrorClass.RETRYABLE, env.LIMITER_UNAVAILABLE, retry_after_ms=max(1, wait))
         if not admitted:
             dimension = admission.dimension if admission.dimension in ("key", "brand") else "key"
             sink.rate_limited(dimension)

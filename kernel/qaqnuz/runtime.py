@@ -178,6 +178,7 @@ class Builder:
                 base_dir=base_dir,
                 clock=clock,
                 limiter_file=config.limiter_path(),
+                secrets=SecretResolver(config.base_dir, self.mask),
             ),
         )
         approver = plugin(

@@ -14,13 +14,17 @@ A store plugin runs the shared store contract against itself: subclass
 Everything is real: the store is SQLite in the test's tmp_path, calls go through the governed
 pipeline and the `mcp` SDK's in-memory transport (both protocol eras: pass `mode="legacy"`).
 Async tests use anyio's pytest plugin (`@pytest.mark.anyio`).
+
+`qaqnuz_postgres` (one cluster per session; `create_database` gives each test its own) and `qaqnuz_redis`
+(one server per test, free to kill or pause) are real servers from the machine's binaries
+(`qaqnuz.testservers`); without the binaries they skip, and under `CI` they fail.
 """
 
 from __future__ import annotations
 
 import secrets
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 from types import ModuleType
@@ -28,6 +32,7 @@ from typing import Any
 
 import pytest
 
+from qaqnuz import testservers
 from qaqnuz.config import load_config
 from qaqnuz.kernel import Kernel
 from qaqnuz.plugins import Plugins
@@ -106,3 +111,41 @@ async def qaqnuz_kernel(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable
 def qaqnuz_client() -> Callable[..., AbstractAsyncContextManager[Any]]:
     """Factory: `async with qaqnuz_client(kernel, key, mode="legacy") as client:`."""
     return connect
+
+
+def _missing(exc: testservers.ServerMissing) -> None:
+    import os
+
+    if os.environ.get("CI"):
+        pytest.fail(str(exc))  # in CI a missing server is a broken setup, never a silent skip
+    pytest.skip(str(exc))
+
+
+@pytest.fixture(scope="session")
+def qaqnuz_postgres() -> Iterator[testservers.PostgresServer]:
+    """A running PostgreSQL cluster for the session (`.create_database(name)` → a DSN)."""
+    try:
+        server = testservers.PostgresServer()
+    except testservers.ServerMissing as exc:
+        _missing(exc)
+        raise
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def qaqnuz_redis() -> Iterator[testservers.RedisServer]:
+    """A running redis-server of this test alone (`.url`; `.kill()`, `.start()`, `.pause()`, `.resume()`)."""
+    try:
+        server = testservers.RedisServer()
+    except testservers.ServerMissing as exc:
+        _missing(exc)
+        raise
+    try:
+        server.start()
+        yield server
+    finally:
+        server.close()
