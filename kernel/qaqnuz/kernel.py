@@ -300,7 +300,8 @@ class Kernel:
         await close_all(route.app for route in self._routes)
         await self.admin.aclose()
         self.redactor.release()
-        log.info("kernel stopped; last-used times flushed")
+        if self._started:  # a kernel built only to check config or to bind a socket served nothing
+            log.info("kernel stopped; last-used times flushed")
 
     # -- the hot path's entry --------------------------------------------------------------------------
     async def authenticate(self, credential: str | None, *, transport: str = "") -> Principal | None:
@@ -354,7 +355,7 @@ class KernelHost:
 
     @property
     def metrics_registry(self) -> Any:
-        return self._kernel.metrics.registry
+        return self._kernel.metrics.exposition
 
     async def authenticate(self, credential: str | None, *, transport: str) -> Principal | None:
         return await self._kernel.authenticate(credential, transport=transport)

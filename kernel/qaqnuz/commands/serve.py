@@ -1,12 +1,17 @@
-"""`qaqnuz serve`: one kernel, one transport, until stopped."""
+"""`qaqnuz serve`: one kernel, one transport, until stopped; or several worker processes on one socket."""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 from qaqnuz.command_context import CommandContext
 from qaqnuz.commands._common import with_config
+from qaqnuz.errors import UsageError
 from qaqnuz.records import Command
+
+#: Limiters whose windows live in one process: several workers would each admit the whole limit.
+_PROCESS_LOCAL_LIMITERS = ("memory",)
 
 
 def arguments(parser: argparse.ArgumentParser) -> None:
@@ -14,27 +19,100 @@ def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--transport", help="stdio or http (default: [server] transport)")
     parser.add_argument("--host", help="bind address for network transports (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port for network transports")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="worker processes sharing the port (network transports; default 1). Limits, approvals, "
+        "revocations and /metrics hold across them; needs a shared limiter (sqlite, the default, or redis)",
+    )
+    parser.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)  # a worker's inherited socket
 
 
 def run(args: argparse.Namespace, ctx: CommandContext) -> int:
     config = ctx.config(args)
     ctx.setup_logging(config.server.log_level)
-    kernel = ctx.kernel(config)
+    if args.workers < 1:
+        raise UsageError(f"--workers: {args.workers} is not a number of processes; give 1 or more")
     name = args.transport or config.server.transport
     overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    kernel = ctx.kernel(config)
     try:
         transport = kernel.transport(name, overrides)
+        if args.workers > 1:
+            listen = _listener(transport, name, config.plugins.limiter, args.workers)
     except BaseException:
         ctx.run(kernel.aclose)
         raise
+    if args.workers > 1:
+        ctx.run(kernel.aclose)  # the supervisor serves nothing itself; each worker builds its own kernel
+        return _supervise(args, config.path, name, listen, transport)
+    if args.listen_fd is not None:
+        transport.adopt(args.listen_fd)
 
     async def main() -> None:
         async with kernel.running() as host:
             ctx.settle()
-            await transport.serve(host)
+            await _serve(transport, host, args.listen_fd is not None)
 
     ctx.serve(main)
     return 0
+
+
+def _listener(transport: Any, name: str, limiter: str, workers: int) -> Any:
+    listen = getattr(transport, "listen", None)
+    if listen is None or not hasattr(transport, "adopt"):
+        raise UsageError(
+            f"--workers: the {name} transport serves one client per process and cannot share a socket; "
+            f"start one process per client, or use --transport http"
+        )
+    if limiter in _PROCESS_LOCAL_LIMITERS:
+        raise UsageError(
+            f"--workers {workers}: [plugins] limiter = {limiter!r} counts in one process, so {workers} workers "
+            f'would each admit the whole limit; use limiter = "sqlite" (shared through a file beside the '
+            f'store) or "redis"'
+        )
+    return listen
+
+
+def _supervise(args: argparse.Namespace, config_path: str | None, name: str, listen: Any, transport: Any) -> int:
+    import logging
+
+    from qaqnuz.workers import Supervisor
+
+    sock = listen()
+    host, port = sock.getsockname()[:2]
+    argv = ["serve", "--transport", name]
+    if config_path:
+        argv += ["--config", config_path]
+    if args.host is not None:
+        argv += ["--host", args.host]
+    argv += ["--port", str(port)]
+    shown = f"[{host}]" if ":" in host else host
+    logging.getLogger("qaqnuz.workers").info("listening on %s:%d for %d %s workers", shown, port, args.workers, name)
+    try:
+        return Supervisor(argv, sock.fileno(), args.workers, shutdown_timeout=transport.shutdown_seconds).run()
+    finally:
+        sock.close()
+
+
+async def _serve(transport: Any, host: Any, worker: bool) -> None:
+    if not worker:
+        await transport.serve(host)
+        return
+    import anyio
+
+    from qaqnuz.workers import parent_gone
+
+    async def watch_parent() -> None:
+        while not parent_gone():  # noqa: ASYNC110 - a parent that vanished sends no event
+            await anyio.sleep(1.0)
+        transport.stop()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch_parent)
+        await transport.serve(host)
+        tg.cancel_scope.cancel()
 
 
 COMMANDS = [Command("serve", "serve MCP over a transport until stopped", run, arguments)]

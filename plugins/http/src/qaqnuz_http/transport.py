@@ -40,6 +40,28 @@ class HttpTransport:
         self.server: _Server | None = None
         self.port: int | None = None  # the bound port (useful with port = 0)
         self.built: Built | None = None  # the running app (its binding, session manager and fast path)
+        self._adopted: socket.socket | None = None
+
+    @property
+    def shutdown_seconds(self) -> float:
+        """How long `serve` may take to finish in-flight calls once asked to stop."""
+        return self.limits.shutdown_timeout
+
+    def listen(self) -> socket.socket:
+        """Bind the configured address now and return the socket, inheritable, for worker processes
+        (`qaqnuz serve --workers N`): each adopts it and accepts on it."""
+        return _bind(self.settings.host, self.settings.port)
+
+    def adopt(self, fd: int) -> None:
+        """Serve on an inherited listening socket instead of binding one."""
+        try:
+            sock = socket.socket(fileno=fd)
+        except OSError as exc:
+            raise UsageError(f"--listen-fd {fd}: not a socket this process inherited ({exc.strerror or exc})") from None
+        if sock.type != socket.SOCK_STREAM:
+            sock.detach()
+            raise UsageError(f"--listen-fd {fd}: not a listening TCP socket")
+        self._adopted = sock
 
     def stop(self) -> None:
         """Ask a running `serve` to finish in-flight calls and return (safe from any thread)."""
@@ -61,7 +83,7 @@ class HttpTransport:
                 protocol = direct_protocol(built.direct)
             else:
                 log.warning("fast-path requests go through the ASGI stack: uvicorn's request cycle is not as expected")
-        sock = _bind(s.host, s.port)
+        sock = self._adopted if self._adopted is not None else _bind(s.host, s.port)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(
             built.app,

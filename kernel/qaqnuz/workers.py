@@ -1,0 +1,165 @@
+"""`qaqnuz serve --workers N`: N processes answering on one listening socket, one kernel each.
+
+The parent binds the socket (so a port taken or refused is reported once, before anything starts) and
+starts N copies of `python -m qaqnuz serve` that inherit it (`--listen-fd`); the operating system hands
+each new connection to whichever worker accepts first. Workers share nothing in memory: limits hold across
+them because the limiter is shared (the embedded `sqlite` one in a file beside the store, or Redis),
+revocations and approvals because the store is, and `/metrics` because prometheus-client's multiprocess
+mode keeps every worker's values in one private folder that any worker's `/metrics` reads.
+
+The parent only supervises: SIGTERM or SIGINT is passed on once as SIGTERM (each worker finishes its
+in-flight calls), a worker that dies is restarted (a worker that cannot start at all stops them all), and
+the metrics folder is removed at the end. Workers run in their own session so a terminal's Ctrl-C reaches
+only the parent, and each stops by itself if the parent vanishes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+
+from qaqnuz.metrics import MULTIPROC_ENV
+
+log = logging.getLogger("qaqnuz.workers")
+
+#: The exit code of a worker that could not start because of its config or arguments: restarting it would
+#: only fail again, so the whole server stops with it.
+EXIT_USAGE = 2
+#: A worker that dies sooner than this after its start counts as a failed start.
+_EARLY = 5.0
+#: More restarts than this within `_RESTART_WINDOW` seconds and the server gives up.
+_MAX_RESTARTS = 5
+_RESTART_WINDOW = 60.0
+
+
+class Supervisor:
+    """Starts, restarts and stops the workers; `run()` blocks until they are all gone."""
+
+    def __init__(self, argv: Sequence[str], fd: int, count: int, *, shutdown_timeout: float) -> None:
+        self.argv = list(argv)  # the worker's `serve` arguments, without --listen-fd
+        self.fd = fd
+        self.count = count
+        self.shutdown_timeout = shutdown_timeout
+        self.metrics_dir = tempfile.mkdtemp(prefix="qaqnuz-metrics-")  # 0700: private to this user
+        self.workers: dict[int, tuple[subprocess.Popen[bytes], float]] = {}  # slot -> (process, started)
+        self._stopping = False
+        self._restarts: list[float] = []
+
+    def _spawn(self, slot: int) -> None:
+        env = dict(os.environ)
+        env[MULTIPROC_ENV] = self.metrics_dir
+        env["QAQNUZ_WORKER"] = str(slot)
+        env["QAQNUZ_SUPERVISOR_PID"] = str(os.getpid())
+        command = [sys.executable, "-m", "qaqnuz", *self.argv, "--listen-fd", str(self.fd)]
+        process = subprocess.Popen(  # noqa: S603 - this interpreter running qaqnuz itself
+            command, stdin=subprocess.DEVNULL, pass_fds=(self.fd,), env=env, start_new_session=True
+        )
+        self.workers[slot] = (process, time.monotonic())
+        log.info("worker %d started (pid %d)", slot, process.pid)
+
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self._stopping:
+            log.warning("received %s again; stopping the workers without waiting", signal.Signals(signum).name)
+            for process, _ in self.workers.values():
+                _send(process, signal.SIGKILL)
+            return
+        log.info("received %s; asking %d workers to finish in-flight calls", signal.Signals(signum).name,
+                 len(self.workers))  # fmt: skip
+        self._stopping = True
+        for process, _ in self.workers.values():
+            _send(process, signal.SIGTERM)
+
+    def run(self) -> int:
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        code = 0
+        try:
+            for slot in range(self.count):
+                self._spawn(slot)
+            deadline: float | None = None
+            while self.workers:
+                time.sleep(0.1)
+                if self._stopping and deadline is None:
+                    deadline = time.monotonic() + self.shutdown_timeout + 5
+                if deadline is not None and time.monotonic() > deadline:
+                    log.warning("workers still running %.0fs after SIGTERM; killing them", self.shutdown_timeout + 5)
+                    for process, _ in self.workers.values():
+                        _send(process, signal.SIGKILL)
+                    deadline = float("inf")
+                code = self._reap(code)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+            for process, _ in self.workers.values():
+                _send(process, signal.SIGKILL)
+                process.wait()
+            shutil.rmtree(self.metrics_dir, ignore_errors=True)
+        log.info("all workers stopped")
+        return code
+
+    def _reap(self, code: int) -> int:
+        for slot, (process, started) in list(self.workers.items()):
+            status = process.poll()
+            if status is None:
+                continue
+            del self.workers[slot]
+            _mark_dead(process.pid, self.metrics_dir)
+            if self._stopping:
+                continue
+            early = time.monotonic() - started < _EARLY
+            if status == EXIT_USAGE or (early and status != 0):
+                log.error("worker %d could not start (exit code %d); stopping the others", slot, status)
+                self._stop_all()
+                return status or 1
+            now = time.monotonic()
+            self._restarts = [t for t in self._restarts if now - t < _RESTART_WINDOW] + [now]
+            if len(self._restarts) > _MAX_RESTARTS:
+                log.error("workers died %d times within %.0fs; stopping", len(self._restarts), _RESTART_WINDOW)
+                self._stop_all()
+                return 1
+            log.warning("worker %d (pid %d) exited with %s; starting another", slot, process.pid, _status(status))
+            self._spawn(slot)
+        return code
+
+    def _stop_all(self) -> None:
+        self._stopping = True
+        for process, _ in self.workers.values():
+            _send(process, signal.SIGTERM)
+
+
+def _send(process: subprocess.Popen[bytes], signum: int) -> None:
+    if process.poll() is None:
+        try:
+            process.send_signal(signum)
+        except ProcessLookupError:
+            pass
+
+
+def _status(code: int) -> str:
+    return f"signal {signal.Signals(-code).name}" if code < 0 else f"code {code}"
+
+
+def _mark_dead(pid: int, folder: str) -> None:
+    """Drop a dead worker's live gauges (its counters stay: they count what happened)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(pid, folder)  # type: ignore[no-untyped-call]
+
+
+def parent_gone() -> bool:
+    """In a worker: true once the supervisor that started it is no longer its parent."""
+    expected = os.environ.get("QAQNUZ_SUPERVISOR_PID", "")
+    return bool(expected) and str(os.getppid()) != expected
+
+
+def worker_slot() -> str:
+    return os.environ.get("QAQNUZ_WORKER", "")
+
+
+__all__ = ["Supervisor", "parent_gone", "worker_slot"]
