@@ -27,6 +27,7 @@ from qaqnuz.contexts import (
 from qaqnuz.envelope import Outcome
 from qaqnuz.errors import (
     ConfigError,
+    CredentialsUnavailable,
     DependencyError,
     LimiterUnavailable,
     PendingCapReached,
@@ -135,6 +136,7 @@ __all__ = [
     "CommandContext",
     "ConfigError",
     "Context",
+    "CredentialsUnavailable",
     "Decision",
     "DependencyError",
     "FastAnswers",

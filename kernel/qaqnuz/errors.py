@@ -42,6 +42,11 @@ class LimiterUnavailable(QaqnuzError):
         self.retry_after_ms = retry_after_ms
 
 
+class CredentialsUnavailable(QaqnuzError):
+    """A credential could not be checked (the store is not answering, the auth provider failed): the request
+    is refused, but as one to retry shortly, never as a bad key (a client would drop a good key)."""
+
+
 class PendingCapReached(QaqnuzError):
     """An approver refuses to open another request: the key already has its cap of requests waiting.
 

@@ -22,7 +22,7 @@ import anyio
 from qaqnuz.admin import load_secret, open_admin
 from qaqnuz.config import Config, load_config, parse_duration
 from qaqnuz.envelope import Outcome
-from qaqnuz.errors import ConfigError, PluginError
+from qaqnuz.errors import ConfigError, CredentialsUnavailable, PluginError
 from qaqnuz.metrics import Metrics
 from qaqnuz.pipeline import Pipeline
 from qaqnuz.plugins import Plugins
@@ -305,12 +305,15 @@ class Kernel:
 
     # -- the hot path's entry --------------------------------------------------------------------------
     async def authenticate(self, credential: str | None, *, transport: str = "") -> Principal | None:
-        """A principal for the credential, or None; any exception is a None (fail closed)."""
+        """A principal for the credential, or None for a credential refused. When it cannot be checked at all
+        (the auth provider raised: the store is down) it raises `CredentialsUnavailable`: refused too, but
+        answered as retryable, not as a bad key."""
         try:
             principal = await self.runtime.auth.authenticate(credential)
         except Exception as exc:
-            log.error("auth provider failed (%s); denying", type(exc).__name__)
-            principal = None
+            log.error("auth provider failed (%s); refusing as retryable", type(exc).__name__)
+            self.sink.auth_failed(transport)  # counted and audited like any refused credential
+            raise CredentialsUnavailable("credentials cannot be checked right now") from None
         if not isinstance(principal, Principal):
             self.sink.auth_failed(transport)
             return None

@@ -24,7 +24,7 @@ from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
 from qaqnuz import envelope as env
 from qaqnuz.callcontext import LEVELS, NO_ELICITATION, NO_SAMPLING
 from qaqnuz.envelope import Outcome
-from qaqnuz.errors import DependencyError
+from qaqnuz.errors import CredentialsUnavailable, DependencyError
 from qaqnuz.records import Host, Principal, SideEffect, Tool, ToolList
 
 log = logging.getLogger("qaqnuz.server")
@@ -34,6 +34,9 @@ _REQUEST_PRINCIPAL: contextvars.ContextVar[Principal | None] = contextvars.Conte
 
 #: JSON-RPC error codes we own (the range servers may use: -32000..-32019).
 UNAUTHORIZED = -32001
+#: The credential could not be checked now (the store is not answering): retry shortly.
+UNAVAILABLE = -32002
+UNAVAILABLE_MESSAGE = "Credentials cannot be checked right now. Retry shortly."
 INTERNAL = -32603
 #: Finds the caller in a request: a raw credential the Binding authenticates, or a Principal the transport
 #: authenticated for this same request (then used as is; it must never come from an earlier request).
@@ -115,7 +118,10 @@ class Binding:
             credential = None
         if isinstance(credential, Principal):  # the transport authenticated this very request already
             return credential
-        principal = await self.host.authenticate(credential, transport=self.transport)
+        try:
+            principal = await self.host.authenticate(credential, transport=self.transport)
+        except CredentialsUnavailable:
+            raise MCPError(code=UNAVAILABLE, message=UNAVAILABLE_MESSAGE) from None
         if principal is None:
             raise MCPError(code=UNAUTHORIZED, message=env.AUTH_FAILED)
         return principal

@@ -13,6 +13,7 @@ from mcp.shared.exceptions import MCPError
 
 from qaqnuz import Provider, SideEffect, Tool, hookimpl
 from qaqnuz import envelope as env
+from qaqnuz.server import UNAVAILABLE, UNAVAILABLE_MESSAGE
 from qaqnuz.testing import connect, start_kernel, write_config
 
 pytestmark = pytest.mark.anyio
@@ -205,7 +206,8 @@ async def test_approver_exception_denies_and_never_executes(governed, tmp_path, 
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-async def test_auth_exception_is_the_unauthorised_error(governed, tmp_path, mode) -> None:
+async def test_auth_exception_is_a_retryable_refusal(governed, tmp_path, mode) -> None:
+    """A credential that cannot be checked is refused, but not as a bad key: a client keeps it and retries."""
     kernel, key, pack = await governed('auth = "broken"')
     async with connect(kernel, key, mode=mode) as client:
         with pytest.raises(MCPError) as listing:
@@ -213,8 +215,8 @@ async def test_auth_exception_is_the_unauthorised_error(governed, tmp_path, mode
         with pytest.raises(MCPError) as calling:
             await client.call_tool("touch", {})
     for caught in (listing, calling):
-        assert caught.value.error.code == -32001
-        assert caught.value.error.message == env.AUTH_FAILED
+        assert caught.value.error.code == UNAVAILABLE
+        assert caught.value.error.message == UNAVAILABLE_MESSAGE
         assert "hunter2" not in str(caught.value)
     assert pack.executions == []
     assert sample(kernel, "qaqnuz_auth_failures_total", {"transport": "memory"}) >= 2

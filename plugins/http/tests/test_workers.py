@@ -143,7 +143,8 @@ async def test_four_workers_share_limits_approvals_and_metrics(workers):
     admitted = [r for r in results if r["ok"]]
     refused = [r for r in results if not r["ok"]]
     assert len(admitted) == BRAND_LIMIT, results
-    assert {r["error_class"] for r in refused} == {"retryable"} and all(r["retry_hint"]["retry_after_ms"] > 0 for r in refused)
+    assert {r["error_class"] for r in refused} == {"retryable"}
+    assert all(r["retry_hint"]["retry_after_ms"] > 0 for r in refused)
     pids = {r["data"]["pid"] for r in admitted}
     assert len(pids) >= 2 and pids <= server.worker_pids(), (pids, server.worker_pids())
 

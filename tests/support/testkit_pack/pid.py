@@ -30,7 +30,7 @@ class PidPack:
         return [Tool("whoami", "The worker's process id.", schema, "orders.read", SideEffect.READ, self.whoami)]
 
     async def whoami(self, args: Mapping[str, Any]) -> Any:
-        time.sleep(self.hold)  # noqa: ASYNC251 - blocking on purpose (see the module docstring)
+        time.sleep(self.hold)  # blocking on purpose (see the module docstring)
         return {"pid": os.getpid()}
 
 

@@ -22,7 +22,7 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from qaqnuz import Host, Principal, looks_like_key
+from qaqnuz import CredentialsUnavailable, Host, Principal, looks_like_key
 from qaqnuz_http.fastpath import FastPath, access_token
 from qaqnuz_http.scopeheaders import SCOPE_HEADERS, headers_of
 
@@ -112,6 +112,9 @@ def _header(scope: Scope, name: bytes) -> list[str]:
     return [] if value is None else [value.decode("latin-1")]
 
 
+UNAVAILABLE_BODY = (
+    b'{"error":"temporarily_unavailable","error_description":"Credentials cannot be checked right now. Retry shortly."}'
+)
 TOO_MANY_FAILURES_BODY = (
     b'{"error":"too_many_requests","error_description":"Too many failed authentications from this address. '
     b'Wait before retrying."}'
@@ -448,7 +451,11 @@ async def authenticate(
                 send, 429, TOO_MANY_FAILURES_BODY, b"application/json", ((b"retry-after", str(wait).encode()),)
             )
             return None
-    principal = await host.authenticate(credential, transport="http")
+    try:
+        principal = await host.authenticate(credential, transport="http")
+    except CredentialsUnavailable:  # refused, but not as a bad key: the client keeps it and retries
+        await respond(send, 503, UNAVAILABLE_BODY, b"application/json", ((b"retry-after", b"1"),))
+        return None
     if principal is None:
         if failure_limit is not None:
             failure_limit.failed(source)

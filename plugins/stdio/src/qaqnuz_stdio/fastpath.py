@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from qaqnuz import FastAnswers, FastRequest, Host, Principal
+from qaqnuz import CredentialsUnavailable, FastAnswers, FastRequest, Host, Principal
 from qaqnuz_stdio.pipes import Lines, Output
 
 log = logging.getLogger("qaqnuz.stdio")
@@ -163,7 +163,10 @@ class FastPath:
                 return False
         elif not FastAnswers.session_envelope(request):
             return False
-        principal = await self.host.authenticate(self.key, transport="stdio")  # every request, as the binding does
+        try:
+            principal = await self.host.authenticate(self.key, transport="stdio")  # every request, as the binding
+        except CredentialsUnavailable:
+            return False  # the SDK path answers it (a retryable JSON-RPC error)
         if principal is None or not self.answers.takes(principal, request):
             return False
         self._running[request.id] = self.calls.spawn(self._answer(principal, request))

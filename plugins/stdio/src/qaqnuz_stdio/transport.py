@@ -34,7 +34,13 @@ class StdioTransport:
 
     async def serve(self, host: Host) -> None:
         key = os.environ.pop(ENV_KEY, "").strip() or None  # not inherited by anything a tool starts
-        if await host.authenticate(key, transport="stdio") is None:
+        try:
+            principal = await host.authenticate(key, transport="stdio")
+        except qaqnuz.CredentialsUnavailable:
+            raise qaqnuz.StoreError(
+                f"{ENV_KEY} cannot be checked: the store is not answering; start again once it is"
+            ) from None
+        if principal is None:
             raise UsageError(
                 f"{ENV_KEY} is missing, malformed, unknown, expired or revoked; "
                 f"mint a key with `qaqnuz keys create` and export it as {ENV_KEY}"
