@@ -66,7 +66,7 @@ def build_store(
             logger=logging.getLogger(f"qaqnuz.store.{config.store_scheme}"),
             clock=clock,
             base_dir=config.base_dir,
-            url=config.server.store,
+            url=config.store_url,
             server_secret=secret,
             dry_run=dry_run,
         )

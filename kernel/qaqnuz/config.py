@@ -19,6 +19,7 @@ from typing import Any, get_args, get_origin
 import msgspec
 
 from qaqnuz.errors import ConfigError
+from qaqnuz.secrets import Secret, SecretRef, resolve
 
 SCOPE_RE = re.compile(r"[a-z][a-z0-9_]*\.[a-z][a-z0-9_]*\Z")
 TOOL_NAME_RE = re.compile(r"[A-Za-z0-9_.-]{1,128}\Z")
@@ -73,7 +74,7 @@ class Strict(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class ServerConfig(Strict):
     name: str = "qaqnuz-mcp"
-    store: str = "sqlite:///qaqnuz.db"
+    store: str | SecretRef = "sqlite:///qaqnuz.db"  # a URL; one with a password only by reference
     secret_file: str = "qaqnuz.secret"  # noqa: S105 - a file name, not a secret
     key_prefix: str = "qx_live_"
     transport: str = "stdio"
@@ -187,6 +188,8 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
     packs: dict[str, PackConfig]
     path: str | None = None
     base_dir: str = "."
+    #: `[server] store` given as a secret reference, resolved when the config was read (None: a plain URL).
+    store_secret: Secret | None = None
     #: Packs left out because their table is invalid (only in a config with problems): what tools they would
     #: provide is unknown, so references to tools are not checked against the others alone.
     broken_packs: tuple[str, ...] = ()
@@ -201,7 +204,7 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
         else `qaqnuz-limits.db` beside the config."""
         if self.server.limiter_file:
             return self.resolve(self.server.limiter_file)
-        store = self.server.store
+        store = self.store_url
         prefix = "sqlite:///"
         rest = store[len(prefix) :] if store.startswith(prefix) else ""
         if rest and "?" not in rest and not rest.startswith(("file:", ":memory:")):
@@ -210,10 +213,18 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
         return self.resolve("qaqnuz-limits.db")
 
     @property
+    def store_url(self) -> str:
+        """`[server] store`, resolved if it is a secret reference. It may hold a password: never log it."""
+        if self.store_secret is not None:
+            return self.store_secret.reveal()
+        return self.server.store if isinstance(self.server.store, str) else ""
+
+    @property
     def store_scheme(self) -> str:
         """The scheme of `[server] store`, which names the store provider ("sqlite", "postgresql"); "" when
         the URL was invalid (and reported)."""
-        return self.server.store.split("://", 1)[0].lower() if "://" in self.server.store else ""
+        url = self.store_url
+        return url.split("://", 1)[0].lower() if "://" in url else ""
 
     def limits_for(self, brand: str) -> LimitsConfig:
         cfg = self.brands[brand]
@@ -473,12 +484,10 @@ def validate(data: dict[str, Any], problems: list[str], *, source: str = "<confi
         problems.append("[approvals] wait_seconds: must be between 0 and 300")
     if approvals.max_pending_per_key < 1:
         problems.append("[approvals] max_pending_per_key: must be at least 1")
-    if not re.fullmatch(r"[a-z][a-z0-9+.-]*://.*", server.store, flags=re.DOTALL):
-        problems.append(
-            f"[server] store: {server.store!r} is not a store URL; write e.g. sqlite:///qaqnuz.db "
-            f"(the scheme names the store provider)"
-        )
+    store_secret, store_ok = _store_url(server.store, base_dir, problems)
+    if not store_ok:
         server = msgspec.structs.replace(server, store="")  # reported: no store is built from it
+        store_secret = None
     if not re.fullmatch(r"[a-z][a-z0-9]{0,15}_(?:[a-z0-9]{1,16}_)?", server.key_prefix):
         problems.append(f"[server] key_prefix: {server.key_prefix!r} must look like 'qx_live_'")
     if server.log_level.lower() not in {"debug", "info", "warning", "error"}:
@@ -494,7 +503,39 @@ def validate(data: dict[str, Any], problems: list[str], *, source: str = "<confi
         path=None if source.startswith("<") else str(Path(source).resolve()),
         base_dir=base_dir,
         broken_packs=tuple(broken_packs),
+        store_secret=store_secret,
     )
+
+
+def _store_url(store: str | SecretRef, base_dir: str, problems: list[str]) -> tuple[Secret | None, bool]:
+    """Check `[server] store`: a URL whose scheme names the provider, with no password written into config.
+    A secret reference is resolved now; its value is never quoted in a problem."""
+    where = "[server] store"
+    secret: Secret | None = None
+    if isinstance(store, SecretRef):
+        try:
+            secret = resolve(store, where, base_dir)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+            return None, False
+        url, shown = secret.reveal().strip(), "the URL its reference holds"
+        secret = Secret(url)
+    else:
+        url = store
+        shown = "the URL" if "@" in url else repr(url)  # what precedes an @ may be a password
+    if not re.fullmatch(r"[a-z][a-z0-9+.-]*://.*", url, flags=re.DOTALL):
+        problems.append(
+            f"{where}: {shown} is not a store URL; write e.g. sqlite:///qaqnuz.db or postgresql://host/db "
+            f"(the scheme names the store provider)"
+        )
+        return None, False
+    if secret is None and re.match(r"[^:/]+://[^/@]*:[^/@]*@", url):
+        problems.append(
+            f'{where}: the URL carries a password; keep it out of config: store = {{ env = "QAQNUZ_STORE_URL" }} '
+            f'(or {{ file = "path" }}) holding the whole URL, or the database client\'s own password file'
+        )
+        return None, False
+    return secret, True
 
 
 def decode_settings(raw: Mapping[str, Any], settings_type: type[msgspec.Struct], where: str) -> Any:

@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
+from urllib.parse import urlsplit
 
 import anyio
 
@@ -60,6 +61,12 @@ class Kernel:
         self.redactor.guard([logging.getLogger(), logging.getLogger("qaqnuz")])
         self._config = config
         self._runtime: Runtime | None = None
+        if config.store_secret is not None:  # a store URL given by reference holds a credential: never logged
+            url = config.store_secret.reveal()
+            self.redactor.add(url)
+            password = urlsplit(url).password
+            if password:
+                self.redactor.add(password)
         self.admin = open_admin(
             config,
             plugins=self.plugins,

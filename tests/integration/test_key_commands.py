@@ -155,6 +155,7 @@ def test_no_command_ever_prints_a_key_except_where_it_is_minted_or_rotated(cfg: 
         "plugins list": [["plugins", "list"], ["plugins", "list", "--json"]],
         "config check": [["config", "check"], ["config", "check", "--config", second]],
         "audit verify": [["audit", "verify"], ["audit", "verify", "--file", first]],
+        "store migrate": [["store", "migrate"], ["store", "migrate", "--config", first]],
     }
     assert set(by_name) <= set(plans), f"a command is not covered here: {set(by_name) - set(plans)}"
     seen = []

@@ -15,6 +15,7 @@ import pytest
 
 from kit import kit_config, server_env
 from qaqnuz.config import load_config
+from qaqnuz.errors import ConfigError
 from qaqnuz.testing import start_kernel, write_config
 from stdio_harness import stdio_session
 
@@ -241,3 +242,34 @@ def test_bad_env_override_is_reported_with_its_variable(tmp_path, name, value, e
     assert result.returncode == 2, result.stderr
     assert result.stdout == ""
     assert any(p.startswith(expected) for p in error_lines(result.stderr)), result.stderr
+
+
+def test_a_store_url_with_a_password_is_refused_without_quoting_it(tmp_path):
+    path = write_config(
+        tmp_path, kit_config().replace('store = "sqlite:///qaqnuz.db"', 'store = "postgresql://app:hunter2@db/q"')
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    (problem,) = caught.value.problems
+    assert problem.startswith("[server] store: the URL carries a password") and 'env = "QAQNUZ_STORE_URL"' in problem
+    assert "hunter2" not in problem
+
+
+def test_a_store_url_by_reference_is_resolved_and_never_shown(tmp_path, monkeypatch):
+    url = "postgresql://app:hunter2@db.internal:5432/qaqnuz"
+    path = write_config(
+        tmp_path, kit_config().replace('store = "sqlite:///qaqnuz.db"', 'store = { env = "STORE_URL" }')
+    )
+    monkeypatch.setenv("STORE_URL", url)
+    config = load_config(path, env={})
+    assert config.store_scheme == "postgresql" and config.store_url == url
+    assert "hunter2" not in repr(config)
+    monkeypatch.setenv("STORE_URL", "hunter2")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert caught.value.problems[0].startswith("[server] store: the URL its reference holds is not a store URL")
+    assert "hunter2" not in caught.value.problems[0]
+    monkeypatch.delenv("STORE_URL")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    assert caught.value.problems[0].startswith("[server] store: environment variable STORE_URL is not set")

@@ -6,7 +6,7 @@ plugin to find its commands), so `qaqnuz keys list` starts fast.
 
 from __future__ import annotations
 
-from qaqnuz.commands import approvals, audit, config_check, init, keys, plugin_list, serve, tools
+from qaqnuz.commands import approvals, audit, config_check, init, keys, plugin_list, serve, store, tools
 from qaqnuz.hookspecs import hookimpl
 from qaqnuz.records import Command
 
@@ -22,4 +22,5 @@ def qaqnuz_commands() -> list[Command]:
         *plugin_list.COMMANDS,
         *config_check.COMMANDS,
         *audit.COMMANDS,
+        *store.COMMANDS,
     ]
