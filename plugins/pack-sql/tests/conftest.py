@@ -1,20 +1,14 @@
 """Fixtures for the SQL pack's tests: the demo shop in SQLite, and a real PostgreSQL server.
 
-The PostgreSQL server is started once per session with the machine's own binaries (initdb + pg_ctl) on a free
-127.0.0.1 port in a private temporary folder, and always stopped at the end. PostgreSQL refuses to run as
-root, so as root the folder is given to the `postgres` user and the server commands run through
-`runuser -u postgres --`. Each test gets a fresh database cloned from a template holding the demo shop.
+The PostgreSQL server is the session's `qaqnuz_postgres` (from `qaqnuz.testing`: the machine's own binaries on
+a free 127.0.0.1 port, stopped at the end). Each test gets a fresh database cloned from a template holding the
+demo shop.
 """
 
 from __future__ import annotations
 
-import glob
 import itertools
 import os
-import shutil
-import socket
-import subprocess
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,20 +40,6 @@ def shop_db(tmp_path: Path) -> Path:
 
 
 # -- PostgreSQL ------------------------------------------------------------------------------------------------
-def _pg_bin() -> Path | None:
-    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4]))
-    if found:
-        return Path(found[-1]).parent
-    initdb = shutil.which("initdb")
-    return Path(initdb).parent if initdb else None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @dataclass
 class PgServer:
     port: int
@@ -76,53 +56,18 @@ class PgServer:
 
 
 @pytest.fixture(scope="session")
-def pg_server() -> Iterator[PgServer]:
-    bin_dir = _pg_bin()
-    if bin_dir is None:
-        message = "PostgreSQL binaries (initdb, pg_ctl) are not installed; .ci/run installs them"
-        if os.environ.get("CI"):
-            pytest.fail(message)  # in CI a missing server is a broken setup, never a silent skip
-        pytest.skip(message)
-    as_root = os.geteuid() == 0
-    prefix = ["runuser", "-u", "postgres", "--"] if as_root else []
-    base = Path(tempfile.mkdtemp(prefix="qaqnuz-pg-"))
-    data, log = base / "data", base / "server.log"
-    if as_root:
-        shutil.chown(base, "postgres")
-    port = _free_port()
-    started = False
-
-    def run(*cmd: str, timeout: float = 60) -> None:
-        done = subprocess.run([*prefix, *cmd], check=False, timeout=timeout, capture_output=True, text=True)
-        if done.returncode != 0:
-            server_log = log.read_text()[-2000:] if log.exists() else ""
-            raise RuntimeError(f"{Path(cmd[0]).name} failed ({done.returncode}): {done.stderr[-2000:]}\n{server_log}")
-
-    try:
-        run(str(bin_dir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8",
-            "--no-locale", "--no-sync")  # fmt: skip
-        options = f"-p {port} -k {base} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off"
-        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(log), "-w", "-t", "30", "start")
-        started = True
-        server = PgServer(port)
-        with server.connect() as conn:
-            conn.execute("CREATE DATABASE shop_template")
-        with server.connect("shop_template") as conn:
-            conn.execute(demo_shop.SCHEMA)
-            data_rows = demo_shop.rows()
-            with conn.cursor() as cur:
-                for table in ("contacts", "orders", "order_items"):
-                    cur.executemany(demo_shop.INSERTS[table].replace("?", "%s"), data_rows[table])
-        yield server
-    finally:
-        if started or (data / "postmaster.pid").exists():  # also a server that started but was not ready
-            subprocess.run(
-                [*prefix, str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop"],
-                check=False,
-                timeout=60,
-                capture_output=True,
-            )
-        shutil.rmtree(base, ignore_errors=True)
+def pg_server(qaqnuz_postgres) -> PgServer:
+    """The session's PostgreSQL (`qaqnuz.testing`), with a `shop_template` database holding the demo shop."""
+    server = PgServer(qaqnuz_postgres.port)
+    with server.connect() as conn:
+        conn.execute("CREATE DATABASE shop_template")
+    with server.connect("shop_template") as conn:
+        conn.execute(demo_shop.SCHEMA)
+        data_rows = demo_shop.rows()
+        with conn.cursor() as cur:
+            for table in ("contacts", "orders", "order_items"):
+                cur.executemany(demo_shop.INSERTS[table].replace("?", "%s"), data_rows[table])
+    return server
 
 
 _numbers = itertools.count(1)
