@@ -3,27 +3,14 @@ virtual environment that has never seen this workspace, and its own tests pass t
 
 from __future__ import annotations
 
-import os
 import shutil
-import subprocess
-import sys
 import zipfile
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+from wheels import ROOT, clean_env, fresh_venv
+from wheels import run as _run
+from wheels import uv as _uv
+
 TEMPLATE = ROOT / "contrib" / "toolpack-template"
-
-
-def _uv() -> str:
-    found = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
-    assert Path(found).exists(), "uv is required (the README's commands use it)"
-    return found
-
-
-def _run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(args, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, f"{' '.join(args)}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result
 
 
 def test_template_wheel_installs_into_a_fresh_venv_and_its_tests_pass(tmp_path):
@@ -39,9 +26,8 @@ def test_template_wheel_installs_into_a_fresh_venv_and_its_tests_pass(tmp_path):
             assert "demo" not in member.lower(), member
             assert "CREATE TABLE orders" not in text and "demo-shop" not in text, member
 
-    venv = tmp_path / "venv"
-    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH") and not k.startswith("UV_")}
-    _run(uv, "venv", "--quiet", "--python", sys.executable, str(venv), cwd=tmp_path, env=env)
+    env = clean_env()
+    venv = fresh_venv(tmp_path / "venv", env)
     python = str(venv / "bin" / "python")
     _run(
         uv,
