@@ -9,7 +9,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from httpkit import PLUGINS, qaqnuz_cli, server_env
 
 from kit import kit_config
 from qaqnuz.testing import write_config
+from serving import ServeProcess
 
 pytestmark = pytest.mark.anyio
 MODERN = "2026-07-28"
@@ -33,42 +33,15 @@ shared = true
 """
 
 
-class Workers:
+class Workers(ServeProcess):
     def __init__(self, folder: Path, config_text: str) -> None:
         self.config = write_config(folder, config_text)
         env = server_env(self.config)
         env["QAQNUZ_PLUGINS"] = ",".join([*PLUGINS, "testkit_pack.pid"])
-        self.env = env
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "qaqnuz", "serve", "--transport", "http", "--host", "127.0.0.1", "--port", "0",
-             "--workers", str(WORKERS)],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
-        self.lines: list[str] = []
-        threading.Thread(target=self._pump, daemon=True).start()
+        args = ["--transport", "http", "--host", "127.0.0.1", "--port", "0", "--workers", str(WORKERS)]
+        super().__init__(args, env)
         self.port = int(self.wait_for(r"listening on 127\.0\.0\.1:(\d+) for 4 http workers").group(1))
-        deadline = time.monotonic() + 60
-        while self.log.count("serving MCP over HTTP at") < WORKERS:
-            assert self.process.poll() is None and time.monotonic() < deadline, self.log
-            time.sleep(0.05)
-
-    def _pump(self) -> None:
-        assert self.process.stderr is not None
-        for line in self.process.stderr:
-            self.lines.append(line)
-
-    @property
-    def log(self) -> str:
-        return "".join(self.lines)
-
-    def wait_for(self, pattern: str, timeout: float = 30) -> re.Match[str]:
-        deadline = time.monotonic() + timeout
-        while True:
-            found = re.search(pattern, self.log)
-            if found:
-                return found
-            assert self.process.poll() is None and time.monotonic() < deadline, self.log
-            time.sleep(0.05)
+        self.wait_for("serving MCP over HTTP at", count=WORKERS)
 
     @property
     def url(self) -> str:
@@ -82,11 +55,6 @@ class Workers:
     def worker_pids(self) -> set[int]:
         children = Path(f"/proc/{self.process.pid}/task/{self.process.pid}/children").read_text().split()
         return {int(pid) for pid in children}
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
 
 
 @pytest.fixture
