@@ -215,8 +215,12 @@ class Pipeline:
             admitted = admission.admitted is True
         except Exception as exc:
             sink.limiter_error()
-            wait = exc.retry_after_ms if isinstance(exc, LimiterUnavailable) else 1000
-            log.error("rate limiter failed (%s); denying", type(exc).__name__)
+            if isinstance(exc, LimiterUnavailable):  # the limiter logs its own outages once, not per call
+                wait = exc.retry_after_ms
+                log.debug("rate limiter unavailable; denying as retryable")
+            else:
+                wait = 1000
+                log.error("rate limiter failed (%s); denying", type(exc).__name__)
             return _fail("rate_limit", ErrorClass.RETRYABLE, env.LIMITER_UNAVAILABLE, retry_after_ms=max(1, wait))
         if not admitted:
             dimension = admission.dimension if admission.dimension in ("key", "brand") else "key"

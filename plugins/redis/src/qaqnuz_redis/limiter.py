@@ -4,11 +4,11 @@ Every call costs one `EVALSHA` on a pooled connection. Its time is bounded three
 `pool_size` connections, and a call waits for one only while its budget lasts; reading a reply may take
 `timeout` (redis-py's socket timeout), opening a connection `connect_timeout`; and the whole call,
 waiting included, is cut at `connect_timeout + timeout` whatever happens inside redis-py. redis-py's own
-retries are switched off (redis-py 6+ retries a failed command, by default with backoff): a retry would
-multiply the time a call may take behind a dead Redis, and the breaker does the retrying, once per
-cool-off, for the whole process. Any failure refuses the call as `LimiterUnavailable` (retryable, counted
-in `qaqnuz_limiter_errors_total`) and opens the breaker (`breaker.py`); nothing is ever admitted without
-Redis's answer.
+retries are switched off (redis-py 8 retries a failed command or connection ten times by default, with
+backoff of up to a second): a retry would multiply the time a call may take behind a dead Redis, and the
+breaker does the retrying, once per cool-off, for the whole process. Any failure refuses the call as
+`LimiterUnavailable` (retryable, counted in `qaqnuz_limiter_errors_total`) and opens the breaker
+(`breaker.py`); nothing is ever admitted without Redis's answer.
 
 The client is made on first use, on the event loop that serves the calls, so building the limiter (as
 `qaqnuz config check` does) opens no connection. Once closed (a config reload replaced it, the server
@@ -129,6 +129,8 @@ class RedisLimiter:
                 port=options.port,
                 db=options.db,
                 ssl=options.tls,
+                ssl_cert_reqs="required",  # said outright: redis-py 5 did not check the host name by default
+                ssl_check_hostname=True,
                 username=options.username,
                 password=options.password.reveal() if options.password is not None else None,
                 socket_timeout=options.timeout,
@@ -136,6 +138,7 @@ class RedisLimiter:
                 retry=Retry(NoBackoff(), 0),
                 max_connections=options.pool_size,  # never reached: `_slots` lets no more calls in at once
                 client_name="qaqnuz-limiter",
+                protocol=2,  # redis-py 8 speaks RESP3 by default, which Redis before 6 does not; RESP2 serves all
             )
             self._slots = asyncio.Semaphore(options.pool_size)
         return self._redis, self._slots

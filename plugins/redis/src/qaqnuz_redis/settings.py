@@ -15,7 +15,7 @@ from urllib.parse import unquote, urlsplit
 
 import msgspec
 
-from qaqnuz import ConfigError, Secret, SecretRef, parse_positive_duration
+from qaqnuz import Secret, SecretRef, parse_positive_duration
 
 
 class RedisSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
