@@ -1,12 +1,13 @@
 """What a rate-limit decision costs, per limiter, side by side in one interleaved run.
 
-    uv run python bench/limiter.py [--calls N] [--rounds R] [--keys K] [--json]
+    uv run python bench/limiter.py [--calls N] [--rounds R] [--keys K] [--redis-url URL] [--json]
 
 Each limiter admits calls for K keys of one brand (limits no run reaches, so every call is a full admission)
 in R rounds of N calls, the limiters taking turns; printed per limiter: median and p99 wall µs per decision
-and CPU µs per decision (this process's user + system time), and the ratio to the memory limiter. `sqlite`
-runs on a fresh file in a temporary folder, as the default limiter does beside the store. It asserts nothing
-about timings and is not collected by pytest.
+and CPU µs per decision (this process's user + system time, so Redis's own work is not in it), and the ratio
+to the memory limiter. `sqlite` runs on a fresh file in a temporary folder, as the default limiter does
+beside the store; `redis` (qaqnuz-redis) on a throwaway `redis-server` on loopback (or `--redis-url`), one
+round trip per decision. It asserts nothing about timings and is not collected by pytest.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import anyio
 from qaqnuz.builtin.memory_limiter import MemoryLimiter
 from qaqnuz.builtin.sqlite_limiter import SqliteLimiter
 from qaqnuz.records import Limit
+from qaqnuz.testservers import RedisServer, ServerMissing
 
 KEY_LIMIT, BRAND_LIMIT = Limit(10_000_000, 60.0), Limit(100_000_000, 60.0)
 
@@ -41,11 +43,26 @@ async def block(limiter: Any, calls: int, keys: int, start: int, samples: list[i
     return time.process_time() - cpu
 
 
-async def measure(args: argparse.Namespace, folder: Path) -> list[dict[str, Any]]:
+def redis_limiter(url: str) -> Any:
+    """qaqnuz-redis's limiter on `url`, with its defaults but a timeout no loaded machine trips."""
+    import logging
+
+    from qaqnuz_redis.limiter import RedisLimiter
+    from qaqnuz_redis.settings import RedisSettings, check
+
+    options, problems = check(RedisSettings(url=url, timeout="2s"), "[plugins.redis]")
+    if options is None:
+        raise SystemExit("\n".join(problems))
+    return RedisLimiter(options, logging.getLogger("bench"))
+
+
+async def measure(args: argparse.Namespace, folder: Path, redis_url: str | None) -> list[dict[str, Any]]:
     limiters = {
         "memory": MemoryLimiter(time.monotonic),
         "sqlite": SqliteLimiter(str(folder / "qaqnuz-limits.db"), time.monotonic),
     }
+    if redis_url is not None:
+        limiters["redis"] = redis_limiter(redis_url)
     samples: dict[str, list[int]] = {name: [] for name in limiters}
     cpu = dict.fromkeys(limiters, 0.0)
     for limiter in limiters.values():  # warm-up: the file created, caches filled
@@ -94,10 +111,24 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=5000, help="decisions per limiter per round (default 5000)")
     parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds (default 6)")
     parser.add_argument("--keys", type=int, default=100, help="distinct keys the calls cycle through (default 100)")
+    parser.add_argument("--redis-url", help="a Redis to measure on (default: a throwaway redis-server on loopback)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="qaqnuz-limiterbench-") as tmp:
-        rows = anyio.run(measure, args, Path(tmp))
+    server: RedisServer | None = None
+    redis_url = args.redis_url
+    if redis_url is None:
+        try:
+            server = RedisServer()
+            server.start()
+            redis_url = server.url
+        except ServerMissing as exc:
+            print(f"  no redis row: {exc}", file=sys.stderr)
+    try:
+        with tempfile.TemporaryDirectory(prefix="qaqnuz-limiterbench-") as tmp:
+            rows = anyio.run(measure, args, Path(tmp), redis_url)
+    finally:
+        if server is not None:
+            server.close()
     print(json.dumps(rows, indent=2) if args.json else render(rows, args))
 
 
