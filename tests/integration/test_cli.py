@@ -319,6 +319,7 @@ COMMANDS = [
     ["plugins", "list"],
     ["config", "check"],
     ["audit", "verify"],
+    ["store", "migrate"],
 ]
 
 
