@@ -19,7 +19,7 @@ import attrs
 
 from qaqnuz.assembly import build, build_selected
 from qaqnuz.config import Config
-from qaqnuz.contexts import AuditSinkContext, StoreContext
+from qaqnuz.contexts import AuditSinkContext, SecretResolver, StoreContext
 from qaqnuz.errors import ConfigError, PluginError
 from qaqnuz.plugins import Plugins
 from qaqnuz.records import AuditSink, ProviderKind
@@ -54,7 +54,13 @@ def load_secret(config: Config) -> bytes:
 
 
 def build_store(
-    config: Config, plugins: Plugins, secret: bytes, clock: Callable[[], float], *, dry_run: bool = False
+    config: Config,
+    plugins: Plugins,
+    secret: bytes,
+    clock: Callable[[], float],
+    *,
+    dry_run: bool = False,
+    mask: Callable[[str], None] | None = None,
 ) -> Store:
     """The store `[server] store` names by its scheme, built from `[plugins.<scheme>]`."""
     if not config.store_scheme:
@@ -68,6 +74,7 @@ def build_store(
             base_dir=config.base_dir,
             url=config.store_url,
             server_secret=secret,
+            secrets=SecretResolver(config.base_dir, mask or _unmasked),
             dry_run=dry_run,
         )
 
@@ -75,6 +82,11 @@ def build_store(
         plugins, ProviderKind.STORE, config.store_scheme, config.plugin_settings, "[server] store", context
     )
     return store
+
+
+def _unmasked(value: str) -> None:
+    """A command's store credential needs no masking hook: the command's log handler masks keys, and a store
+    never logs its credential."""
 
 
 def build_audit_sinks(config: Config, plugins: Plugins, clock: Callable[[], float]) -> list[tuple[str, AuditSink]]:
@@ -142,6 +154,7 @@ def open_admin(
     current: Callable[[], Config] | None = None,
     on_audit_error: Callable[[], None] | None = None,
     dry_run: bool = False,
+    mask: Callable[[str], None] | None = None,
 ) -> Admin:
     """Build the admin pieces. `current` returns the config in force (a server's may reload); `dry_run`
     (config check) creates no store that does not exist yet."""
@@ -149,7 +162,7 @@ def open_admin(
     secret = secret if secret is not None else load_secret(config)
     audit = Auditor(build_audit_sinks(config, plugins, clock), clock, on_audit_error)
     try:
-        store = build_store(config, plugins, secret, clock, dry_run=dry_run)
+        store = build_store(config, plugins, secret, clock, dry_run=dry_run, mask=mask)
     except BaseException:
         audit.close()
         raise

@@ -98,14 +98,20 @@ class ToolPackContext(Context):
 
 @attrs.frozen(kw_only=True)
 class StoreContext(Context):
-    """A store's factory context: its URL (`[server] store`) and the server secret (stores may encrypt).
+    """A store's factory context: its URL (`[server] store`, which may hold a password: never log it) and the
+    server secret (stores may encrypt); `secret(ref, where)` resolves a credential of its settings and has
+    it masked in the logs.
 
     `dry_run` is true when the store is opened only to validate config (`qaqnuz config check`): create
     nothing that does not exist yet (no file, no schema), and answer from an empty store instead."""
 
-    url: str
+    url: str = attrs.field(repr=False)
     server_secret: bytes = attrs.field(repr=False)
+    secrets: SecretResolver = attrs.field(repr=False)
     dry_run: bool = False
+
+    def secret(self, ref: SecretRef, where: str) -> Secret:
+        return self.secrets(ref, where)
 
 
 @attrs.frozen(kw_only=True)

@@ -74,6 +74,7 @@ class Kernel:
             clock=clock,
             current=lambda: self.config,
             on_audit_error=self.metrics.audit_errors.inc,
+            mask=self.redactor.add,
         )
         self.store, self.audit, self.keys, self.approvals = (
             self.admin.store,

@@ -216,6 +216,8 @@ class StoreContract:
         with pytest.raises(ApprovalNotPending) as caught:
             await store.decide_approval("apr_1", approve=True, by="x", reason=None, now=NOW + 61, valid_for=60)
         assert caught.value.status is ApprovalStatus.EXPIRED
+        stored = await store.get_approval("apr_1")  # the refusal keeps what it found: expired, arguments gone
+        assert stored is not None and stored.status is ApprovalStatus.EXPIRED and stored.arguments is None
 
     async def test_an_approval_is_consumed_exactly_once_and_its_arguments_deleted(self, store: Store) -> None:
         await store.open_approval(call(), new_id="apr_1", now=NOW, pending_ttl=DAY)

@@ -25,7 +25,7 @@ from __future__ import annotations
 import secrets
 import textwrap
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -121,19 +121,32 @@ def _missing(exc: testservers.ServerMissing) -> None:
     pytest.skip(str(exc))
 
 
-@pytest.fixture(scope="session")
-def qaqnuz_postgres() -> Iterator[testservers.PostgresServer]:
-    """A running PostgreSQL cluster for the session (`.create_database(name)` → a DSN)."""
+@contextmanager
+def postgres_cluster(
+    configure: Callable[[testservers.PostgresServer], None] | None = None,
+) -> Iterator[testservers.PostgresServer]:
+    """A running PostgreSQL cluster of the caller's own (free to stop, start or reconfigure), removed after;
+    `configure` sees it initialised and not yet started (to edit `pg_hba.conf`, say). Skips without the
+    binaries, fails under `CI`."""
     try:
         server = testservers.PostgresServer()
     except testservers.ServerMissing as exc:
         _missing(exc)
         raise
     try:
+        if configure is not None:
+            configure(server)
         server.start()
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture(scope="session")
+def qaqnuz_postgres() -> Iterator[testservers.PostgresServer]:
+    """A running PostgreSQL cluster for the session (`.create_database(name)` → a DSN)."""
+    with postgres_cluster() as server:
+        yield server
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ import httpx
 import pytest
 
 from kit import SUPPORT, kit_config
-from qaqnuz.testing import write_config
-from qaqnuz.testservers import PostgresServer, ServerMissing
+from qaqnuz.testing import postgres_cluster, write_config
+from qaqnuz.testservers import PostgresServer
 from serving import SERVING, ServeProcess
 from wheels import run
 
@@ -29,17 +29,8 @@ PLUGINS = "http,redis,postgres,testkit_pack.plugin"
 @pytest.fixture
 def postgres() -> Iterator[PostgresServer]:
     """A cluster of this test alone: the test stops and starts it."""
-    try:
-        server = PostgresServer()
-    except ServerMissing as exc:
-        if os.environ.get("CI"):
-            pytest.fail(str(exc))
-        pytest.skip(str(exc))
-    try:
-        server.start()
+    with postgres_cluster() as server:
         yield server
-    finally:
-        server.close()
 
 
 class Replicas:

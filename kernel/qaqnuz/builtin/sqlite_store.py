@@ -341,26 +341,30 @@ class SqliteStore:
                 db.execute(
                     "UPDATE approvals SET status = 'expired', arguments = NULL WHERE approval_id = ?", (approval_id,)
                 )
-                raise ApprovalNotPending(approval_id, ApprovalStatus.EXPIRED)
-            if record.status is not ApprovalStatus.PENDING or row[-1]:
-                raise ApprovalNotPending(approval_id, record.status)
-            status = ApprovalStatus.APPROVED if approve else ApprovalStatus.DENIED
-            valid_until = now + valid_for if approve else None
-            db.execute(
-                "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, reason = ?, valid_until = ?"
-                + ("" if approve else ", arguments = NULL")
-                + " WHERE approval_id = ? AND status = 'pending'",
-                (str(status), now, by, reason, valid_until, approval_id),
-            )
-            return attrs.evolve(
-                record,
-                status=status,
-                decided_at=now,
-                decided_by=by,
-                reason=reason,
-                valid_until=valid_until,
-                arguments=record.arguments if approve else None,
-            )
+                decided = None  # refused once this commits: the request stays expired, its arguments gone
+            else:
+                if record.status is not ApprovalStatus.PENDING or row[-1]:
+                    raise ApprovalNotPending(approval_id, record.status)
+                status = ApprovalStatus.APPROVED if approve else ApprovalStatus.DENIED
+                valid_until = now + valid_for if approve else None
+                db.execute(
+                    "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, reason = ?, valid_until = ?"
+                    + ("" if approve else ", arguments = NULL")
+                    + " WHERE approval_id = ? AND status = 'pending'",
+                    (str(status), now, by, reason, valid_until, approval_id),
+                )
+                decided = attrs.evolve(
+                    record,
+                    status=status,
+                    decided_at=now,
+                    decided_by=by,
+                    reason=reason,
+                    valid_until=valid_until,
+                    arguments=record.arguments if approve else None,
+                )
+        if decided is None:
+            raise ApprovalNotPending(approval_id, ApprovalStatus.EXPIRED)
+        return decided
 
     async def consume_approval(self, approval_id: str, now: float) -> bool:
         with self._tx() as db:
