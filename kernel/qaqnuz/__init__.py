@@ -75,7 +75,18 @@ from qaqnuz.records import (
     WebRoute,
 )
 from qaqnuz.secrets import Secret, SecretRef
-from qaqnuz.store import ApprovalNotFound, ApprovalNotPending, KeyCapReached, KeyNotActive, KeyRecord, Store
+from qaqnuz.store import (
+    APPROVAL_COLUMNS,
+    KEY_COLUMNS,
+    ApprovalNotFound,
+    ApprovalNotPending,
+    KeyCapReached,
+    KeyNotActive,
+    KeyRecord,
+    Store,
+    approval_from_row,
+    key_from_row,
+)
 
 if TYPE_CHECKING:
     from qaqnuz.command_context import CommandContext
@@ -115,7 +126,9 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "APPROVAL_COLUMNS",
     "CALLER_NAMES",
+    "KEY_COLUMNS",
     "Admission",
     "ApprovalCall",
     "ApprovalNotFound",
@@ -185,9 +198,11 @@ __all__ = [
     "WebRoute",
     "WebRouteContext",
     "__version__",
+    "approval_from_row",
     "current_call",
     "hookimpl",
     "input_schema",
+    "key_from_row",
     "looks_like_key",
     "parse_duration",
     "parse_positive_duration",

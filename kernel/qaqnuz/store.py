@@ -11,6 +11,7 @@ itself. The built-in provider is `sqlite` (`[server] store = "sqlite:///qaqnuz.d
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -136,6 +137,52 @@ class Store(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+#: The columns a SQL store selects for `key_from_row` and `approval_from_row`, in their order.
+KEY_COLUMNS = "key_id, name, brand, role, scopes, hash, created_at, expires_at, revoked_at, last_used_at"
+APPROVAL_COLUMNS = (
+    "approval_id, brand, key_id, tool, args_hash, status, created_at, expires_at, decided_at, decided_by, "
+    "reason, valid_until, key_name, arguments, arguments_truncated, closed"
+)
+
+
+def key_from_row(row: Sequence[Any]) -> KeyRecord:
+    """A key from a row of `KEY_COLUMNS`; `scopes` as JSON text or as the database's own array."""
+    scopes = row[4]
+    return KeyRecord(
+        key_id=row[0],
+        name=row[1],
+        brand=row[2],
+        role=row[3],
+        scopes=tuple(json.loads(scopes) if isinstance(scopes, str) else scopes),
+        hash=row[5],
+        created_at=row[6],
+        expires_at=row[7],
+        revoked_at=row[8],
+        last_used_at=row[9],
+    )
+
+
+def approval_from_row(row: Sequence[Any]) -> ApprovalRequest:
+    """An approval from a row of `APPROVAL_COLUMNS` (`arguments` as JSON text)."""
+    return ApprovalRequest(
+        approval_id=row[0],
+        brand=row[1],
+        key_id=row[2],
+        tool=row[3],
+        args_hash=row[4],
+        status=ApprovalStatus(row[5]),
+        created_at=row[6],
+        expires_at=row[7],
+        decided_at=row[8],
+        decided_by=row[9],
+        reason=row[10],
+        valid_until=row[11],
+        key_name=row[12] or "",
+        arguments=json.loads(row[13]) if row[13] is not None else None,
+        arguments_truncated=bool(row[14]),
+    )
 
 
 class KeyCapReached(StoreError):

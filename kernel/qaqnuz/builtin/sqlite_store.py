@@ -23,7 +23,17 @@ from qaqnuz.contexts import StoreContext
 from qaqnuz.errors import ConfigError, PendingCapReached, StoreError
 from qaqnuz.hookspecs import hookimpl
 from qaqnuz.records import ApprovalCall, ApprovalRequest, ApprovalStatus, Provider
-from qaqnuz.store import ApprovalNotFound, ApprovalNotPending, KeyCapReached, KeyNotActive, KeyRecord
+from qaqnuz.store import (
+    APPROVAL_COLUMNS,
+    KEY_COLUMNS,
+    ApprovalNotFound,
+    ApprovalNotPending,
+    KeyCapReached,
+    KeyNotActive,
+    KeyRecord,
+    approval_from_row,
+    key_from_row,
+)
 
 SCHEME = "sqlite"
 
@@ -79,10 +89,7 @@ CREATE INDEX IF NOT EXISTS approvals_call2 ON approvals (brand, key_id, tool, ar
 CREATE INDEX IF NOT EXISTS approvals_key ON approvals (key_id, status, closed);
 """
 _KEY_CACHE = 10_000
-_APPROVAL_FIELDS = (
-    "approval_id, brand, key_id, tool, args_hash, status, created_at, expires_at, decided_at, decided_by, "
-    "reason, valid_until, key_name, arguments, arguments_truncated, closed"
-)
+_APPROVAL_FIELDS = APPROVAL_COLUMNS
 _LIVE = "(status = 'pending' AND expires_at <= :now) OR (status = 'approved' AND valid_until <= :now)"
 
 
@@ -194,8 +201,8 @@ class SqliteStore:
                 self._stamp = stamp  # read before asking: a commit in between shows on the next look
             if key_id in self._keys:
                 return self._keys[key_id]
-        rows = self._query("SELECT * FROM keys WHERE key_id = ?", (key_id,))
-        record = _key(rows[0]) if rows else None
+        rows = self._query(f"SELECT {KEY_COLUMNS} FROM keys WHERE key_id = ?", (key_id,))
+        record = key_from_row(rows[0]) if rows else None
         if record is not None:  # only known ids: random ids must not fill the cache
             with self._lock:
                 if len(self._keys) >= _KEY_CACHE:
@@ -205,10 +212,10 @@ class SqliteStore:
 
     async def list_keys(self, brand: str | None = None) -> list[KeyRecord]:
         if brand is None:
-            rows = self._query("SELECT * FROM keys ORDER BY brand, created_at")
+            rows = self._query(f"SELECT {KEY_COLUMNS} FROM keys ORDER BY brand, created_at")
         else:
-            rows = self._query("SELECT * FROM keys WHERE brand = ? ORDER BY created_at", (brand,))
-        return [_key(r) for r in rows]
+            rows = self._query(f"SELECT {KEY_COLUMNS} FROM keys WHERE brand = ? ORDER BY created_at", (brand,))
+        return [key_from_row(r) for r in rows]
 
     async def revoke_key(self, key_id: str, now: float) -> bool:
         with self._tx() as db:
@@ -265,7 +272,7 @@ class SqliteStore:
                 (call.brand, call.key_id, call.tool, call.args_hash, call.tool_digest),
             ).fetchone()
             if row is not None:
-                record = _approval(row)
+                record = approval_from_row(row)
                 if record.effective_status(now) is not record.status:
                     db.execute(
                         "UPDATE approvals SET status = 'expired', arguments = NULL WHERE approval_id = ?",
@@ -315,7 +322,7 @@ class SqliteStore:
 
     async def get_approval(self, approval_id: str) -> ApprovalRequest | None:
         rows = self._query(f"SELECT {_APPROVAL_FIELDS} FROM approvals WHERE approval_id = ?", (approval_id,))
-        return _approval(rows[0]) if rows else None
+        return approval_from_row(rows[0]) if rows else None
 
     async def list_approvals(self, brand: str | None = None, *, include_closed: bool = False) -> list[ApprovalRequest]:
         sql = f"SELECT {_APPROVAL_FIELDS} FROM approvals WHERE 1 = 1"
@@ -325,7 +332,7 @@ class SqliteStore:
             params.append(brand)
         if not include_closed:
             sql += " AND closed = 0 AND status IN ('pending', 'approved')"
-        return [_approval(r) for r in self._query(sql + " ORDER BY created_at", params)]
+        return [approval_from_row(r) for r in self._query(sql + " ORDER BY created_at", params)]
 
     async def decide_approval(
         self, approval_id: str, *, approve: bool, by: str, reason: str | None, now: float, valid_for: float
@@ -336,7 +343,7 @@ class SqliteStore:
             ).fetchone()
             if row is None:
                 raise ApprovalNotFound(approval_id)
-            record = _approval(row)
+            record = approval_from_row(row)
             if record.status is ApprovalStatus.PENDING and record.expires_at <= now:
                 db.execute(
                     "UPDATE approvals SET status = 'expired', arguments = NULL WHERE approval_id = ?", (approval_id,)
@@ -407,41 +414,6 @@ def _insert_key(db: sqlite3.Connection, record: KeyRecord) -> None:
             record.created_at,
             record.expires_at,
         ),
-    )
-
-
-def _key(row: tuple[Any, ...]) -> KeyRecord:
-    return KeyRecord(
-        key_id=row[0],
-        name=row[1],
-        brand=row[2],
-        role=row[3],
-        scopes=tuple(json.loads(row[4])),
-        hash=row[5],
-        created_at=row[6],
-        expires_at=row[7],
-        revoked_at=row[8],
-        last_used_at=row[9],
-    )
-
-
-def _approval(row: tuple[Any, ...]) -> ApprovalRequest:
-    return ApprovalRequest(
-        approval_id=row[0],
-        brand=row[1],
-        key_id=row[2],
-        tool=row[3],
-        args_hash=row[4],
-        status=ApprovalStatus(row[5]),
-        created_at=row[6],
-        expires_at=row[7],
-        decided_at=row[8],
-        decided_by=row[9],
-        reason=row[10],
-        valid_until=row[11],
-        key_name=row[12] or "",
-        arguments=json.loads(row[13]) if row[13] is not None else None,
-        arguments_truncated=bool(row[14]),
     )
 
 

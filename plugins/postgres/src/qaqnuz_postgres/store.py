@@ -41,6 +41,8 @@ from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from qaqnuz import (
+    APPROVAL_COLUMNS,
+    KEY_COLUMNS,
     ApprovalCall,
     ApprovalNotFound,
     ApprovalNotPending,
@@ -53,6 +55,8 @@ from qaqnuz import (
     PendingCapReached,
     StoreContext,
     StoreError,
+    approval_from_row,
+    key_from_row,
 )
 
 from . import dsn, migrations
@@ -68,11 +72,8 @@ KEY_LOCK = 0x71717A02
 #: The most an automatic or explicit migration may take (its statements get this as their timeout).
 MIGRATE_TIMEOUT = 30.0
 
-_KEY_FIELDS = "key_id, name, brand, role, scopes, hash, created_at, expires_at, revoked_at, last_used_at"
-_APPROVAL_FIELDS = (
-    "approval_id, brand, key_id, tool, args_hash, status, created_at, expires_at, decided_at, decided_by, "
-    "reason, valid_until, key_name, arguments, arguments_truncated, closed"
-)
+_KEY_FIELDS = KEY_COLUMNS
+_APPROVAL_FIELDS = APPROVAL_COLUMNS
 _ACTIVE = "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > %s)"
 _EXPIRED = "(status = 'pending' AND expires_at <= %(now)s) OR (status = 'approved' AND valid_until <= %(now)s)"
 _PASS_THROUGH = (StoreError, PendingCapReached)  # our own answers, raised inside an operation on purpose
@@ -446,7 +447,7 @@ class PostgresStore:
             self._listen(bound)
             ticket = self.cache.ticket()
         rows = await self._rows(f"SELECT {_KEY_FIELDS} FROM qaqnuz_keys WHERE key_id = %s", [key_id])
-        record = _key(rows[0]) if rows else None
+        record = key_from_row(rows[0]) if rows else None
         if record is not None and self.cache is not None:
             self.cache.put(key_id, record, ticket)
         return record
@@ -458,7 +459,7 @@ class PostgresStore:
             rows = await self._rows(
                 f"SELECT {_KEY_FIELDS} FROM qaqnuz_keys WHERE brand = %s ORDER BY created_at, seq", [brand]
             )
-        return [_key(r) for r in rows]
+        return [key_from_row(r) for r in rows]
 
     async def revoke_key(self, key_id: str, now: float) -> bool:
         try:
@@ -533,7 +534,7 @@ class PostgresStore:
             )
             row = await cur.fetchone()
             if row is not None:
-                record = _approval(row)
+                record = approval_from_row(row)
                 if record.effective_status(now) is not record.status:
                     await conn.execute(
                         "UPDATE qaqnuz_approvals SET status = 'expired', arguments = NULL WHERE approval_id = %s",
@@ -586,7 +587,7 @@ class PostgresStore:
         rows = await self._rows(
             f"SELECT {_APPROVAL_FIELDS} FROM qaqnuz_approvals WHERE approval_id = %s", [approval_id]
         )
-        return _approval(rows[0]) if rows else None
+        return approval_from_row(rows[0]) if rows else None
 
     async def list_approvals(self, brand: str | None = None, *, include_closed: bool = False) -> list[ApprovalRequest]:
         sql = f"SELECT {_APPROVAL_FIELDS} FROM qaqnuz_approvals WHERE true"
@@ -596,7 +597,7 @@ class PostgresStore:
             params.append(brand)
         if not include_closed:
             sql += " AND NOT closed AND status IN ('pending', 'approved')"
-        return [_approval(r) for r in await self._rows(sql + " ORDER BY created_at, seq", params)]
+        return [approval_from_row(r) for r in await self._rows(sql + " ORDER BY created_at, seq", params)]
 
     async def decide_approval(
         self, approval_id: str, *, approve: bool, by: str, reason: str | None, now: float, valid_for: float
@@ -610,7 +611,7 @@ class PostgresStore:
             row = await cur.fetchone()
             if row is None:
                 raise ApprovalNotFound(approval_id)
-            record = _approval(row)
+            record = approval_from_row(row)
             if record.status is ApprovalStatus.PENDING and record.expires_at <= now:
                 await conn.execute(
                     "UPDATE qaqnuz_approvals SET status = 'expired', arguments = NULL WHERE approval_id = %s",
@@ -718,41 +719,6 @@ async def _insert_key(conn: Any, record: KeyRecord) -> None:
             record.created_at,
             record.expires_at,
         ],
-    )
-
-
-def _key(row: tuple[Any, ...]) -> KeyRecord:
-    return KeyRecord(
-        key_id=row[0],
-        name=row[1],
-        brand=row[2],
-        role=row[3],
-        scopes=tuple(row[4]),
-        hash=row[5],
-        created_at=row[6],
-        expires_at=row[7],
-        revoked_at=row[8],
-        last_used_at=row[9],
-    )
-
-
-def _approval(row: tuple[Any, ...]) -> ApprovalRequest:
-    return ApprovalRequest(
-        approval_id=row[0],
-        brand=row[1],
-        key_id=row[2],
-        tool=row[3],
-        args_hash=row[4],
-        status=ApprovalStatus(row[5]),
-        created_at=row[6],
-        expires_at=row[7],
-        decided_at=row[8],
-        decided_by=row[9],
-        reason=row[10],
-        valid_until=row[11],
-        key_name=row[12] or "",
-        arguments=json.loads(row[13]) if row[13] is not None else None,
-        arguments_truncated=bool(row[14]),
     )
 
 
