@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -22,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from timing import summarise, throwaway
 
 from qaqnuz.builtin.memory_limiter import MemoryLimiter
 from qaqnuz.builtin.sqlite_limiter import SqliteLimiter
 from qaqnuz.records import Limit
-from qaqnuz.testservers import RedisServer, ServerMissing
+from qaqnuz.testservers import RedisServer
 
 KEY_LIMIT, BRAND_LIMIT = Limit(10_000_000, 60.0), Limit(100_000_000, 60.0)
 
@@ -41,6 +41,12 @@ async def block(limiter: Any, calls: int, keys: int, start: int, samples: list[i
         if not admission.admitted:
             raise RuntimeError(f"{type(limiter).__name__} refused a call under limits no run reaches")
     return time.process_time() - cpu
+
+
+def start_redis() -> tuple[RedisServer, str]:
+    server = RedisServer()
+    server.start()
+    return server, server.url
 
 
 def redis_limiter(url: str) -> Any:
@@ -76,18 +82,7 @@ async def measure(args: argparse.Namespace, folder: Path, redis_url: str | None)
         closer = getattr(limiter, "aclose", None)
         if closer is not None:
             await closer()
-    rows = []
-    for name, taken in samples.items():
-        taken.sort()
-        rows.append(
-            {
-                "limiter": name,
-                "decisions": len(taken),
-                "p50_us": statistics.median(taken) / 1000,
-                "p99_us": taken[int(len(taken) * 0.99) - 1] / 1000,
-                "cpu_us": cpu[name] * 1e6 / len(taken),
-            }
-        )
+    rows = [{"limiter": name, **summarise(taken, cpu[name])} for name, taken in samples.items()]
     base = rows[0]["cpu_us"]
     for row in rows:
         row["cpu_ratio"] = row["cpu_us"] / base if base else None
@@ -114,21 +109,9 @@ def main() -> None:
     parser.add_argument("--redis-url", help="a Redis to measure on (default: a throwaway redis-server on loopback)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     args = parser.parse_args()
-    server: RedisServer | None = None
-    redis_url = args.redis_url
-    if redis_url is None:
-        try:
-            server = RedisServer()
-            server.start()
-            redis_url = server.url
-        except ServerMissing as exc:
-            print(f"  no redis row: {exc}", file=sys.stderr)
-    try:
+    with throwaway(args.redis_url, start_redis, "redis") as redis_url:
         with tempfile.TemporaryDirectory(prefix="qaqnuz-limiterbench-") as tmp:
             rows = anyio.run(measure, args, Path(tmp), redis_url)
-    finally:
-        if server is not None:
-            server.close()
     print(json.dumps(rows, indent=2) if args.json else render(rows, args))
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import tempfile
 import time
@@ -24,10 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+from timing import summarise, throwaway
 
 from qaqnuz.builtin.sqlite_store import SqliteStore
 from qaqnuz.store import KeyRecord
-from qaqnuz.testservers import PostgresServer, ServerMissing
+from qaqnuz.testservers import PostgresServer
 
 NOW = time.time()
 
@@ -45,6 +45,12 @@ def record(i: int) -> KeyRecord:
         revoked_at=None,
         last_used_at=None,
     )
+
+
+def start_postgres() -> tuple[PostgresServer, str]:
+    server = PostgresServer()
+    server.start()
+    return server, server.create_database("bench")
 
 
 def drop_cache(store: Any) -> None:
@@ -93,20 +99,10 @@ async def measure(args: argparse.Namespace, folder: Path, postgres_url: str | No
                                                samples[(name, cached)])  # fmt: skip
     for store in stores.values():
         await store.aclose()
-    rows = []
-    for (name, cached), taken in samples.items():
-        taken.sort()
-        rows.append(
-            {
-                "store": name,
-                "case": "cached" if cached else "uncached",
-                "lookups": len(taken),
-                "p50_us": statistics.median(taken) / 1000,
-                "p99_us": taken[int(len(taken) * 0.99) - 1] / 1000,
-                "cpu_us": cpu[(name, cached)] * 1e6 / len(taken),
-            }
-        )
-    return rows
+    return [
+        {"store": name, "case": "cached" if cached else "uncached", **summarise(taken, cpu[(name, cached)])}
+        for (name, cached), taken in samples.items()
+    ]
 
 
 def render(rows: list[dict[str, Any]], args: argparse.Namespace) -> str:
@@ -128,21 +124,9 @@ def main() -> None:
     parser.add_argument("--postgres-url", help="an empty PostgreSQL database (default: a throwaway cluster)")
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of the table")
     args = parser.parse_args()
-    server: PostgresServer | None = None
-    url = args.postgres_url
-    if url is None:
-        try:
-            server = PostgresServer()
-            server.start()
-            url = server.create_database("bench")
-        except ServerMissing as exc:
-            print(f"  no postgresql rows: {exc}", file=sys.stderr)
-    try:
+    with throwaway(args.postgres_url, start_postgres, "postgresql") as url:
         with tempfile.TemporaryDirectory(prefix="qaqnuz-storebench-") as tmp:
             rows = anyio.run(measure, args, Path(tmp), url)
-    finally:
-        if server is not None:
-            server.close()
     print(json.dumps(rows, indent=2) if args.json else render(rows, args))
 
 
