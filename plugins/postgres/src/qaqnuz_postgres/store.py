@@ -701,8 +701,9 @@ def _suspect(conn: Any) -> bool:
     """True when an idle connection is closed, broken, or has something to read (see `_usable`)."""
     if conn.closed or conn.broken:
         return True
-    readable, _, _ = select.select([conn.pgconn.socket], [], [], 0)
-    return bool(readable)
+    poller = select.poll()  # not select.select: it refuses descriptors from 1024 up, which a busy server has
+    poller.register(conn.pgconn.socket, select.POLLIN | select.POLLERR | select.POLLHUP)
+    return bool(poller.poll(0))
 
 
 async def _insert_key(conn: Any, record: KeyRecord) -> None:
