@@ -15,6 +15,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, get_args, get_origin
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import msgspec
 
@@ -507,6 +508,25 @@ def validate(data: dict[str, Any], problems: list[str], *, source: str = "<confi
     )
 
 
+def store_credentials(url: str) -> list[str]:
+    """What of a store URL must never be logged: the URL, and its password as written and as decoded, from
+    the user part or the query."""
+    parts = urlsplit(url)
+    found = [url]
+    raw = parts.netloc.rpartition("@")[0].partition(":")[2] if "@" in parts.netloc else ""
+    found += [raw, unquote(raw)]
+    found += [value for name, value in parse_qsl(parts.query) if name.lower() == "password"]
+    return [value for value in dict.fromkeys(found) if value]
+
+
+def _holds_password(url: str) -> bool:
+    """A password in the user part (`user:pw@host`) or in the query (`?password=...`)."""
+    parts = urlsplit(url)
+    if re.match(r"[^:/]+://[^/@?]*:[^/@?]*@", url):
+        return True
+    return any(name.lower() == "password" for name, _ in parse_qsl(parts.query, keep_blank_values=True))
+
+
 def _store_url(store: str | SecretRef, base_dir: str, problems: list[str]) -> tuple[Secret | None, bool]:
     """Check `[server] store`: a URL whose scheme names the provider, with no password written into config.
     A secret reference is resolved now; its value is never quoted in a problem."""
@@ -521,15 +541,14 @@ def _store_url(store: str | SecretRef, base_dir: str, problems: list[str]) -> tu
         url, shown = secret.reveal().strip(), "the URL its reference holds"
         secret = Secret(url)
     else:
-        url = store
-        shown = "the URL" if "@" in url else repr(url)  # what precedes an @ may be a password
+        url, shown = store, "the URL"  # never quoted: a malformed URL may still hold a password
     if not re.fullmatch(r"[a-z][a-z0-9+.-]*://.*", url, flags=re.DOTALL):
         problems.append(
             f"{where}: {shown} is not a store URL; write e.g. sqlite:///qaqnuz.db or postgresql://host/db "
-            f"(the scheme names the store provider)"
+            f"(a lowercase scheme, which names the store provider, then ://)"
         )
         return None, False
-    if secret is None and re.match(r"[^:/]+://[^/@]*:[^/@]*@", url):
+    if secret is None and _holds_password(url):
         problems.append(
             f'{where}: the URL carries a password; keep it out of config: store = {{ env = "QAQNUZ_STORE_URL" }} '
             f'(or {{ file = "path" }}) holding the whole URL, or the database client\'s own password file'

@@ -16,12 +16,11 @@ import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 import anyio
 
 from qaqnuz.admin import load_secret, open_admin
-from qaqnuz.config import Config, load_config, parse_duration
+from qaqnuz.config import Config, load_config, parse_duration, store_credentials
 from qaqnuz.envelope import Outcome
 from qaqnuz.errors import ConfigError, CredentialsUnavailable, PluginError
 from qaqnuz.metrics import Metrics
@@ -62,11 +61,8 @@ class Kernel:
         self._config = config
         self._runtime: Runtime | None = None
         if config.store_secret is not None:  # a store URL given by reference holds a credential: never logged
-            url = config.store_secret.reveal()
-            self.redactor.add(url)
-            password = urlsplit(url).password
-            if password:
-                self.redactor.add(password)
+            for value in store_credentials(config.store_secret.reveal()):
+                self.redactor.add(value)
         self.admin = open_admin(
             config,
             plugins=self.plugins,
@@ -92,6 +88,7 @@ class Kernel:
         self._routes: list[MountedRoute] = []
         self._config_stamp = _stamp(config.path)
         self._started = False
+        self._auth_down = False  # the auth provider's last call raised (logged once per outage)
         self.host: Host = KernelHost(self)
         try:
             self._runtime = self.builder.runtime(config, previous=None)
@@ -319,9 +316,17 @@ class Kernel:
         try:
             principal = await self.runtime.auth.authenticate(credential)
         except Exception as exc:
-            log.error("auth provider failed (%s); refusing as retryable", type(exc).__name__)
+            if not self._auth_down:  # once per outage: a dead store would otherwise log every request
+                self._auth_down = True
+                log.error("auth provider failed (%s); refusing requests as retryable until it answers",
+                          type(exc).__name__)  # fmt: skip
+            else:
+                log.debug("auth provider failed (%s); refusing as retryable", type(exc).__name__)
             self.sink.auth_failed(transport)  # counted and audited like any refused credential
             raise CredentialsUnavailable("credentials cannot be checked right now") from None
+        if self._auth_down:
+            self._auth_down = False
+            log.info("auth provider answers again")
         if not isinstance(principal, Principal):
             self.sink.auth_failed(transport)
             return None

@@ -174,5 +174,5 @@ def test_config_check_creates_no_store(folder: Path) -> None:
 def test_a_broken_store_url_still_checks_the_routes(folder: Path) -> None:
     text = '[plugins]\nroutes = ["nothere"]\n\n' + GOOD.replace('store = "sqlite:///qaqnuz.db"', 'store = "nope"')
     found = problems(check(write_config(folder, text)))
-    assert any(p.startswith("[server] store: 'nope' is not a store URL") for p in found), found
+    assert any(p.startswith("[server] store: the URL is not a store URL") for p in found), found
     assert any(p.startswith("[plugins] routes: unknown web route 'nothere'") for p in found), found

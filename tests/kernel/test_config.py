@@ -255,6 +255,22 @@ def test_a_store_url_with_a_password_is_refused_without_quoting_it(tmp_path):
     assert "hunter2" not in problem
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://app@db/q?password=hunter2",
+        "postgresql:///q?host=db&password=hunter2",
+        "Postgresql://db/q?password=hunter2",
+    ],
+)
+def test_no_store_url_problem_quotes_a_password(tmp_path, url):
+    path = write_config(tmp_path, kit_config().replace('store = "sqlite:///qaqnuz.db"', f'store = "{url}"'))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={})
+    (problem,) = caught.value.problems
+    assert problem.startswith("[server] store: the URL") and "hunter2" not in problem
+
+
 def test_a_store_url_by_reference_is_resolved_and_never_shown(tmp_path, monkeypatch):
     url = "postgresql://app:hunter2@db.internal:5432/qaqnuz"
     path = write_config(

@@ -5,6 +5,7 @@ registered through the plugin manager and selected by `[plugins]` in config."""
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -206,8 +207,10 @@ async def test_approver_exception_denies_and_never_executes(governed, tmp_path, 
 
 
 @pytest.mark.parametrize("mode", ["auto", "legacy"])
-async def test_auth_exception_is_a_retryable_refusal(governed, tmp_path, mode) -> None:
-    """A credential that cannot be checked is refused, but not as a bad key: a client keeps it and retries."""
+async def test_auth_exception_is_a_retryable_refusal(governed, tmp_path, mode, caplog) -> None:
+    """A credential that cannot be checked is refused, but not as a bad key: a client keeps it and retries.
+    The outage is logged once, not per request."""
+    caplog.set_level(logging.DEBUG, logger="qaqnuz")
     kernel, key, pack = await governed('auth = "broken"')
     async with connect(kernel, key, mode=mode) as client:
         with pytest.raises(MCPError) as listing:
@@ -219,6 +222,8 @@ async def test_auth_exception_is_a_retryable_refusal(governed, tmp_path, mode) -
         assert caught.value.error.message == UNAVAILABLE_MESSAGE
         assert "hunter2" not in str(caught.value)
     assert pack.executions == []
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR and "auth provider failed" in r.getMessage()]
+    assert len(errors) == 1
     assert sample(kernel, "qaqnuz_auth_failures_total", {"transport": "memory"}) >= 2
     assert any(r.get("step") == "auth" and r.get("outcome") == "denied" for r in audit_lines(tmp_path))
 
