@@ -181,9 +181,13 @@ class JsonStore:
             row = data["approvals"].get(approval_id)
             if row is None:
                 raise ApprovalNotFound(approval_id)
-            if row["status"] == "pending" and row["expires_at"] <= now:
-                row["status"], row["arguments"] = "expired", None
-                raise ApprovalNotPending(approval_id, ApprovalStatus.EXPIRED)
+            expired = row["status"] == "pending" and row["expires_at"] <= now
+            if expired:
+                row["status"], row["arguments"] = "expired", None  # kept: the refusal is raised once saved
+        if expired:
+            raise ApprovalNotPending(approval_id, ApprovalStatus.EXPIRED)
+        with self._data() as data:
+            row = data["approvals"][approval_id]
             if row["status"] != "pending" or row["closed"]:
                 raise ApprovalNotPending(approval_id, ApprovalStatus(row["status"]))
             row.update(
