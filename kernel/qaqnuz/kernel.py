@@ -426,6 +426,8 @@ _RESTART_ONLY = (
     ("[server] secret_file", lambda c: c.server.secret_file),
     ("[server] audit_file", lambda c: c.server.audit_file),
     ("[server] limiter_file", lambda c: c.server.limiter_file),
+    # a new limiter starts with empty windows (a burst over every limit), and workers need a shared one
+    ("[plugins] limiter", lambda c: c.plugins.limiter),
     ("[plugins] audit", lambda c: c.plugins.audit),
     ("[plugins] routes", lambda c: c.plugins.routes),
     ("[plugins.<store>, audit sink or route>]", lambda c: _startup_tables(c)),

@@ -7,10 +7,12 @@ them because the limiter is shared (the embedded `sqlite` one in a file beside t
 revocations and approvals because the store is, and `/metrics` because prometheus-client's multiprocess
 mode keeps every worker's values in one private folder that any worker's `/metrics` reads.
 
-The parent only supervises: SIGTERM or SIGINT is passed on once as SIGTERM (each worker finishes its
-in-flight calls), a worker that dies is restarted (a worker that cannot start at all stops them all), and
-the metrics folder is removed at the end. Workers run in their own session so a terminal's Ctrl-C reaches
-only the parent, and each stops by itself if the parent vanishes.
+The parent only supervises: SIGTERM, SIGINT or SIGHUP is passed on once as SIGTERM (each worker finishes
+its in-flight calls); a worker that dies is started again, after a pause that grows while workers keep
+dying, the others serving meanwhile (but a worker that cannot start in the first place, a config error
+say, stops them all: nothing would ever serve); and the metrics folder is removed at the end. Workers run
+in their own session so a terminal's Ctrl-C reaches only the parent, and each stops by itself if the parent
+vanishes.
 """
 
 from __future__ import annotations
@@ -51,8 +53,12 @@ class Supervisor:
         self.workers: dict[int, tuple[subprocess.Popen[bytes], float]] = {}  # slot -> (process, started)
         self._stopping = False
         self._restarts: list[float] = []
+        self._served: set[int] = set()  # slots whose worker once got past its start
+        self._due: dict[int, float] = {}  # slot -> when to start its worker again
 
     def _spawn(self, slot: int) -> None:
+        if self._stopping:  # a stop signal came while starting: start nothing more
+            return
         env = dict(os.environ)
         env[MULTIPROC_ENV] = self.metrics_dir
         env["QAQNUZ_WORKER"] = str(slot)
@@ -77,14 +83,18 @@ class Supervisor:
             _send(process, signal.SIGTERM)
 
     def run(self) -> int:
-        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)}
         code = 0
         try:
             for slot in range(self.count):
                 self._spawn(slot)
             deadline: float | None = None
-            while self.workers:
+            while self.workers or (self._due and not self._stopping):
                 time.sleep(0.1)
+                for slot, when in list(self._due.items()):
+                    if time.monotonic() >= when and not self._stopping:
+                        del self._due[slot]
+                        self._spawn(slot)
                 if self._stopping and deadline is None:
                     deadline = time.monotonic() + self.shutdown_timeout + 5
                 if deadline is not None and time.monotonic() > deadline:
@@ -112,23 +122,30 @@ class Supervisor:
             _mark_dead(process.pid, self.metrics_dir)
             if self._stopping:
                 continue
-            early = time.monotonic() - started < _EARLY
-            if status == EXIT_USAGE or (early and status != 0):
-                log.error("worker %d could not start (exit code %d); stopping the others", slot, status)
+            failed_start = status == EXIT_USAGE or (time.monotonic() - started < _EARLY and status != 0)
+            if failed_start and slot not in self._served:
+                log.error("worker %d could not start (%s); stopping the others", slot, _status(status))
                 self._stop_all()
-                return status or 1
+                return status if status > 0 else 1
+            self._served.add(slot)
             now = time.monotonic()
             self._restarts = [t for t in self._restarts if now - t < _RESTART_WINDOW] + [now]
             if len(self._restarts) > _MAX_RESTARTS:
                 log.error("workers died %d times within %.0fs; stopping", len(self._restarts), _RESTART_WINDOW)
                 self._stop_all()
                 return 1
-            log.warning("worker %d (pid %d) exited with %s; starting another", slot, process.pid, _status(status))
-            self._spawn(slot)
+            pause = min(2.0 ** (len(self._restarts) - 1) - 1, 10.0)  # 0 s, then 1, 3, 7, 10
+            log.warning("worker %d (pid %d) exited with %s; starting another in %.0fs", slot, process.pid,
+                        _status(status), pause)  # fmt: skip
+            self._due[slot] = now + pause
+        for slot, (_, started) in self.workers.items():
+            if slot not in self._served and time.monotonic() - started >= _EARLY:
+                self._served.add(slot)
         return code
 
     def _stop_all(self) -> None:
         self._stopping = True
+        self._due.clear()
         for process, _ in self.workers.values():
             _send(process, signal.SIGTERM)
 

@@ -40,7 +40,9 @@ def run(args: argparse.Namespace, ctx: CommandContext) -> int:
     try:
         transport = kernel.transport(name, overrides)
         if args.workers > 1:
-            listen = _listener(transport, name, config.plugins.limiter, args.workers)
+            listen = _listener(transport, name)
+        if args.workers > 1 or args.listen_fd is not None:  # the supervisor, and each worker (re)started
+            _shared_limiter(config.plugins.limiter, args.workers)
     except BaseException:
         ctx.run(kernel.aclose)
         raise
@@ -59,20 +61,25 @@ def run(args: argparse.Namespace, ctx: CommandContext) -> int:
     return 0
 
 
-def _listener(transport: Any, name: str, limiter: str, workers: int) -> Any:
+def _listener(transport: Any, name: str) -> Any:
     listen = getattr(transport, "listen", None)
     if listen is None or not hasattr(transport, "adopt"):
         raise UsageError(
             f"--workers: the {name} transport serves one client per process and cannot share a socket; "
             f"start one process per client, or use --transport http"
         )
-    if limiter in _PROCESS_LOCAL_LIMITERS:
-        raise UsageError(
-            f"--workers {workers}: [plugins] limiter = {limiter!r} counts in one process, so {workers} workers "
-            f'would each admit the whole limit; use limiter = "sqlite" (shared through a file beside the '
-            f'store) or "redis"'
-        )
     return listen
+
+
+def _shared_limiter(limiter: str, workers: int) -> None:
+    """Workers share limits only through a shared limiter. A running server cannot switch limiters (a
+    restart-only setting), but a worker restarted after the file changed reads it anew: checked there too."""
+    if limiter in _PROCESS_LOCAL_LIMITERS:
+        count = f"{workers} workers" if workers > 1 else "several workers"
+        raise UsageError(
+            f"--workers: [plugins] limiter = {limiter!r} counts in one process, so {count} would each admit "
+            f'the whole limit; use limiter = "sqlite" (shared through a file beside the store) or "redis"'
+        )
 
 
 def _supervise(args: argparse.Namespace, config_path: str | None, name: str, listen: Any, transport: Any) -> int:

@@ -147,12 +147,20 @@ async def test_four_workers_share_limits_approvals_and_metrics(workers):
         assert totals == expected, text
         assert 'qaqnuz_build_info{version="0.1.0"} 1.0' in text
 
+    # A worker killed outright is replaced; the others serve meanwhile, and limits still hold.
+    victim = min(server.worker_pids())
+    os.kill(victim, signal.SIGKILL)
+    server.wait_for(rf"worker \d \(pid {victim}\) exited with signal SIGKILL; starting another")
+    server.wait_for("serving MCP over HTTP at", count=WORKERS + 1)
+    assert len(server.worker_pids()) == WORKERS and victim not in server.worker_pids()
+    assert (await call(server.url, key, "whoami", {}, 99))["error_class"] == "retryable"  # the window is full
+
     # SIGTERM to the parent: every worker finishes and the parent exits 0.
     pids = server.worker_pids()
     server.process.send_signal(signal.SIGTERM)
     assert await anyio.to_thread.run_sync(lambda: server.process.wait(timeout=60)) == 0, server.log
     assert not any(Path(f"/proc/{pid}").exists() for pid in pids)
-    assert server.log.count("kernel stopped; last-used times flushed") == WORKERS, server.log
+    assert server.log.count("kernel stopped; last-used times flushed") == WORKERS, server.log  # not the killed one
     listed = json.loads(server.cli("keys", "list", "--json").stdout)
     assert all(record["last_used_at"] for record in listed)
 

@@ -61,6 +61,7 @@ class HttpTransport:
         if sock.type != socket.SOCK_STREAM:
             sock.detach()
             raise UsageError(f"--listen-fd {fd}: not a listening TCP socket")
+        sock.set_inheritable(False)  # nothing a tool starts may hold the port open after this worker exits
         self._adopted = sock
 
     def stop(self) -> None:
