@@ -81,6 +81,19 @@ async def test_replicas_starting_together_all_work(make_store) -> None:
     assert [await s.list_keys() for s in stores] == [[]] * 6
 
 
+async def test_a_request_is_not_held_behind_a_long_migration_elsewhere(make_store, pg_database) -> None:
+    """Another process holds the migration lock (a long migration): a store's first operation is refused
+    within its own time (retryable), not after the 30 s an explicit `migrate()` may wait; then it works."""
+    store = make_store(connect_timeout=1.0, statement_timeout=0.5)
+    with psycopg.connect(pg_database, autocommit=True) as other:
+        other.execute("SELECT pg_advisory_lock(%s::bigint)", [LOCK])
+        started = anyio.current_time()
+        with pytest.raises(StoreError):
+            await store.list_keys()
+        assert anyio.current_time() - started < store.options.deadline + 1.0
+    assert await store.list_keys() == []  # the lock released: migrated, served
+
+
 async def test_a_dry_run_creates_nothing_and_says_what_to_do(make_store, qaqnuz_postgres, pg_database) -> None:
     """A dry run (`qaqnuz config check`) never migrates: on a database without the schema an operation fails
     with a StoreError naming the fix; once migrated, it reads normally."""

@@ -129,6 +129,8 @@ async def apply(conn: Any, *, statement_seconds: float, logger: logging.Logger) 
 
     Up to date costs two reads and no lock, so every process can call this on start. Otherwise one transaction
     takes the lock, reads the versions again (another replica may just have applied them) and applies the rest.
+    Waiting for the lock counts against `statement_seconds`: a request's first use of the store waits no
+    longer than one statement may take while another replica migrates, then is refused as retryable.
     """
     versions = await applied(conn)
     if not missing(versions):

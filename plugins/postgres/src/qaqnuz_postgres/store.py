@@ -319,11 +319,14 @@ class PostgresStore:
             self.log.warning("PostgreSQL store at %s answers again", self.target)
 
     # -- schema --------------------------------------------------------------------------------------------
-    async def migrate(self) -> list[str]:
+    async def migrate(self, *, wait: bool = True) -> list[str]:
         """Apply the migrations this database lacks (under the migration lock); the names applied by this call,
-        empty when it was up to date. Also runs by itself on first use, unless the store is a dry run."""
-        async with self._pooled(MIGRATE_TIMEOUT + self.options.connect_timeout) as conn:
-            done = await migrations.apply(conn, statement_seconds=MIGRATE_TIMEOUT, logger=self.log)
+        empty when it was up to date. Also runs by itself on first use, unless the store is a dry run: then
+        (`wait=False`) within one operation's time, so a request is refused as retryable rather than held
+        while another process runs a long migration."""
+        seconds = MIGRATE_TIMEOUT if wait else self.options.statement_timeout
+        async with self._pooled(seconds + self.options.connect_timeout) as conn:
+            done = await migrations.apply(conn, statement_seconds=seconds, logger=self.log)
         self._schema_ready = True
         return done
 
@@ -332,17 +335,23 @@ class PostgresStore:
         each trying again in turn (a burst of requests while PostgreSQL is down must not queue up)."""
         bound = self._bind_or_fail()
         failures = bound.schema_failures
-        async with bound.schema_lock:
+        try:  # behind another request's check: no longer than an operation may take
+            await asyncio.wait_for(bound.schema_lock.acquire(), self.options.deadline)
+        except TimeoutError:
+            raise StoreUnavailable("the store's schema is still being checked; retry shortly") from None
+        try:
             if self._schema_ready:
                 return
             if bound.schema_failures != failures and bound.schema_failure is not None:
                 raise type(bound.schema_failure)(str(bound.schema_failure))
             try:
-                await self.migrate()
+                await self.migrate(wait=False)
             except StoreError as exc:
                 bound.schema_failures += 1
                 bound.schema_failure = exc
                 raise
+        finally:
+            bound.schema_lock.release()
 
     def _bind_or_fail(self) -> _Bound:
         try:
