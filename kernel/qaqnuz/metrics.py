@@ -7,7 +7,8 @@ pays one dict lookup per update.
 Under several worker processes (`qaqnuz serve --workers N`) each worker's values live in files of a shared
 folder (`PROMETHEUS_MULTIPROC_DIR`, prometheus-client's multiprocess mode) and every worker's `/metrics`
 answers for all of them: counters and histograms add up, and the gauges every worker computes alike from
-the store (pending approvals, tools, quotas) report the largest live value instead of a sum.
+the store (pending approvals, tools, quotas, monthly calls: see `Bookkeeper.flush`) report the largest
+live value instead of a sum.
 """
 
 from __future__ import annotations

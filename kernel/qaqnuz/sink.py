@@ -112,6 +112,9 @@ class Bookkeeper:
         self._last_used, self._usage = {}, {}
         try:
             await self.store.flush_usage(last_used, usage)
+            # Re-read each brand's month at its next call: the store now holds what every process sharing it
+            # flushed, so the gauge follows them all (one flush period behind), not this process alone.
+            self._monthly.clear()
         except Exception as exc:
             log.error("flushing last-used times failed (%s); will retry", type(exc).__name__)
             for key_id, ts in last_used.items():

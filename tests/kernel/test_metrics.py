@@ -76,3 +76,28 @@ async def test_a_failed_audit_write_is_counted_and_logged_not_silent(tmp_path, c
         assert "AUDIT WRITE FAILED" in caplog.text
     finally:
         await kernel.aclose()
+
+
+async def test_the_monthly_gauge_follows_every_process_sharing_the_store(tmp_path):
+    """Two servers on one store (two stdio processes, two workers): after a flush each one's gauge counts the
+    other's calls too, not its own alone."""
+    path = write_config(tmp_path, kit_config())
+    first = await start_kernel(path, plugins=["testkit_pack.plugin"])
+    second = await start_kernel(path, plugins=["testkit_pack.plugin"])
+    try:
+        key, _ = await first.keys.mint(brand="acme", scopes=["orders.read"], name="m")
+        async with connect(first, key) as client:
+            for _ in range(3):
+                assert not (await client.call_tool("echo", {"message": "a"})).is_error
+        async with connect(second, key) as client:
+            assert not (await client.call_tool("echo", {"message": "b"})).is_error
+        gauge = ("qaqnuz_monthly_calls", (("brand", "acme"),))
+        assert _samples(first)[0][gauge] == 3.0 and _samples(second)[0][gauge] == 1.0
+        await first.flush()
+        await second.flush()
+        async with connect(second, key) as client:
+            assert not (await client.call_tool("echo", {"message": "c"})).is_error
+        assert _samples(second)[0][gauge] == 5.0  # 3 + 1 flushed by both, and this call
+    finally:
+        await first.aclose()
+        await second.aclose()
