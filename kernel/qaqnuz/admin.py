@@ -18,11 +18,12 @@ from typing import Any, TypeVar
 import attrs
 
 from qaqnuz.assembly import build, build_selected
-from qaqnuz.config import Config
+from qaqnuz.config import Config, store_credentials
 from qaqnuz.contexts import AuditSinkContext, SecretResolver, StoreContext
 from qaqnuz.errors import ConfigError, PluginError
 from qaqnuz.plugins import Plugins
 from qaqnuz.records import AuditSink, ProviderKind
+from qaqnuz.secrets import Redactor
 from qaqnuz.services import ApprovalService, Auditor, KeyService
 from qaqnuz.store import Store
 
@@ -128,6 +129,8 @@ class Admin:
     audit: Auditor
     keys: KeyService
     approvals: ApprovalService
+    #: Masks the store's credentials in a command's log lines (a kernel masks them with its own).
+    redactor: Redactor | None = None
 
     @property
     def inline(self) -> bool:
@@ -136,13 +139,19 @@ class Admin:
 
     async def aclose(self) -> None:
         self.audit.close()
-        await self.store.aclose()
+        try:
+            await self.store.aclose()
+        finally:
+            if self.redactor is not None:
+                self.redactor.release()
 
     def close_now(self) -> None:
         """Close without an event loop, where the store allows it (`runs_inline`); used on a failed start."""
         self.audit.close()
         if self.inline:
             run_inline(self.store.aclose())
+        if self.redactor is not None:
+            self.redactor.release()
 
 
 def open_admin(
@@ -160,11 +169,21 @@ def open_admin(
     (config check) creates no store that does not exist yet."""
     plugins = plugins if plugins is not None else Plugins()
     secret = secret if secret is not None else load_secret(config)
+    redactor: Redactor | None = None
+    if mask is None:  # a command, not a kernel: mask what the store resolves in this process's log lines
+        redactor = Redactor()
+        redactor.guard([logging.getLogger(), logging.getLogger("qaqnuz")])
+        mask = redactor.add
+    if config.store_secret is not None:  # a store URL given by reference holds a credential
+        for value in store_credentials(config.store_secret.reveal()):
+            mask(value)
     audit = Auditor(build_audit_sinks(config, plugins, clock), clock, on_audit_error)
     try:
         store = build_store(config, plugins, secret, clock, dry_run=dry_run, mask=mask)
     except BaseException:
         audit.close()
+        if redactor is not None:
+            redactor.release()
         raise
     source = current or (lambda: config)
     return Admin(
@@ -173,6 +192,7 @@ def open_admin(
         audit=audit,
         keys=KeyService(config=source, store=store, secret=secret, audit=audit, clock=clock),
         approvals=ApprovalService(config=source, store=store, audit=audit, clock=clock),
+        redactor=redactor,
     )
 
 

@@ -20,7 +20,7 @@ from typing import Any
 import anyio
 
 from qaqnuz.admin import load_secret, open_admin
-from qaqnuz.config import Config, load_config, parse_duration, store_credentials
+from qaqnuz.config import Config, load_config, parse_duration
 from qaqnuz.envelope import Outcome
 from qaqnuz.errors import ConfigError, CredentialsUnavailable, PluginError
 from qaqnuz.metrics import Metrics
@@ -60,9 +60,6 @@ class Kernel:
         self.redactor.guard([logging.getLogger(), logging.getLogger("qaqnuz")])
         self._config = config
         self._runtime: Runtime | None = None
-        if config.store_secret is not None:  # a store URL given by reference holds a credential: never logged
-            for value in store_credentials(config.store_secret.reveal()):
-                self.redactor.add(value)
         self.admin = open_admin(
             config,
             plugins=self.plugins,

@@ -123,6 +123,28 @@ def test_admin_commands_run_each_operation_in_its_own_event_loop(pg_database, tm
     assert revoked
 
 
+def test_a_store_url_by_reference_is_masked_in_a_commands_log_lines(tmp_path, monkeypatch) -> None:
+    """The CLI has no kernel to mask what it resolves: opening the admin pieces masks the URL and its password
+    in the log lines of this process until they are closed."""
+    import io
+    import logging
+
+    monkeypatch.setenv("QZ_STORE_URL", "postgresql://app:Sw0rdfish-9@127.0.0.1:1/db")
+    path = write_config(tmp_path, CONFIG.format(dsn="X").replace('store = "X"', 'store = { env = "QZ_STORE_URL" }'))
+    logger = logging.getLogger("qaqnuz")
+    captured = io.StringIO()
+    handler = logging.StreamHandler(captured)
+    logger.addHandler(handler)
+    try:
+        admin = CommandContext(plugins()).admin(load_config(path))
+        logger.warning("connecting with Sw0rdfish-9 to %s", "postgresql://app:Sw0rdfish-9@127.0.0.1:1/db")
+        CommandContext(plugins()).run(admin.aclose)
+        assert "Sw0rdfish-9" not in captured.getvalue() and "[redacted]" in captured.getvalue()
+        assert not handler.filters  # released with the admin pieces
+    finally:
+        logger.removeHandler(handler)
+
+
 def test_one_store_object_serves_several_event_loops(pg_database) -> None:
     """A pool belongs to the loop it was opened in; another loop gets its own, and its cache starts untrusted."""
     store = PostgresStore(pg_database)
