@@ -85,7 +85,9 @@ from qaqnuz.store import (
     KeyRecord,
     Store,
     approval_from_row,
+    decided_request,
     key_from_row,
+    opened_request,
 )
 
 if TYPE_CHECKING:
@@ -200,10 +202,12 @@ __all__ = [
     "__version__",
     "approval_from_row",
     "current_call",
+    "decided_request",
     "hookimpl",
     "input_schema",
     "key_from_row",
     "looks_like_key",
+    "opened_request",
     "parse_duration",
     "parse_positive_duration",
     "run_cli",

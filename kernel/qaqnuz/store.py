@@ -185,6 +185,39 @@ def approval_from_row(row: Sequence[Any]) -> ApprovalRequest:
     )
 
 
+def opened_request(call: ApprovalCall, new_id: str, now: float, pending_ttl: float) -> ApprovalRequest:
+    """The pending request a store has just written for `call`."""
+    return ApprovalRequest(
+        new_id,
+        call.brand,
+        call.key_id,
+        call.tool,
+        call.args_hash,
+        ApprovalStatus.PENDING,
+        now,
+        now + pending_ttl,
+        key_name=call.key_name,
+        arguments=call.arguments,
+        arguments_truncated=call.arguments_truncated,
+    )
+
+
+def decided_request(
+    record: ApprovalRequest, *, approve: bool, by: str, reason: str | None, now: float, valid_for: float
+) -> ApprovalRequest:
+    """A pending request as a decision leaves it: approved for `valid_for` seconds (its arguments kept to show
+    until used), or denied (its arguments gone). A store writes the same fields."""
+    return attrs.evolve(
+        record,
+        status=ApprovalStatus.APPROVED if approve else ApprovalStatus.DENIED,
+        decided_at=now,
+        decided_by=by,
+        reason=reason,
+        valid_until=now + valid_for if approve else None,
+        arguments=record.arguments if approve else None,
+    )
+
+
 class KeyCapReached(StoreError):
     def __init__(self, active: int, cap: int) -> None:
         super().__init__(f"{active} active keys, cap {cap}")

@@ -32,7 +32,9 @@ from qaqnuz.store import (
     KeyNotActive,
     KeyRecord,
     approval_from_row,
+    decided_request,
     key_from_row,
+    opened_request,
 )
 
 SCHEME = "sqlite"
@@ -306,19 +308,7 @@ class SqliteStore:
                     int(call.arguments_truncated),
                 ),
             )
-            return ApprovalRequest(
-                new_id,
-                call.brand,
-                call.key_id,
-                call.tool,
-                call.args_hash,
-                ApprovalStatus.PENDING,
-                now,
-                now + pending_ttl,
-                key_name=call.key_name,
-                arguments=call.arguments,
-                arguments_truncated=call.arguments_truncated,
-            )
+            return opened_request(call, new_id, now, pending_ttl)
 
     async def get_approval(self, approval_id: str) -> ApprovalRequest | None:
         rows = self._query(f"SELECT {_APPROVAL_FIELDS} FROM approvals WHERE approval_id = ?", (approval_id,))
@@ -352,22 +342,12 @@ class SqliteStore:
             else:
                 if record.status is not ApprovalStatus.PENDING or row[-1]:
                     raise ApprovalNotPending(approval_id, record.status)
-                status = ApprovalStatus.APPROVED if approve else ApprovalStatus.DENIED
-                valid_until = now + valid_for if approve else None
+                decided = decided_request(record, approve=approve, by=by, reason=reason, now=now, valid_for=valid_for)
                 db.execute(
                     "UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, reason = ?, valid_until = ?"
                     + ("" if approve else ", arguments = NULL")
                     + " WHERE approval_id = ? AND status = 'pending'",
-                    (str(status), now, by, reason, valid_until, approval_id),
-                )
-                decided = attrs.evolve(
-                    record,
-                    status=status,
-                    decided_at=now,
-                    decided_by=by,
-                    reason=reason,
-                    valid_until=valid_until,
-                    arguments=record.arguments if approve else None,
+                    (str(decided.status), now, by, reason, decided.valid_until, approval_id),
                 )
         if decided is None:
             raise ApprovalNotPending(approval_id, ApprovalStatus.EXPIRED)

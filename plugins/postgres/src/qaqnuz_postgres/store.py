@@ -56,7 +56,9 @@ from qaqnuz import (
     StoreContext,
     StoreError,
     approval_from_row,
+    decided_request,
     key_from_row,
+    opened_request,
 )
 
 from . import dsn, migrations
@@ -578,19 +580,7 @@ class PostgresStore:
                     bool(call.arguments_truncated),
                 ],
             )
-        return ApprovalRequest(
-            new_id,
-            call.brand,
-            call.key_id,
-            call.tool,
-            call.args_hash,
-            ApprovalStatus.PENDING,
-            now,
-            now + pending_ttl,
-            key_name=call.key_name,
-            arguments=call.arguments,
-            arguments_truncated=call.arguments_truncated,
-        )
+        return opened_request(call, new_id, now, pending_ttl)
 
     async def get_approval(self, approval_id: str) -> ApprovalRequest | None:
         rows = await self._rows(
@@ -630,21 +620,11 @@ class PostgresStore:
             elif record.status is not ApprovalStatus.PENDING or row[-1]:
                 raise ApprovalNotPending(approval_id, record.status)
             else:
-                status = ApprovalStatus.APPROVED if approve else ApprovalStatus.DENIED
-                valid_until = now + valid_for if approve else None
+                decided = decided_request(record, approve=approve, by=by, reason=reason, now=now, valid_for=valid_for)
                 await conn.execute(
                     "UPDATE qaqnuz_approvals SET status = %s, decided_at = %s, decided_by = %s, reason = %s, "
                     "valid_until = %s" + ("" if approve else ", arguments = NULL") + " WHERE approval_id = %s",
-                    [str(status), now, by, reason, valid_until, approval_id],
-                )
-                decided = attrs.evolve(
-                    record,
-                    status=status,
-                    decided_at=now,
-                    decided_by=by,
-                    reason=reason,
-                    valid_until=valid_until,
-                    arguments=record.arguments if approve else None,
+                    [str(decided.status), now, by, reason, decided.valid_until, approval_id],
                 )
         if decided is None:  # raised after the commit, so the expiry is kept
             raise ApprovalNotPending(approval_id, ApprovalStatus.EXPIRED)
