@@ -146,12 +146,18 @@ class LimiterContext(Context):
 
 @attrs.frozen(kw_only=True)
 class ApproverContext(Context):
-    """An approver's context: the store (where the built-in queue keeps requests) and the `[approvals]`
-    durations in seconds."""
+    """An approver's context: the store (where the built-in queue keeps requests), the `[approvals]`
+    durations in seconds, `secret(ref, where)` for a credential (masked in the logs once resolved), and
+    `notify_failed()` to count a failure to tell the humans (`qaqnuz_approval_notify_errors_total`)."""
 
     store: Store = attrs.field(repr=False)
     pending_ttl: float
     valid_for: float
+    secrets: SecretResolver = attrs.field(repr=False)
+    notify_failed: Callable[[], None] = attrs.field(repr=False, default=lambda: None)
+
+    def secret(self, ref: SecretRef, where: str) -> Secret:
+        return self.secrets(ref, where)
 
 
 @attrs.frozen(kw_only=True)
@@ -176,6 +182,13 @@ class WebRouteContext(Context):
     keys: KeyService = attrs.field(repr=False)
     approvals: ApprovalService = attrs.field(repr=False)
     server_name: str = ""
+    secrets: SecretResolver | None = attrs.field(repr=False, default=None)
+
+    def secret(self, ref: SecretRef, where: str) -> Secret:
+        """A credential of the route's settings (a signing secret), masked in the logs once resolved."""
+        if self.secrets is None:
+            return resolve(ref, where, self.base_dir)
+        return self.secrets(ref, where)
 
 
 __all__ = [

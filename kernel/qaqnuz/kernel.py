@@ -79,7 +79,15 @@ class Kernel:
         self.sink = Bookkeeper(metrics=self.metrics, audit=self.audit, store=self.store, config=lambda: self.config,
                                clock=clock)  # fmt: skip
         self.pipeline = Pipeline(self._current, self.sink)
-        self.builder = Builder(self.plugins, self.store, self.secret, clock, self.redactor.add, offline)
+        self.builder = Builder(
+            self.plugins,
+            self.store,
+            self.secret,
+            clock,
+            self.redactor.add,
+            offline,
+            notify_failed=self.metrics.approval_notify_errors.inc,
+        )
         self._listeners: list[ChangeListener] = []
         self._retiring: list[tuple[float, Runtime]] = []  # (when to close, a runtime a reload replaced)
         self._routes: list[MountedRoute] = []
@@ -159,7 +167,9 @@ class Kernel:
         problems = check_references(runtime.config, set(self.registry.snapshot.tools))
         routes: list[MountedRoute] = []
         try:
-            routes = build_routes(runtime.config, self.plugins, self.keys, self.approvals, self.clock)
+            routes = build_routes(
+                runtime.config, self.plugins, self.keys, self.approvals, self.clock, self.redactor.add
+            )
         except ConfigError as exc:
             problems.extend(exc.problems)
         if problems and strict:

@@ -86,6 +86,11 @@ class Metrics:
         self.approver_errors = Counter(
             "qaqnuz_approver_errors", "Exceptions inside the approver (each one a denial).", registry=r
         )
+        self.approval_notify_errors = Counter(
+            "qaqnuz_approval_notify_errors",
+            "Failed attempts to tell the humans about an approval request (the request stays pending).",
+            registry=r,
+        )
         self.audit_errors = Counter("qaqnuz_audit_errors", "Audit lines that could not be written.", registry=r)
         # A gauge rather than an Info: Info has no multiprocess mode. The sample is the same.
         self.build_info = Gauge(

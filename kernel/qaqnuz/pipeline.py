@@ -290,6 +290,8 @@ class Pipeline:
             arguments=shown,
             arguments_truncated=cut,
             max_pending=runtime.config.approvals.max_pending_per_key,
+            role=principal.role,
+            side_effect=str(entry.tool.side_effect),
         )
 
         async def ask() -> ApprovalRequest:

@@ -243,7 +243,8 @@ class ApprovalCall:
     `args_hash` is the same SHA-256 the audit line carries; `tool_digest` binds the approval to this
     definition of the tool (a changed tool asks again). `arguments` is what the human sees: secret-looking
     values already masked, capped at 16 KiB (`arguments_truncated` then says so). `max_pending` caps the
-    requests one key may have waiting.
+    requests one key may have waiting. `role` (the key's) and `side_effect` (the tool's) are for the human's
+    eyes; an approver that shows them keeps them itself (the store does not).
     """
 
     brand: str
@@ -255,6 +256,8 @@ class ApprovalCall:
     arguments: Any
     arguments_truncated: bool = False
     max_pending: int = 20
+    role: str = ""
+    side_effect: str = ""
 
 
 @attrs.frozen

@@ -90,7 +90,7 @@ class Runtime:
 
     def stateful(self) -> list[Any]:
         """The instances that may hold connections or state, to close when they are no longer used."""
-        return [*self.packs.values(), *self.brand_packs.values(), self.limiter]
+        return [*self.packs.values(), *self.brand_packs.values(), self.limiter, self.approver]
 
 
 @attrs.frozen
@@ -103,6 +103,8 @@ class Builder:
     clock: Callable[[], float]
     mask: Callable[[str], None] = attrs.field(repr=False)
     offline: bool = False
+    #: Counts an approver's failure to notify the humans (the kernel's `qaqnuz_approval_notify_errors_total`).
+    notify_failed: Callable[[], None] = attrs.field(repr=False, default=lambda: None)
 
     def _logger(self, name: str) -> logging.Logger:
         return logging.getLogger(f"qaqnuz.provider.{name}")
@@ -193,6 +195,8 @@ class Builder:
                 store=self.store,
                 pending_ttl=parse_duration(config.approvals.pending_ttl),
                 valid_for=parse_duration(config.approvals.valid_for),
+                secrets=SecretResolver(config.base_dir, self.mask),
+                notify_failed=self.notify_failed,
             ),
         )
         problems.extend(self.check_plugin_tables(config))
@@ -363,7 +367,12 @@ _ROUTE_PATH = re.compile(r"(/[a-z0-9][a-z0-9_-]*)+")
 
 
 def build_routes(
-    config: Config, plugins: Plugins, keys: KeyService, approvals: ApprovalService, clock: Callable[[], float]
+    config: Config,
+    plugins: Plugins,
+    keys: KeyService,
+    approvals: ApprovalService,
+    clock: Callable[[], float],
+    mask: Callable[[str], None] | None = None,
 ) -> list[MountedRoute]:
     """The web routes `[plugins] routes` enables, each built from `[plugins.<name>]`; all problems at once."""
     problems: list[str] = []
@@ -392,6 +401,7 @@ def build_routes(
                 keys=keys,
                 approvals=approvals,
                 server_name=config.server.name,
+                secrets=SecretResolver(config.base_dir, mask) if mask is not None else None,
             )
 
         try:
