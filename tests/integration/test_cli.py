@@ -320,12 +320,14 @@ COMMANDS = [
     ["config", "check"],
     ["audit", "verify"],
     ["store", "migrate"],
+    ["slack", "manifest"],
 ]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c) for c in COMMANDS])
 def test_every_command_has_help(tmp_path, command):
     env = server_env(tmp_path / "absent.toml", None)
+    env["QAQNUZ_PLUGINS"] += ",slack"  # a plugin's command, loaded as an installed plugin would be
     result = qaqnuz(*command, "--help", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"usage: qaqnuz {' '.join(command)} ")

@@ -156,6 +156,10 @@ def test_no_command_ever_prints_a_key_except_where_it_is_minted_or_rotated(cfg: 
         "config check": [["config", "check"], ["config", "check", "--config", second]],
         "audit verify": [["audit", "verify"], ["audit", "verify", "--file", first]],
         "store migrate": [["store", "migrate"], ["store", "migrate", "--config", first]],
+        "slack manifest": [
+            ["slack", "manifest", "--url", "https://mcp.example.com"],
+            ["slack", "manifest", "--url", first],
+        ],
     }
     assert set(by_name) <= set(plans), f"a command is not covered here: {set(by_name) - set(plans)}"
     seen = []
