@@ -67,6 +67,8 @@ async def test_approve_in_slack_lets_the_identical_call_run_exactly_once(slack_s
         ("qaqnuz_deny", approval_id),
     ]
 
+    metric = server.kernel.metrics.registry.get_sample_value
+    assert metric("qaqnuz_approvals_pending", {"brand": "acme"}) == 1.0
     answer = await anyio.to_thread.run_sync(lambda: post(server, fake_slack.click(approval_id, ALICE)))
     assert answer.status_code == 200
     record = server.approval(approval_id)
@@ -82,6 +84,9 @@ async def test_approve_in_slack_lets_the_identical_call_run_exactly_once(slack_s
     assert again.is_error and again.structured_content["approval_id"] != approval_id  # consumed: asks again
     counter = server.folder / "testkit-executions.txt"
     assert counter.read_text().splitlines() == [f"{args['sku']}:2"]
+    assert metric("qaqnuz_approval_decisions_total", {"decision": "approved"}) == 1.0
+    assert metric("qaqnuz_approval_decision_seconds_count") == 1.0
+    assert metric("qaqnuz_approvals_pending", {"brand": "acme"}) == 1.0  # the last call opened a new one
     decided = [r for r in audit(server) if r.get("step") == "approval" and r.get("decided_by")]
     assert [(r["approval_id"], r["outcome"], r["decided_by"]) for r in decided] == [
         (approval_id, "approved", f"slack:{ALICE}")
@@ -279,3 +284,20 @@ async def test_a_restarted_server_posts_what_never_went_out_and_only_that(slack_
     assert [sum(i in p for p in posted) for i in (lost, fresh, newest)] == [2, 1, 1]  # lost: failed once, then posted
     answer = await anyio.to_thread.run_sync(lambda: post(third, fake_slack.click(lost, ALICE)))
     assert answer.status_code == 200 and str(third.approval(lost).status) == "approved"
+
+
+async def test_an_expired_request_is_refused_and_its_message_says_so(slack_server, fake_slack):
+    server = slack_server(config(fake_slack).replace('pending_ttl = "24h"', 'pending_ttl = "2s"', 1))
+    key = server.mint("manager")
+    args = {"sku": "X-9", "qty": 1}
+    approval_id = await requested(server, fake_slack, key, args)
+    await anyio.sleep(2.3)
+    late = await anyio.to_thread.run_sync(lambda: post(server, fake_slack.click(approval_id, ALICE)))
+    assert late.status_code == 200 and str(server.approval(approval_id).status) != "approved"
+    again = await call(server, key, "create_order", args)
+    assert again.is_error and again.structured_content["error_class"] == "permission"
+    assert not (server.folder / "testkit-executions.txt").exists()
+    await anyio.to_thread.run_sync(lambda: eventually(lambda: fake_slack.made("chat.update")))
+    assert "Expired" in json.dumps(fake_slack.posted(approval_id)[2]["blocks"])
+    metric = server.kernel.metrics.registry.get_sample_value
+    assert metric("qaqnuz_approval_decisions_total", {"decision": "expired"}) == 1.0
