@@ -217,6 +217,11 @@ async def test_slack_down_never_approves_and_never_holds_a_call_beyond_wait_seco
     assert again.is_error and again.structured_content["approval_id"] == approval_id
     assert not (server.folder / "testkit-executions.txt").exists()
 
+    fake_slack.down = False  # Slack is back: the request that never went out is posted by itself
+    await anyio.to_thread.run_sync(lambda: eventually(lambda: fake_slack.messages, timeout=15))
+    assert fake_slack.posted(approval_id)[0] == ACME_CHANNEL
+    assert str(server.approval(approval_id).status) == "pending"
+
 
 async def test_rate_limited_and_failing_slack_is_retried_until_it_posts(slack_server, fake_slack):
     fake_slack.scripted = [

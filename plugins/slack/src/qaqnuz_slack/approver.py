@@ -54,6 +54,7 @@ class SlackApprover:
         self.ledger = Ledger(options.state_file, clock())
         self._posting: set[str] = set()
         self._recovered = False
+        self._reposting: asyncio.Task[None] | None = None
         #: How long one post may keep retrying: an older claim whose post never went out may be taken again.
         self.horizon = options.attempts * options.timeout + sum(
             min(options.backoff * 2**i, MAX_RETRY_AFTER) for i in range(options.attempts)
@@ -68,9 +69,9 @@ class SlackApprover:
         record = await self.store.open_approval(
             call, new_id=new_approval_id(), now=self.clock(), pending_ttl=self.pending_ttl
         )
-        if not self._recovered:
+        if not self._recovered:  # started on first use: approvers have no start hook
             self._recovered = True
-            self._spawn(self._recover())
+            self._reposting = asyncio.get_running_loop().create_task(self._keep_posting())
         if record.status is ApprovalStatus.PENDING and record.approval_id not in self._posting:
             await self._maybe_post(record, call.role, call.side_effect)
         return record
@@ -104,6 +105,9 @@ class SlackApprover:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def aclose(self) -> None:
+        if self._reposting is not None:
+            self._reposting.cancel()
+            await asyncio.gather(self._reposting, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
@@ -123,6 +127,13 @@ class SlackApprover:
             self._spawn(self._post(record, role, side_effect))
         else:
             self._posting.discard(record.approval_id)
+
+    async def _keep_posting(self) -> None:
+        """Post what never went out: at once (a restart), then every `horizon` (once a post that gave up may
+        be claimed again), so a request made while Slack was down is posted once Slack is back."""
+        while True:
+            await self._recover()
+            await anyio.sleep(max(self.horizon, 1.0))
 
     async def _recover(self) -> None:
         """Post the pending requests whose message never went out (a restart, an outage)."""
