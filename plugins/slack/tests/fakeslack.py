@@ -26,7 +26,7 @@ from starlette.routing import Route
 
 TOKEN = "xoxb-test-0000000000-fake"
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
-METHODS = ("chat.postMessage", "chat.update", "chat.postEphemeral", "views.open")
+METHODS = ("chat.postMessage", "chat.update", "chat.postEphemeral", "views.open", "usergroups.users.list")
 
 
 @dataclass
@@ -46,6 +46,8 @@ class FakeSlack:
     #: Seconds to hold every answer (a slow Slack).
     delay: float = 0.0
     messages: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    #: User group id -> its members' user ids (for `usergroups.users.list`).
+    groups: dict[str, list[str]] = field(default_factory=dict)
     port: int = 0
     _server: uvicorn.Server | None = None
     _thread: threading.Thread | None = None
@@ -60,10 +62,13 @@ class FakeSlack:
 
     async def _method(self, request: Request) -> Response:
         method = request.path_params["method"]
-        try:
-            body = await request.json()
-        except ValueError:
-            body = {}
+        if request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            body = {k: v for k, v in (await request.form()).items() if isinstance(v, str)}
+        else:
+            try:
+                body = await request.json()
+            except ValueError:
+                body = {}
         self.calls.append(Call(method, body))
         if self.delay:
             import anyio
@@ -78,6 +83,11 @@ class FakeSlack:
             return JSONResponse({"ok": False, "error": "invalid_auth"})
         if method not in METHODS:
             return JSONResponse({"ok": False, "error": "unknown_method"})
+        if method == "usergroups.users.list":  # Slack reads this one form-encoded, not as JSON
+            members = self.groups.get(str(body.get("usergroup")))
+            if members is None:
+                return JSONResponse({"ok": False, "error": "no_such_subteam"})
+            return JSONResponse({"ok": True, "users": members})
         if method == "views.open":
             if not body.get("trigger_id"):
                 return JSONResponse({"ok": False, "error": "invalid_arguments"})

@@ -74,6 +74,10 @@ def test_the_manifest_has_the_scope_and_interactivity_url():
     }
     with pytest.raises(UsageError, match="https://"):
         manifest("http://mcp.example.com")
+    assert manifest("https://mcp.example.com", user_groups=True)["oauth_config"]["scopes"]["bot"] == [
+        "chat:write",
+        "usergroups:read",
+    ]
 
 
 def test_qaqnuz_slack_manifest_prints_it(capsys):

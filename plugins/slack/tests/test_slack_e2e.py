@@ -306,3 +306,32 @@ async def test_an_expired_request_is_refused_and_its_message_says_so(slack_serve
     assert "Expired" in json.dumps(fake_slack.posted(approval_id)[2]["blocks"])
     metric = server.kernel.metrics.registry.get_sample_value
     assert metric("qaqnuz_approval_decisions_total", {"decision": "expired"}) == 1.0
+
+
+async def test_members_of_an_approver_group_may_decide_and_a_group_slack_cannot_read_decides_nothing(
+    slack_server, fake_slack
+):
+    dave, eve = "UDAVE0001", "UEVE00001"
+    fake_slack.groups["SAPPROVE1"] = [dave]
+    text = config(fake_slack).replace(
+        f'approvers = ["{ALICE}", "{BOB}"]', f'approvers = ["{ALICE}", "{BOB}"]\napprover_groups = ["SAPPROVE1"]', 1
+    )
+    server = slack_server(text)
+    key = server.mint("manager")
+    approval_id = await requested(server, fake_slack, key, {"sku": "G-7", "qty": 1})
+
+    fake_slack.down = True  # the group cannot be read: refused, nothing decided
+    assert (
+        await anyio.to_thread.run_sync(lambda: post(server, fake_slack.click(approval_id, dave)))
+    ).status_code == 200
+    assert str(server.approval(approval_id).status) == "pending"
+    fake_slack.down = False
+    assert (await anyio.to_thread.run_sync(lambda: post(server, fake_slack.click(approval_id, eve)))).status_code == 200
+    assert str(server.approval(approval_id).status) == "pending"  # not in the group
+    assert (
+        await anyio.to_thread.run_sync(lambda: post(server, fake_slack.click(approval_id, dave)))
+    ).status_code == 200
+    record = server.approval(approval_id)
+    assert str(record.status) == "approved" and record.decided_by == f"slack:{dave}"
+    asked = fake_slack.made("usergroups.users.list")
+    assert asked and all(body == {"usergroup": "SAPPROVE1"} for body in asked)

@@ -60,10 +60,15 @@ class SlackClient:
             self._http = httpx.AsyncClient(base_url=self.base_url + "/", timeout=self.timeout, follow_redirects=False)
         return self._http
 
-    async def call(self, method: str, payload: dict[str, Any]) -> dict[str, Any]:
+    async def call(self, method: str, payload: dict[str, Any], *, form: bool = False) -> dict[str, Any]:
+        """One Web API request. `form`: sent form-encoded, for the methods that read no JSON body (the
+        `usergroups.*` ones)."""
         headers = {"Authorization": f"Bearer {self._token.reveal()}"}
         try:
-            response = await self._client().post(method, json=payload, headers=headers)
+            if form:
+                response = await self._client().post(method, data=payload, headers=headers)
+            else:
+                response = await self._client().post(method, json=payload, headers=headers)
         except httpx.TimeoutException:
             raise SlackError("timeout", retryable=True) from None
         except httpx.HTTPError as exc:

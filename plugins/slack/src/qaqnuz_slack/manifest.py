@@ -15,9 +15,14 @@ from qaqnuz import UsageError
 def arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", required=True, help="the server's public base URL, e.g. https://mcp.example.com")
     parser.add_argument("--name", default="qaqnuz approvals", help="the app's name in Slack")
+    parser.add_argument(
+        "--user-groups",
+        action="store_true",
+        help="also ask for usergroups:read (needed when a brand lists approver_groups)",
+    )
 
 
-def manifest(url: str, name: str = "qaqnuz approvals") -> dict[str, Any]:
+def manifest(url: str, name: str = "qaqnuz approvals", *, user_groups: bool = False) -> dict[str, Any]:
     parts = urlsplit(url)
     if parts.scheme != "https" or not parts.netloc or parts.query or parts.fragment:
         raise UsageError(f"--url must be an https:// base URL (Slack calls only https), not {url!r}")
@@ -26,7 +31,7 @@ def manifest(url: str, name: str = "qaqnuz approvals") -> dict[str, Any]:
     return {
         "display_information": {"name": name, "description": "Approve or deny governed MCP tool calls."},
         "features": {"bot_user": {"display_name": name, "always_online": False}},
-        "oauth_config": {"scopes": {"bot": ["chat:write"]}},
+        "oauth_config": {"scopes": {"bot": ["chat:write", *(["usergroups:read"] if user_groups else [])]}},
         "settings": {
             "interactivity": {"is_enabled": True, "request_url": url.rstrip("/") + "/slack/interactions"},
             "org_deploy_enabled": False,
@@ -37,5 +42,5 @@ def manifest(url: str, name: str = "qaqnuz approvals") -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace, context: Any) -> int:
-    sys.stdout.write(json.dumps(manifest(args.url, args.name), indent=2) + "\n")
+    sys.stdout.write(json.dumps(manifest(args.url, args.name, user_groups=args.user_groups), indent=2) + "\n")
     return 0

@@ -26,13 +26,15 @@ from starlette.routing import Route
 
 from qaqnuz import ApprovalRequest, ApprovalStatus, UsageError, WebRouteContext
 from qaqnuz_slack.blocks import APPROVE, DENY, cut, outcome_message
-from qaqnuz_slack.client import SlackClient
+from qaqnuz_slack.client import SlackClient, SlackError
 from qaqnuz_slack.settings import Options
 from qaqnuz_slack.signature import WINDOW, verify
 
 #: The largest interaction request read (Slack's are a few KiB).
 MAX_BODY = 256 * 1024
 DENY_MODAL = "qaqnuz_deny_reason"
+#: How long a user group's members are trusted before Slack is asked again.
+GROUP_TTL = 60.0
 _APPROVAL_ID = re.compile(r"apr_[0-9A-Za-z]{26}")
 _USER = re.compile(r"[UW][A-Z0-9]{2,}")
 
@@ -48,6 +50,7 @@ class SlackRoute:
         self.logger: logging.Logger = ctx.logger
         self._secrets = [s.reveal().encode() for s in options.signing_secrets]
         self._seen: dict[str, float] = {}
+        self._groups: dict[str, tuple[float, frozenset[str]]] = {}  # user group -> (read at, members)
         self._tasks: set[asyncio.Task[Any]] = set()
         self.app = Starlette(routes=[Route("/interactions", self.interactions, methods=["POST"])])
 
@@ -138,8 +141,12 @@ class SlackRoute:
         if brand is None or brand.channel != channel:
             return None, "That is not an approval this server knows."
         if user not in brand.approvers:
-            self.logger.warning("slack user %s is not an approver of brand %s; refused", user, record.brand)
-            return None, "You are not an approver for this brand."
+            member = await self._in_groups(user, brand.approver_groups)
+            if member is None:
+                return None, "Your approver group could not be checked just now; try again in a moment."
+            if not member:
+                self.logger.warning("slack user %s is not an approver of brand %s; refused", user, record.brand)
+                return None, "You are not an approver for this brand."
         if approve and brand.users.get(record.key_name) == user:
             self.logger.warning("slack user %s tried to approve their own key's call; refused", user)
             return None, "You cannot approve a call made with your own key."
@@ -147,6 +154,25 @@ class SlackRoute:
         if status is not ApprovalStatus.PENDING:
             return None, _already(record, str(status))
         return record, ""
+
+    async def _in_groups(self, user: str, groups: list[str]) -> bool | None:
+        """Whether `user` is in one of the approver `groups` (members read from Slack, kept for a minute);
+        None when Slack could not say: the click is refused (fail closed)."""
+        now = self.clock()
+        for group in groups:
+            cached = self._groups.get(group)
+            if cached is None or now - cached[0] >= GROUP_TTL:
+                try:
+                    answer = await self.client.call("usergroups.users.list", {"usergroup": group}, form=True)
+                except SlackError as exc:
+                    self.logger.warning("reading slack user group %s failed (%s)", group, exc.error)
+                    return None
+                users = answer.get("users")
+                members = frozenset(u for u in users if isinstance(u, str)) if isinstance(users, list) else frozenset()
+                cached = self._groups[group] = (now, members)
+            if user in cached[1]:
+                return True
+        return False
 
     async def _decide(
         self, record: ApprovalRequest, user: str, channel: str, ts: str, *, approve: bool, reason: str | None

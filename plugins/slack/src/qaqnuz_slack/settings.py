@@ -17,6 +17,7 @@ from qaqnuz import ApproverContext, ConfigError, Secret, SecretRef, WebRouteCont
 
 _USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
 _CHANNEL_ID = re.compile(r"[CGD][A-Z0-9]{2,}")
+_GROUP_ID = re.compile(r"S[A-Z0-9]{2,}")
 
 
 class BrandSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -24,6 +25,8 @@ class BrandSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     channel: str
     #: Slack user ids (U...) who may approve or deny this brand's requests.
     approvers: list[str] = msgspec.field(default_factory=list)
+    #: Slack user group ids (S...) whose members may approve or deny too (needs the `usergroups:read` scope).
+    approver_groups: list[str] = msgspec.field(default_factory=list)
     #: Key name -> Slack user id of the person the key belongs to (they may not approve their own calls).
     users: dict[str, str] = msgspec.field(default_factory=dict)
 
@@ -88,8 +91,14 @@ def load(settings: SlackSettings, ctx: ApproverContext | WebRouteContext) -> Opt
         at = f"[{ctx.section}.brands.{brand}]"
         if not _CHANNEL_ID.fullmatch(cfg.channel):
             problems.append(f"{at} channel: {cfg.channel!r} is not a Slack channel id (C..., G...)")
-        if not cfg.approvers:
-            problems.append(f'{at} approvers: nobody could decide; list Slack user ids, e.g. ["U012ABCDEF"]')
+        if not cfg.approvers and not cfg.approver_groups:
+            problems.append(
+                f'{at} approvers: nobody could decide; list Slack user ids, e.g. ["U012ABCDEF"], or user groups '
+                f'in approver_groups, e.g. ["S012ABCDEF"]'
+            )
+        for group in cfg.approver_groups:
+            if not _GROUP_ID.fullmatch(group):
+                problems.append(f"{at} approver_groups: {group!r} is not a Slack user group id (S...)")
         for user in [*cfg.approvers, *cfg.users.values()]:
             if not _USER_ID.fullmatch(user):
                 problems.append(f"{at}: {user!r} is not a Slack user id (U...)")
