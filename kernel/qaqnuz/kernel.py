@@ -191,7 +191,14 @@ class Kernel:
         )
 
     async def run_background(self) -> None:
-        """Sync tools and reload config every sync period; flush last-used on its own period."""
+        """Sync tools and reload config every sync period; flush last-used on its own period. First, an
+        approver with work of its own (posting what never went out) gets its `start()`."""
+        starter = getattr(self.runtime.approver, "start", None)
+        if starter is not None:
+            try:
+                await starter()
+            except Exception as exc:
+                log.error("starting the approver failed (%s)", type(exc).__name__)
         sync_every = parse_duration(self.config.server.sync_interval)
         flush_every = parse_duration(self.config.server.last_used_flush)
         next_flush = time.monotonic() + flush_every

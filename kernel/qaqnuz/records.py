@@ -360,6 +360,8 @@ class Approver(Protocol):
     `consume` atomically turns an approved, still valid approval into consumed and says whether it did;
     `close` marks a denied or expired approval as reported so the next identical call opens a new one;
     `wait` holds for up to `seconds` for a decision and returns the approval as it then stands.
+    Optional: `async start()`, awaited once as a server starts (for work of its own, like posting requests
+    whose notice never went out), and `async aclose()` when it is replaced or the server stops.
     """
 
     async def request(self, call: ApprovalCall) -> ApprovalRequest: ...

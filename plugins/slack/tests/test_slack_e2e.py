@@ -275,7 +275,9 @@ async def test_a_restarted_server_posts_what_never_went_out_and_only_that(slack_
     first.stop()
 
     fake_slack.down = False
-    second = slack_server(config(fake_slack), folder=folder)
+    second = slack_server(config(fake_slack), folder=folder)  # posts what never went out as it starts
+    await anyio.to_thread.run_sync(lambda: eventually(lambda: len(fake_slack.messages) == 1))
+    assert fake_slack.posted(lost)[0] == ACME_CHANNEL
     fresh = (await call(second, key, "create_order", {"sku": "R-2", "qty": 1})).structured_content["approval_id"]
     await anyio.to_thread.run_sync(lambda: eventually(lambda: len(fake_slack.messages) == 2))
     assert fake_slack.posted(lost)[0] == ACME_CHANNEL and fake_slack.posted(fresh)[0] == ACME_CHANNEL

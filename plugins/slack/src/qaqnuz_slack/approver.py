@@ -69,12 +69,16 @@ class SlackApprover:
         record = await self.store.open_approval(
             call, new_id=new_approval_id(), now=self.clock(), pending_ttl=self.pending_ttl
         )
-        if not self._recovered:  # started on first use: approvers have no start hook
-            self._recovered = True
-            self._reposting = asyncio.get_running_loop().create_task(self._keep_posting())
+        await self.start()  # a server started it already; a kernel without background work did not
         if record.status is ApprovalStatus.PENDING and record.approval_id not in self._posting:
             await self._maybe_post(record, call.role, call.side_effect)
         return record
+
+    async def start(self) -> None:
+        """Begin posting what never went out (the kernel calls this as a server starts; also on first use)."""
+        if not self._recovered:
+            self._recovered = True
+            self._reposting = asyncio.get_running_loop().create_task(self._keep_posting())
 
     async def consume(self, approval_id: str) -> bool:
         consumed = await self.store.consume_approval(approval_id, self.clock())
