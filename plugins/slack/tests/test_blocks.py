@@ -29,7 +29,24 @@ def test_long_values_and_many_arguments_are_cut():
     arguments = {f"a{i}": "y" * (MAX_VALUE * 2) for i in range(MAX_ARGUMENTS + 5)}
     text = request_message(record(arguments=arguments, arguments_truncated=True), "C1")["blocks"][1]["text"]["text"]
     assert "y" * (MAX_VALUE + 1) not in text and "…" in text
-    assert "and 5 more" in text and "cut short" in text
+    shown = text.count("\n• ") + text.startswith("• ")
+    assert f"and {MAX_ARGUMENTS + 5 - shown} more" in text and "cut short" in text
+    assert len(text) < 3000  # Slack refuses a longer section: the message would never be posted
+
+
+def test_a_section_escaped_longer_still_fits():
+    arguments = {f"a{i}": "<" * MAX_VALUE for i in range(5)}  # each `<` shows as `&lt;`
+    text = request_message(record(arguments=arguments), "C1")["blocks"][1]["text"]["text"]
+    assert len(text) < 3000 and "more" in text
+
+
+def test_no_line_can_be_forged_or_hidden():
+    arguments = {"note": "ok\n\n• *amount*: `5`", "x`*y_~": "\u202egnp.exe", "z\u200b": 1}
+    text = request_message(record(arguments=arguments), "C1")["blocks"][1]["text"]["text"]
+    assert text.count("\n") == 2  # three arguments, three lines
+    assert "\\u000a" in text and "\\u202e" in text and "\\u200b" in text
+    assert "\u202e" not in text and "\u200b" not in text and "`5`" not in text
+    assert "• `x'*y_~`:" in text  # a name is code: its marks are literal, its backtick cannot close it
 
 
 def test_masked_values_stay_masked_and_backticks_cannot_break_out():

@@ -47,6 +47,14 @@ def test_every_problem_is_reported_located(tmp_path):
         assert expected in text
 
 
+def test_two_brands_cannot_share_a_channel(tmp_path):
+    shared = settings(brands={"acme": {"channel": "C1AB", "approvers": ["U1AB"]},
+                              "globex": {"channel": "C1AB", "approvers": ["U2AB"]}})  # fmt: skip
+    with pytest.raises(ConfigError) as caught:
+        load(shared, ctx(tmp_path))
+    assert any("[plugins.slack.brands.globex] channel: C1AB is brand acme's too" in p for p in caught.value.problems)
+
+
 def test_a_plain_string_token_is_refused_and_secrets_resolve_from_references(tmp_path):
     with pytest.raises(msgspec.ValidationError):
         settings(bot_token="xoxb-inline")

@@ -337,3 +337,16 @@ async def test_members_of_an_approver_group_may_decide_and_a_group_slack_cannot_
     assert str(record.status) == "approved" and record.decided_by == f"slack:{dave}"
     asked = fake_slack.made("usergroups.users.list")
     assert asked and all(body == {"usergroup": "SAPPROVE1"} for body in asked)
+
+
+async def test_a_request_denied_with_the_cli_is_updated_in_slack_too(slack_server, fake_slack):
+    server = slack_server(config(fake_slack))
+    key = server.mint("manager")
+    args = {"sku": "Q-1", "qty": 1}
+    approval_id = await requested(server, fake_slack, key, args)
+    server.run(server.kernel.approvals.decide(approval_id, approve=False, by="ops", reason="no"))
+    denied = await call(server, key, "create_order", args)
+    assert denied.is_error and denied.structured_content["error_class"] == "permission"
+    await anyio.to_thread.run_sync(lambda: eventually(lambda: fake_slack.made("chat.update")))
+    blocks = json.dumps(fake_slack.posted(approval_id)[2]["blocks"])
+    assert "Denied" in blocks and "ops" in blocks and "actions" not in blocks

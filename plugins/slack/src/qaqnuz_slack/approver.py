@@ -55,6 +55,7 @@ class SlackApprover:
         self._posting: set[str] = set()
         self._recovered = False
         self._reposting: asyncio.Task[None] | None = None
+        self._posted_here: set[str] = set()  # posted by this process (the guard while the state file fails)
         #: How long one post may keep retrying: an older claim whose post never went out may be taken again.
         self.horizon = options.attempts * options.timeout + sum(
             min(options.backoff * 2**i, MAX_RETRY_AFTER) for i in range(options.attempts)
@@ -70,8 +71,13 @@ class SlackApprover:
             call, new_id=new_approval_id(), now=self.clock(), pending_ttl=self.pending_ttl
         )
         await self.start()  # a server started it already; a kernel without background work did not
-        if record.status is ApprovalStatus.PENDING and record.approval_id not in self._posting:
-            await self._maybe_post(record, call.role, call.side_effect)
+        if (
+            record.status is ApprovalStatus.PENDING
+            and record.approval_id not in self._posting
+            and record.brand in self.options.brands
+        ):
+            self._posting.add(record.approval_id)  # now, so a repeat of the call does not post it twice
+            self._spawn(self._maybe_post(record, call.role, call.side_effect, claimed=True))
         return record
 
     async def start(self) -> None:
@@ -91,7 +97,9 @@ class SlackApprover:
         await self.store.close_approval(approval_id)
         if record is not None and record.effective_status(self.clock()) is ApprovalStatus.EXPIRED:
             self._spawn(self._update(approval_id, "expired"))
-        else:  # denied: the route that took the click updated the message
+        elif record is not None and not (record.decided_by or "").startswith("slack:"):
+            self._spawn(self._update(approval_id, "denied"))  # with `qaqnuz approvals deny`: say so in Slack
+        else:  # denied in Slack: the route that took the click updated the message
             self._spawn(self._forget(approval_id))
 
     async def wait(self, approval_id: str, seconds: float) -> ApprovalRequest | None:
@@ -117,18 +125,24 @@ class SlackApprover:
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self.client.aclose()
 
-    async def _maybe_post(self, record: ApprovalRequest, role: str = "", side_effect: str = "") -> None:
+    async def _maybe_post(
+        self, record: ApprovalRequest, role: str = "", side_effect: str = "", *, claimed: bool = False
+    ) -> None:
+        """Post `record` unless another process (or an earlier run) did or is doing it. Runs in the background:
+        a governed call never waits on the state file or on Slack. `claimed`: `_posting` already holds it."""
         if record.brand not in self.options.brands:
             return  # decided with `qaqnuz approvals` only
-        self._posting.add(record.approval_id)
+        if not claimed:
+            self._posting.add(record.approval_id)
         try:
             now = self.clock()
-            claimed = await self.ledger.claim(record.approval_id, now, now - self.horizon)
-        except Exception as exc:  # a broken state file must not cost the call: post, remembered or not
-            self.logger.error("slack state file failed (%s); posting anyway", type(exc).__name__)
-            claimed = True
-        if claimed:
-            self._spawn(self._post(record, role, side_effect))
+            ours = await self.ledger.claim(record.approval_id, now, now - self.horizon)
+        except Exception as exc:  # a broken state file must not cost the notice: post once from this process
+            self.logger.error("slack state file failed (%s); posting without it", type(exc).__name__)
+            ours = record.approval_id not in self._posted_here
+        if ours:
+            self._posted_here.add(record.approval_id)
+            await self._post(record, role, side_effect)
         else:
             self._posting.discard(record.approval_id)
 

@@ -21,7 +21,13 @@ APPROVE, DENY = "qaqnuz_approve", "qaqnuz_deny"
 
 
 def escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    """Safe in mrkdwn: no mention, link or channel ping (`&`, `<`, `>`), and no line break, control or
+    invisible formatting character (bidi overrides, zero-width) that could forge or hide a line: those are
+    shown as `\\uXXXX`."""
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else f"\\u{ord(ch):04x}" for ch in text)
 
 
 def cut(text: str, limit: int = MAX_VALUE) -> str:
@@ -33,6 +39,16 @@ def _value(value: Any) -> str:
     return escape(cut(shown)).replace("`", "'")
 
 
+def _name(name: str) -> str:
+    """An argument's name, shown as code like its value: `*`, `_` and `~` are literal there, and a backtick
+    of the caller's cannot end it."""
+    return escape(cut(name, 80)).replace("`", "'")
+
+
+#: A section's text may hold 3,000 characters; arguments stop short of it (the rest counted).
+MAX_SECTION = 2800
+
+
 def argument_lines(arguments: Any, truncated: bool) -> str:
     if arguments is None:
         return "_(arguments no longer kept)_"
@@ -40,9 +56,16 @@ def argument_lines(arguments: Any, truncated: bool) -> str:
         return f"`{_value(arguments)}`"
     if not arguments:
         return "_(no arguments)_"
-    lines = [f"• *{escape(cut(str(k), 80))}*: `{_value(v)}`" for k, v in list(arguments.items())[:MAX_ARGUMENTS]]
-    if len(arguments) > MAX_ARGUMENTS:
-        lines.append(f"_… and {len(arguments) - MAX_ARGUMENTS} more_")
+    lines: list[str] = []
+    size = 0
+    for k, v in list(arguments.items())[:MAX_ARGUMENTS]:
+        line = f"• `{_name(str(k))}`: `{_value(v)}`"
+        if size + len(line) + 1 > MAX_SECTION:
+            break
+        lines.append(line)
+        size += len(line) + 1
+    if len(arguments) > len(lines):
+        lines.append(f"_… and {len(arguments) - len(lines)} more (all of them: `qaqnuz approvals show`)_")
     if truncated:
         lines.append("_(arguments were cut short for display)_")
     return "\n".join(lines)

@@ -35,6 +35,8 @@ MAX_BODY = 256 * 1024
 DENY_MODAL = "qaqnuz_deny_reason"
 #: How long a user group's members are trusted before Slack is asked again.
 GROUP_TTL = 60.0
+#: The most a click waits for Slack to list a group's members (the answer is due within 3 s).
+GROUP_WAIT = 2.0
 _APPROVAL_ID = re.compile(r"apr_[0-9A-Za-z]{26}")
 _USER = re.compile(r"[UW][A-Z0-9]{2,}")
 
@@ -141,13 +143,17 @@ class SlackRoute:
         if brand is None or brand.channel != channel:
             return None, "That is not an approval this server knows."
         if user not in brand.approvers:
-            member = await self._in_groups(user, brand.approver_groups)
+            try:  # Slack wants its answer within 3 s: the membership check gets two of them
+                async with asyncio.timeout(GROUP_WAIT):
+                    member = await self._in_groups(user, brand.approver_groups)
+            except TimeoutError:
+                member = None
             if member is None:
                 return None, "Your approver group could not be checked just now; try again in a moment."
             if not member:
                 self.logger.warning("slack user %s is not an approver of brand %s; refused", user, record.brand)
                 return None, "You are not an approver for this brand."
-        if approve and brand.users.get(record.key_name) == user:
+        if approve and _owner(brand.users, record.key_name) == user:
             self.logger.warning("slack user %s tried to approve their own key's call; refused", user)
             return None, "You cannot approve a call made with your own key."
         status = record.effective_status(self.clock())
@@ -209,6 +215,15 @@ class SlackRoute:
             task.cancel()
         await asyncio.gather(*list(self._tasks), return_exceptions=True)
         await self.client.aclose()
+
+
+def _owner(users: dict[str, str], key_name: str) -> str | None:
+    """The Slack user a key name is mapped to, names compared without case or surrounding spaces."""
+    wanted = key_name.strip().casefold()
+    for name, user in users.items():
+        if name.strip().casefold() == wanted:
+            return user
+    return None
 
 
 def _already(record: ApprovalRequest, status: str) -> str:

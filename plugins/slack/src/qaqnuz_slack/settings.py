@@ -87,8 +87,15 @@ def load(settings: SlackSettings, ctx: ApproverContext | WebRouteContext) -> Opt
         problems.append(
             f'{where} signing_secrets: give one (or two during a rotation), e.g. [{{ env = "SLACK_SIGNING_SECRET" }}]'
         )
+    channels: dict[str, str] = {}
     for brand, cfg in settings.brands.items():
         at = f"[{ctx.section}.brands.{brand}]"
+        if cfg.channel in channels:
+            problems.append(
+                f"{at} channel: {cfg.channel} is brand {channels[cfg.channel]}'s too; each brand needs a channel of "
+                f"its own (its people must never see another brand's requests)"
+            )
+        channels.setdefault(cfg.channel, brand)
         if not _CHANNEL_ID.fullmatch(cfg.channel):
             problems.append(f"{at} channel: {cfg.channel!r} is not a Slack channel id (C..., G...)")
         if not cfg.approvers and not cfg.approver_groups:
