@@ -45,6 +45,11 @@ class ServeProcess:
             time.sleep(0.05)
 
     def stop(self) -> None:
+        """SIGTERM, as an operator stops it (a supervisor then removes what it made); SIGKILL if it hangs."""
         if self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)
+            self.process.terminate()
+            try:
+                self.process.wait(30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(10)
