@@ -350,3 +350,25 @@ async def test_a_request_denied_with_the_cli_is_updated_in_slack_too(slack_serve
     await anyio.to_thread.run_sync(lambda: eventually(lambda: fake_slack.made("chat.update")))
     blocks = json.dumps(fake_slack.posted(approval_id)[2]["blocks"])
     assert "Denied" in blocks and "ops" in blocks and "actions" not in blocks
+
+
+async def test_slack_refusing_connections_never_approves_nor_holds_a_call(slack_server, fake_slack):
+    from qaqnuz.testservers import free_port
+
+    nowhere = f"http://127.0.0.1:{free_port()}/api"  # nothing listens there: connection refused
+    text = (
+        config(fake_slack)
+        .replace(fake_slack.api, nowhere)
+        .replace('valid_for = "1h"', 'valid_for = "1h"\nwait_seconds = 1', 1)
+    )
+    server = slack_server(text)
+    key = server.mint("manager")
+    started = time.monotonic()
+    first = await call(server, key, "create_order", {"sku": "N-1", "qty": 1})
+    assert time.monotonic() - started < 4  # wait_seconds (1 s) and the call; Slack is tried in the background
+    assert first.is_error and first.structured_content["error_class"] == "permission"
+    approval_id = first.structured_content["approval_id"]
+    metric = server.kernel.metrics.registry.get_sample_value
+    await anyio.to_thread.run_sync(lambda: eventually(lambda: metric("qaqnuz_approval_notify_errors_total") == 3.0))
+    assert str(server.approval(approval_id).status) == "pending"
+    assert not (server.folder / "testkit-executions.txt").exists()
