@@ -39,6 +39,8 @@ _EARLY = 5.0
 #: More restarts than this within `_RESTART_WINDOW` seconds and the server gives up.
 _MAX_RESTARTS = 5
 _RESTART_WINDOW = 60.0
+#: A stop signal repeated within this many seconds is the first one delivered twice, not a second ask.
+_REPEAT_WINDOW = 1.0
 
 
 class Supervisor:
@@ -54,6 +56,7 @@ class Supervisor:
         self._stopping = False
         self._restarts: list[float] = []
         self._served: set[int] = set()  # slots whose worker once got past its start
+        self._stop_asked = 0.0  # when the first stop signal came
         self._due: dict[int, float] = {}  # slot -> when to start its worker again
 
     def _spawn(self, slot: int) -> None:
@@ -71,6 +74,8 @@ class Supervisor:
         log.info("worker %d started (pid %d)", slot, process.pid)
 
     def _on_signal(self, signum: int, frame: object) -> None:
+        if self._stopping and time.monotonic() - self._stop_asked < _REPEAT_WINDOW:
+            return  # the same stop delivered twice (a launcher forwarding it, and the sender), not a second ask
         if self._stopping:
             log.warning("received %s again; stopping the workers without waiting", signal.Signals(signum).name)
             for process, _ in self.workers.values():
@@ -79,6 +84,7 @@ class Supervisor:
         log.info("received %s; asking %d workers to finish in-flight calls", signal.Signals(signum).name,
                  len(self.workers))  # fmt: skip
         self._stopping = True
+        self._stop_asked = time.monotonic()
         for process, _ in self.workers.values():
             _send(process, signal.SIGTERM)
 

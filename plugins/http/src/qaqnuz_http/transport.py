@@ -129,14 +129,18 @@ class HttpTransport:
         log.info("serving MCP over HTTP at http://%s:%d/mcp", host, self.port)
 
     async def _watch_signals(self, server: _Server, built: Built) -> None:
+        first = 0.0
         with anyio.open_signal_receiver(signal.SIGTERM, signal.SIGINT) as signals:
             async for signum in signals:
+                if server.should_exit and time.monotonic() - first < 1.0:
+                    continue  # the same stop delivered twice (a launcher forwarding it, and the sender)
                 if server.should_exit:  # a second signal: stop now
                     log.warning("received %s again; stopping without waiting", signal.Signals(signum).name)
                     server.force_exit = True
                     built.tracker.end_streams()
                     continue
                 log.info("received %s; finishing in-flight calls", signal.Signals(signum).name)
+                first = time.monotonic()
                 server.should_exit = True
 
     async def _drain_on_exit(self, server: _Server, built: Built) -> None:
