@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import secrets
 import textwrap
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from types import ModuleType
@@ -82,6 +82,33 @@ async def connect(kernel: Kernel, key: str | None, *, mode: str = "auto", **clie
             yield client
     finally:
         binding.close()
+
+
+def serve_in_this_thread(
+    holder: Any, config_path: Path, *, plugins: Iterable[Any] = (), transport: str = "http",
+    overrides: Mapping[str, Any] | None = None,
+) -> None:  # fmt: skip
+    """Run a whole server (a started kernel and one transport) on a loop of this thread until the transport
+    is stopped: the body of a test's server thread. `holder` gets `kernel` and `transport` as soon as they
+    exist (the test stops the server with `holder.transport.stop()`), and `error` if it failed."""
+
+    async def main() -> None:
+        kernel = await start_kernel(config_path, plugins=plugins)
+        try:
+            holder.kernel = kernel
+            holder.transport = kernel.transport(transport, dict(overrides or {}))
+        except BaseException:
+            await kernel.aclose()
+            raise
+        async with kernel.running() as host:
+            await holder.transport.serve(host)
+
+    import anyio
+
+    try:
+        anyio.run(main)
+    except BaseException as exc:  # surfaced by the test that started the thread
+        holder.error = exc
 
 
 @pytest.fixture

@@ -18,10 +18,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
-from qaqnuz.testing import start_kernel, write_config
+from qaqnuz.testing import serve_in_this_thread, write_config
 
 ROOT = Path(__file__).resolve().parents[3]
 SUPPORT = ROOT / "tests" / "support"
@@ -97,21 +96,7 @@ async def _awaited(awaitable: Any) -> Any:
 
 
 def _run_in_thread(running: Running, config: Path, settings: dict[str, Any], plugins: list[str]) -> None:
-    async def main() -> None:
-        kernel = await start_kernel(config, plugins=plugins)
-        try:
-            running.kernel = kernel
-            running.transport = kernel.transport("http", settings)
-        except BaseException:
-            await kernel.aclose()
-            raise
-        async with kernel.running() as host:
-            await running.transport.serve(host)
-
-    try:
-        anyio.run(main)
-    except BaseException as exc:  # surfaced by the fixture
-        running.error = exc
+    serve_in_this_thread(running, config, plugins=plugins, overrides=settings)
 
 
 @pytest.fixture

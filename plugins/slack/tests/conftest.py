@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import anyio
 import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -23,7 +22,7 @@ for folder in (ROOT / "tests" / "support", Path(__file__).parent):
 from fakeslack import SIGNING_SECRET, TOKEN, FakeSlack  # noqa: E402
 
 from kit import kit_config  # noqa: E402
-from qaqnuz.testing import start_kernel, write_config  # noqa: E402
+from qaqnuz.testing import serve_in_this_thread, write_config  # noqa: E402
 
 PLUGINS = ["http", "testkit_pack.plugin", "slack"]
 ALICE, BOB, CAROL, MALLORY = "UALICE001", "UBOB00001", "UCAROL001", "UMALLORY1"
@@ -112,21 +111,7 @@ class Server:
 
 
 def _serve(server: Server, config: Path) -> None:
-    async def main() -> None:
-        kernel = await start_kernel(config, plugins=PLUGINS)
-        try:
-            server.kernel = kernel
-            server.transport = kernel.transport("http", {"port": 0})
-        except BaseException:
-            await kernel.aclose()
-            raise
-        async with kernel.running() as host:
-            await server.transport.serve(host)
-
-    try:
-        anyio.run(main)
-    except BaseException as exc:
-        server.error = exc
+    serve_in_this_thread(server, config, plugins=PLUGINS, overrides={"port": 0})
 
 
 @pytest.fixture
