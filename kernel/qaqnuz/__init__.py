@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from qaqnuz.callcontext import CallContext, current_call
+from qaqnuz.calllog import CallPage, CallQuery
 from qaqnuz.config import parse_duration, parse_positive_duration
 from qaqnuz.contexts import (
     ApproverContext,
@@ -20,6 +21,7 @@ from qaqnuz.contexts import (
     LimiterContext,
     PolicyContext,
     SecretResolver,
+    ServerView,
     StoreContext,
     ToolPackContext,
     TransportContext,
@@ -77,14 +79,18 @@ from qaqnuz.records import (
 from qaqnuz.secrets import Secret, SecretRef
 from qaqnuz.store import (
     APPROVAL_COLUMNS,
+    CONSOLE_ROLES,
+    CONSOLE_USER_COLUMNS,
     KEY_COLUMNS,
     ApprovalNotFound,
     ApprovalNotPending,
+    ConsoleUser,
     KeyCapReached,
     KeyNotActive,
     KeyRecord,
     Store,
     approval_from_row,
+    console_user_from_row,
     decided_request,
     key_from_row,
     opened_request,
@@ -130,6 +136,8 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "APPROVAL_COLUMNS",
     "CALLER_NAMES",
+    "CONSOLE_ROLES",
+    "CONSOLE_USER_COLUMNS",
     "KEY_COLUMNS",
     "Admission",
     "ApprovalCall",
@@ -145,12 +153,15 @@ __all__ = [
     "AuthProvider",
     "Binding",
     "CallContext",
+    "CallPage",
+    "CallQuery",
     "CallRequest",
     "Caller",
     "Channel",
     "Command",
     "CommandContext",
     "ConfigError",
+    "ConsoleUser",
     "Context",
     "CredentialsUnavailable",
     "Decision",
@@ -180,6 +191,7 @@ __all__ = [
     "Secret",
     "SecretRef",
     "SecretResolver",
+    "ServerView",
     "SideEffect",
     "Stability",
     "Store",
@@ -201,6 +213,7 @@ __all__ = [
     "WebRouteContext",
     "__version__",
     "approval_from_row",
+    "console_user_from_row",
     "current_call",
     "decided_request",
     "hookimpl",

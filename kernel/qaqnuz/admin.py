@@ -24,7 +24,7 @@ from qaqnuz.errors import ConfigError, PluginError
 from qaqnuz.plugins import Plugins
 from qaqnuz.records import AuditSink, ProviderKind
 from qaqnuz.secrets import Redactor
-from qaqnuz.services import ApprovalService, Auditor, KeyService
+from qaqnuz.services import ApprovalService, Auditor, ConsoleUserService, KeyService
 from qaqnuz.store import Store
 
 log = logging.getLogger("qaqnuz.kernel")
@@ -129,6 +129,7 @@ class Admin:
     audit: Auditor
     keys: KeyService
     approvals: ApprovalService
+    users: ConsoleUserService
     #: Masks the store's credentials in a command's log lines (a kernel masks them with its own).
     redactor: Redactor | None = None
 
@@ -192,6 +193,7 @@ def open_admin(
         audit=audit,
         keys=KeyService(config=source, store=store, secret=secret, audit=audit, clock=clock),
         approvals=ApprovalService(config=source, store=store, audit=audit, clock=clock),
+        users=ConsoleUserService(config=source, store=store, audit=audit, clock=clock),
         redactor=redactor,
     )
 

@@ -124,28 +124,71 @@ def _tail_hash(fd: int, size: int) -> str:
         return hashlib.sha256(last).hexdigest()  # a damaged tail still chains, and verify reports it
 
 
+class ChainCheck:
+    """Checks the chain of one audit file, picking up where it stopped: the console shows the chain's state
+    on every page, and re-reading a large file each time would cost more than the page.
+
+    A file that was replaced or shrank is checked again from its first line.
+    """
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._reset(None)
+
+    def _reset(self, inode: tuple[int, int] | None) -> None:
+        self.inode = inode
+        self.offset = 0
+        self.lines = 0
+        self.prev = GENESIS
+        self.problems: list[str] = []
+
+    def check(self) -> tuple[int, list[str]]:
+        """(lines checked so far, problems found so far) after reading what was appended since last time."""
+        try:
+            handle = self.path.open("rb")
+        except FileNotFoundError:
+            self._reset(None)
+            return 0, [f"{self.path}: no such audit file"]
+        with handle:
+            st = os.fstat(handle.fileno())
+            inode = (st.st_dev, st.st_ino)
+            if inode != self.inode or st.st_size < self.offset:
+                self._reset(inode)
+            handle.seek(self.offset)
+            for raw in handle:
+                if not raw.endswith(b"\n"):  # a line still being written: taken next time
+                    break
+                self.offset += len(raw)
+                self.lines += 1
+                self._line(self.lines, raw)
+        return self.lines, list(self.problems)
+
+    def _line(self, number: int, raw: bytes) -> None:
+        try:
+            record = _decoder.decode(raw)
+            claimed = record.pop("hash")
+        except (msgspec.DecodeError, KeyError, TypeError, AttributeError):
+            self.problems.append(f"line {number}: not a valid audit record")
+            self.prev = hashlib.sha256(raw.rstrip(b"\n")).hexdigest()
+            return
+        if record.get("prev") != self.prev:
+            self.problems.append(f"line {number}: chain broken (a line before it was removed, added or reordered)")
+        if chain_hash(record.get("prev", ""), record) != claimed:
+            self.problems.append(f"line {number}: contents do not match its hash (the line was edited)")
+        self.prev = str(claimed)
+
+
 def verify(path: str | Path) -> tuple[int, list[str]]:
     """(lines checked, problems): each problem names the line number and what broke."""
-    problems: list[str] = []
-    prev = GENESIS
-    count = 0
-    try:
-        handle = Path(path).open("rb")
-    except FileNotFoundError:
+    if not Path(path).exists():
         return 0, [f"{path}: no such audit file"]
-    with handle:
-        for number, raw in enumerate(handle, start=1):
-            count = number
-            try:
-                record = _decoder.decode(raw)
-                claimed = record.pop("hash")
-            except (msgspec.DecodeError, KeyError, TypeError, AttributeError):
-                problems.append(f"line {number}: not a valid audit record")
-                prev = hashlib.sha256(raw.rstrip(b"\n")).hexdigest()
-                continue
-            if record.get("prev") != prev:
-                problems.append(f"line {number}: chain broken (a line before it was removed, added or reordered)")
-            if chain_hash(record.get("prev", ""), record) != claimed:
-                problems.append(f"line {number}: contents do not match its hash (the line was edited)")
-            prev = claimed
+    check = ChainCheck(path)
+    count, problems = check.check()
+    with Path(path).open("rb") as handle:  # a last line without its newline is checked too
+        handle.seek(check.offset)
+        rest = handle.read()
+    if rest:
+        count += 1
+        check._line(count, rest)
+        problems = check.problems
     return count, problems

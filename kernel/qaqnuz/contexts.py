@@ -11,15 +11,16 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
 from qaqnuz.secrets import Secret, SecretRef, resolve
 
 if TYPE_CHECKING:
+    from qaqnuz.calllog import CallPage, CallQuery
     from qaqnuz.config import Config
-    from qaqnuz.services import ApprovalService, KeyService
+    from qaqnuz.services import ApprovalService, ConsoleUserService, KeyService
     from qaqnuz.store import Store
 
 
@@ -172,6 +173,36 @@ class AuditSinkContext(Context):
     audit_file: str
 
 
+class ServerView(Protocol):
+    """What a web route may read about the server it is mounted on (the console's pages): read only, and
+    the same answers the CLI gives (`tools list`, `plugins list`, `/readyz`)."""
+
+    def brands(self) -> dict[str, dict[str, Any]]:
+        """Each brand's roles with their scope ceilings, its plan and key cap: what a key may be minted with."""
+        ...
+
+    def max_key_lifetime(self) -> float:
+        """`[server] max_key_lifetime` in seconds."""
+        ...
+
+    def tools(self, brand: str) -> list[dict[str, Any]]:
+        """Every tool for `brand`, whether it is visible and why (as `qaqnuz tools list`), with its
+        description and input schema."""
+        ...
+
+    async def status(self) -> dict[str, Any]:
+        """Plugins loaded, providers selected, readiness checks, tool sync state, limiter and store health."""
+        ...
+
+    def calls(self, query: CallQuery) -> CallPage:
+        """A page of tool calls from the audit file, newest first."""
+        ...
+
+    def chain(self) -> dict[str, Any]:
+        """The audit file's hash chain: `{"file", "lines", "intact", "problems"}` (problems: the first few)."""
+        ...
+
+
 @attrs.frozen(kw_only=True)
 class WebRouteContext(Context):
     """A web route's context: the key and approval services (the same ones the CLI uses), which validate and
@@ -183,6 +214,15 @@ class WebRouteContext(Context):
     approvals: ApprovalService = attrs.field(repr=False)
     server_name: str = ""
     secrets: SecretResolver | None = attrs.field(repr=False, default=None)
+    #: Console users (sign-in accounts, never MCP keys), stored in the store.
+    users: ConsoleUserService | None = attrs.field(repr=False, default=None)
+    #: Read-only answers about the running server (tools, status, calls, the audit chain).
+    view: ServerView | None = attrs.field(repr=False, default=None)
+    #: `signing_key(purpose)`: a key derived from the server secret for this route and purpose (cookies,
+    #: CSRF tokens); the route never sees the server secret itself, and another server's keys differ.
+    signing_key: Callable[[str], bytes] | None = attrs.field(repr=False, default=None)
+    #: `audit(**fields)`: one audit record (what a person did in the route, and who).
+    audit: Callable[..., None] | None = attrs.field(repr=False, default=None)
 
     def secret(self, ref: SecretRef, where: str) -> Secret:
         """A credential of the route's settings (a signing secret), masked in the logs once resolved."""
@@ -199,6 +239,7 @@ __all__ = [
     "LimiterContext",
     "PolicyContext",
     "SecretResolver",
+    "ServerView",
     "StoreContext",
     "ToolPackContext",
     "TransportContext",

@@ -94,6 +94,8 @@ class Kernel:
         self._config_stamp = _stamp(config.path)
         self._started = False
         self._auth_down = False  # the auth provider's last call raised (logged once per outage)
+        #: (when, "changed" | "unchanged" | "error") of the last periodic tool sync (0.0, "") before one ran.
+        self.last_sync: tuple[float, str] = (0.0, "")
         self.host: Host = KernelHost(self)
         try:
             self._runtime = self.builder.runtime(config, previous=None)
@@ -167,8 +169,19 @@ class Kernel:
         problems = check_references(runtime.config, set(self.registry.snapshot.tools))
         routes: list[MountedRoute] = []
         try:
+            from qaqnuz.serverview import KernelView
+
             routes = build_routes(
-                runtime.config, self.plugins, self.keys, self.approvals, self.clock, self.redactor.add
+                runtime.config,
+                self.plugins,
+                self.keys,
+                self.approvals,
+                self.clock,
+                self.redactor.add,
+                users=self.admin.users,
+                view=KernelView(self),
+                secret=self.secret,
+                audit=self.audit.record,
             )
         except ConfigError as exc:
             problems.extend(exc.problems)
@@ -217,8 +230,10 @@ class Kernel:
         try:
             synced = await self.registry.sync(runtime.packs, runtime.brand_packs)
             self.metrics.tool_sync.labels("changed" if synced else "unchanged").inc()
+            self.last_sync = (self.clock(), "changed" if synced else "unchanged")
         except Exception as exc:
             self.metrics.tool_sync.labels("error").inc()
+            self.last_sync = (self.clock(), "error")
             log.error("tool sync failed (%s)", type(exc).__name__)
             synced = False
         self.metrics.tools_registered.set(len(self.registry.snapshot.tools))

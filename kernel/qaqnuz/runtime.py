@@ -7,6 +7,9 @@ atomically; requests in flight keep the one they started with.
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import hmac
 import logging
 import re
 from collections.abc import Callable, Iterable, Mapping
@@ -22,6 +25,7 @@ from qaqnuz.contexts import (
     LimiterContext,
     PolicyContext,
     SecretResolver,
+    ServerView,
     ToolPackContext,
     TransportContext,
     WebRouteContext,
@@ -39,7 +43,7 @@ from qaqnuz.records import (
     ToolProvider,
     ToolSettings,
 )
-from qaqnuz.services import ApprovalService, KeyService
+from qaqnuz.services import ApprovalService, ConsoleUserService, KeyService
 from qaqnuz.store import Store
 
 _DEFAULT_SETTINGS = ToolSettings()
@@ -373,6 +377,11 @@ def build_routes(
     approvals: ApprovalService,
     clock: Callable[[], float],
     mask: Callable[[str], None] | None = None,
+    *,
+    users: ConsoleUserService | None = None,
+    view: ServerView | None = None,
+    secret: bytes | None = None,
+    audit: Callable[..., None] | None = None,
 ) -> list[MountedRoute]:
     """The web routes `[plugins] routes` enables, each built from `[plugins.<name>]`; all problems at once."""
     problems: list[str] = []
@@ -402,6 +411,10 @@ def build_routes(
                 approvals=approvals,
                 server_name=config.server.name,
                 secrets=SecretResolver(config.base_dir, mask) if mask is not None else None,
+                users=users,
+                view=view,
+                signing_key=None if secret is None else functools.partial(route_key, secret, name),
+                audit=audit,
             )
 
         try:
@@ -416,6 +429,12 @@ def build_routes(
     if problems:
         raise ConfigError(problems)
     return routes
+
+
+def route_key(secret: bytes, route: str, purpose: str) -> bytes:
+    """A key for one route and purpose, derived from the server secret (HMAC-SHA-256 as a KDF): a route
+    holds what it needs to sign its cookies, never the secret that hashes every API key."""
+    return hmac.new(secret, f"qaqnuz route key\0{route}\0{purpose}".encode(), hashlib.sha256).digest()
 
 
 async def close_all(providers: Iterable[Any]) -> None:

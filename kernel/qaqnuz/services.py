@@ -19,7 +19,16 @@ from qaqnuz.config import SCOPE_RE, Config, parse_duration
 from qaqnuz.errors import UsageError
 from qaqnuz.keys import KEY_ID_RE, hash_matches, key_hash, new_key, parse_key
 from qaqnuz.records import ApprovalRequest, ApprovalStatus, AuditSink
-from qaqnuz.store import ApprovalNotFound, ApprovalNotPending, KeyCapReached, KeyNotActive, KeyRecord, Store
+from qaqnuz.store import (
+    CONSOLE_ROLES,
+    ApprovalNotFound,
+    ApprovalNotPending,
+    ConsoleUser,
+    KeyCapReached,
+    KeyNotActive,
+    KeyRecord,
+    Store,
+)
 
 log = logging.getLogger("qaqnuz.audit")
 #: Compared against when a key id is unknown, so an unknown id costs the same HMAC as a known one.
@@ -173,6 +182,7 @@ class KeyService:
         name: str,
         role: str = "viewer",
         expires_in: float | None = None,
+        actor: str | None = None,
     ) -> tuple[str, KeyRecord]:
         """Validate and store a new key; returns (raw key, record). The raw key is never stored."""
         config = self._config()
@@ -198,7 +208,7 @@ class KeyService:
                 f"brand {brand!r} already has {exc.active} active keys, the cap of plan {brand_cfg.plan!r} "
                 f"({exc.cap}); revoke one with `qaqnuz keys revoke KEY_ID` or move the brand to a larger plan"
             ) from None
-        self.audit.record(step="key", outcome="minted", brand=brand, key_id=record.key_id, role=role)
+        self.audit.record(step="key", outcome="minted", brand=brand, key_id=record.key_id, role=role, actor=actor)
         return raw, record
 
     def _new(
@@ -262,15 +272,17 @@ class KeyService:
             return None
         return record if record.active(self.clock()) else None
 
-    async def revoke(self, ref: str, brand: str | None = None) -> tuple[KeyRecord, bool]:
+    async def revoke(self, ref: str, brand: str | None = None, *, actor: str | None = None) -> tuple[KeyRecord, bool]:
         """(the key, whether this call revoked it: False if it already was)."""
         record = await self.find(ref, brand)
         revoked = await self.store.revoke_key(record.key_id, self.clock())
         if revoked:
-            self.audit.record(step="key", outcome="revoked", brand=record.brand, key_id=record.key_id)
+            self.audit.record(step="key", outcome="revoked", brand=record.brand, key_id=record.key_id, actor=actor)
         return record, revoked
 
-    async def rotate(self, ref: str, brand: str | None = None) -> tuple[str, KeyRecord, KeyRecord]:
+    async def rotate(
+        self, ref: str, brand: str | None = None, *, actor: str | None = None
+    ) -> tuple[str, KeyRecord, KeyRecord]:
         """A new secret with the old key's brand, role, scopes, name and expiry; the old key revoked in the
         same transaction. Returns (new raw key, new record, old record)."""
         old = await self.find(ref, brand)
@@ -283,11 +295,19 @@ class KeyService:
         except KeyNotActive:
             raise UsageError(f"key {old.key_id} was revoked or expired meanwhile; nothing rotated") from None
         self.audit.record(
-            step="key", outcome="rotated", brand=old.brand, key_id=record.key_id, role=old.role, replaces=old.key_id
+            step="key",
+            outcome="rotated",
+            brand=old.brand,
+            key_id=record.key_id,
+            role=old.role,
+            replaces=old.key_id,
+            actor=actor,
         )
         return raw, record, old
 
-    async def update_scopes(self, ref: str, scopes: Iterable[str], brand: str | None = None) -> KeyRecord:
+    async def update_scopes(
+        self, ref: str, scopes: Iterable[str], brand: str | None = None, *, actor: str | None = None
+    ) -> KeyRecord:
         """Replace an active key's scopes with `scopes`, which must lie within its role's ceiling."""
         record = await self.find(ref, brand)
         now = self.clock()
@@ -305,6 +325,7 @@ class KeyService:
             key_id=record.key_id,
             role=record.role,
             scopes=list(checked),
+            actor=actor,
         )
         return attrs.evolve(record, scopes=checked)
 
@@ -365,6 +386,81 @@ class ApprovalService:
             reason=reason,
         )
         return record
+
+
+#: A console user's name: letters, digits and `._@-`, as an e-mail address or a login would be.
+USER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
+
+
+class ConsoleUserService:
+    """Who may sign in to the console, with which role and for which brand. The console hashes passwords
+    (a memory-hard KDF); this service only checks names, roles and brands against the config and stores."""
+
+    def __init__(
+        self, *, config: Callable[[], Config], store: Store, audit: Auditor, clock: Callable[[], float]
+    ) -> None:
+        self._config = config
+        self.store = store
+        self.audit = audit
+        self.clock = clock
+
+    def __repr__(self) -> str:
+        return "ConsoleUserService()"
+
+    def check(self, name: str, role: str, brand: str | None) -> None:
+        """Raise `UsageError` unless `name`, `role` and `brand` make a valid user for the current config."""
+        if not USER_NAME_RE.fullmatch(name):
+            raise UsageError(
+                f"invalid user name {_shown(name)}: use letters, digits and . _ @ + - (at most 128), "
+                "starting with a letter or digit"
+            )
+        if role not in CONSOLE_ROLES:
+            raise UsageError(f"unknown console role {_shown(role)}; the roles are {', '.join(CONSOLE_ROLES)}")
+        brands = self._config().brands
+        if role == "brand-admin" and brand is None:
+            raise UsageError("a brand-admin manages one brand: give --brand BRAND")
+        if role == "admin" and brand is not None:
+            raise UsageError("an admin manages every brand: leave out --brand, or use --role brand-admin")
+        if brand is not None and brand not in brands:
+            raise UsageError(f"unknown brand {_shown(brand)}; configured brands: {', '.join(sorted(brands)) or 'none'}")
+
+    async def add(
+        self,
+        name: str,
+        *,
+        role: str,
+        brand: str | None = None,
+        password_hash: str | None,
+        replace: bool = False,
+        actor: str | None = None,
+    ) -> ConsoleUser:
+        """Create a user (or, with `replace`, set its role, brand and password, ending its sessions)."""
+        self.check(name, role, brand)
+        now = self.clock()
+        user = ConsoleUser(name, role, brand, password_hash, now, sessions_after=now if replace else 0.0)
+        if not await self.store.put_console_user(user, replace=replace):
+            raise UsageError(f"console user {name!r} exists already; add --replace to change it")
+        self.audit.record(step="console_user", outcome="replaced" if replace else "added", user=name, role=role,
+                          brand=brand, actor=actor)  # fmt: skip
+        return user
+
+    async def get(self, name: str) -> ConsoleUser | None:
+        return await self.store.get_console_user(name) if USER_NAME_RE.fullmatch(name) else None
+
+    async def list(self) -> list[ConsoleUser]:
+        return await self.store.list_console_users()
+
+    async def remove(self, name: str, *, actor: str | None = None) -> bool:
+        removed = await self.store.delete_console_user(name)
+        if removed:
+            self.audit.record(step="console_user", outcome="removed", user=name, actor=actor)
+        return removed
+
+    async def end_sessions(self, name: str) -> None:
+        """Every session of `name` issued until now stops being honoured (sign-out everywhere)."""
+        user = await self.store.get_console_user(name)
+        if user is not None:
+            await self.store.put_console_user(attrs.evolve(user, sessions_after=self.clock()), replace=True)
 
 
 def approval_view(record: ApprovalRequest, now: float) -> dict[str, Any]:

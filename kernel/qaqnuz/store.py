@@ -57,6 +57,31 @@ class KeyRecord:
         }
 
 
+#: The console's roles: everything; one brand's keys and approvals; read only.
+CONSOLE_ROLES = ("admin", "brand-admin", "auditor")
+
+
+@attrs.frozen
+class ConsoleUser:
+    """A person who signs in to the console. Never an MCP key: a separate credential with its own hash.
+
+    `password_hash` is a memory-hard KDF's encoded hash (None for a user who signs in only through OpenID
+    Connect); the console computes and checks it, the store keeps it opaque. A session issued before
+    `sessions_after` is no longer honoured: signing out, or changing the password, ends every session.
+    """
+
+    name: str
+    role: str
+    brand: str | None
+    password_hash: str | None = attrs.field(repr=False)
+    created_at: float
+    sessions_after: float = 0.0
+
+    def public(self) -> dict[str, Any]:
+        return {"name": self.name, "role": self.role, "brand": self.brand, "created_at": self.created_at,
+                "password": self.password_hash is not None}  # fmt: skip
+
+
 @runtime_checkable
 class Store(Protocol):
     """Keys, approvals, usage. Every method may raise `StoreError`; the kernel treats that as a denial."""
@@ -131,6 +156,21 @@ class Store(Protocol):
         """Live pending requests per brand."""
         ...
 
+    # -- console users -----------------------------------------------------------------------------------
+    async def put_console_user(self, user: ConsoleUser, *, replace: bool) -> bool:
+        """Store a console user; returns False (storing nothing) when the name exists and not `replace`."""
+        ...
+
+    async def get_console_user(self, name: str) -> ConsoleUser | None: ...
+
+    async def list_console_users(self) -> list[ConsoleUser]:
+        """Every console user, by name."""
+        ...
+
+    async def delete_console_user(self, name: str) -> bool:
+        """Whether a user of that name was there to delete."""
+        ...
+
     # -- lifecycle ---------------------------------------------------------------------------------------
     async def ping(self) -> None:
         """Raise if the store cannot answer (readiness)."""
@@ -145,6 +185,22 @@ APPROVAL_COLUMNS = (
     "approval_id, brand, key_id, tool, args_hash, status, created_at, expires_at, decided_at, decided_by, "
     "reason, valid_until, key_name, arguments, arguments_truncated, closed"
 )
+
+
+CONSOLE_USER_COLUMNS = "name, role, brand, password_hash, created_at, sessions_after"
+
+
+def console_user_from_row(row: Sequence[Any]) -> ConsoleUser:
+    """A console user from a row of `CONSOLE_USER_COLUMNS`."""
+    name, role, brand, password_hash, created_at, sessions_after = row
+    return ConsoleUser(
+        name=str(name),
+        role=str(role),
+        brand=None if brand is None else str(brand),
+        password_hash=None if password_hash is None else str(password_hash),
+        created_at=float(created_at),
+        sessions_after=float(sessions_after),
+    )
 
 
 def key_from_row(row: Sequence[Any]) -> KeyRecord:
@@ -240,10 +296,14 @@ class ApprovalNotPending(StoreError):
 
 
 __all__ = [
+    "CONSOLE_ROLES",
+    "CONSOLE_USER_COLUMNS",
     "ApprovalNotFound",
     "ApprovalNotPending",
+    "ConsoleUser",
     "KeyCapReached",
     "KeyNotActive",
     "KeyRecord",
     "Store",
+    "console_user_from_row",
 ]

@@ -21,11 +21,20 @@ from __future__ import annotations
 from typing import Any
 
 import anyio
+import attrs
 import pytest
 
 from qaqnuz.errors import PendingCapReached
 from qaqnuz.records import ApprovalCall, ApprovalStatus
-from qaqnuz.store import ApprovalNotFound, ApprovalNotPending, KeyCapReached, KeyNotActive, KeyRecord, Store
+from qaqnuz.store import (
+    ApprovalNotFound,
+    ApprovalNotPending,
+    ConsoleUser,
+    KeyCapReached,
+    KeyNotActive,
+    KeyRecord,
+    Store,
+)
 
 NOW = 1_800_000_000.0
 DAY = 86_400.0
@@ -281,3 +290,22 @@ class StoreContract:
 
     async def test_ping_answers(self, store: Store) -> None:
         await store.ping()
+
+    # -- console users -----------------------------------------------------------------------------------
+    async def test_console_users_are_created_once_and_replaced_on_purpose(self, store: Store) -> None:
+        alice = ConsoleUser("alice", "admin", None, "$argon2id$x", NOW)
+        assert await store.put_console_user(alice, replace=False) is True
+        assert await store.put_console_user(attrs.evolve(alice, role="auditor"), replace=False) is False
+        assert await store.get_console_user("alice") == alice
+        changed = attrs.evolve(alice, role="brand-admin", brand="acme", password_hash=None, sessions_after=NOW + 5)
+        assert await store.put_console_user(changed, replace=True) is True
+        assert await store.get_console_user("alice") == changed
+        assert await store.get_console_user("bob") is None
+
+    async def test_console_users_list_by_name_and_delete(self, store: Store) -> None:
+        for name in ("carol", "alice", "bob"):
+            await store.put_console_user(ConsoleUser(name, "auditor", None, None, NOW), replace=False)
+        assert [u.name for u in await store.list_console_users()] == ["alice", "bob", "carol"]
+        assert await store.delete_console_user("bob") is True
+        assert await store.delete_console_user("bob") is False
+        assert [u.name for u in await store.list_console_users()] == ["alice", "carol"]

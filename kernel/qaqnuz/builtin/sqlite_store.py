@@ -25,13 +25,16 @@ from qaqnuz.hookspecs import hookimpl
 from qaqnuz.records import ApprovalCall, ApprovalRequest, ApprovalStatus, Provider
 from qaqnuz.store import (
     APPROVAL_COLUMNS,
+    CONSOLE_USER_COLUMNS,
     KEY_COLUMNS,
     ApprovalNotFound,
     ApprovalNotPending,
+    ConsoleUser,
     KeyCapReached,
     KeyNotActive,
     KeyRecord,
     approval_from_row,
+    console_user_from_row,
     decided_request,
     key_from_row,
     opened_request,
@@ -71,6 +74,14 @@ CREATE TABLE IF NOT EXISTS approvals (
     summary TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS approvals_brand ON approvals (brand, status);
+CREATE TABLE IF NOT EXISTS console_users (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL,
+    brand TEXT,
+    password_hash TEXT,
+    created_at REAL NOT NULL,
+    sessions_after REAL NOT NULL DEFAULT 0
+);
 CREATE TABLE IF NOT EXISTS usage (
     brand TEXT NOT NULL,
     month TEXT NOT NULL,
@@ -373,6 +384,28 @@ class SqliteStore:
                 {"now": now},
             )
             return cur.rowcount
+
+    # -- console users ---------------------------------------------------------------------------------
+    async def put_console_user(self, user: ConsoleUser, *, replace: bool) -> bool:
+        verb = "INSERT OR REPLACE" if replace else "INSERT OR IGNORE"
+        with self._tx() as db:
+            cursor = db.execute(
+                f"{verb} INTO console_users ({CONSOLE_USER_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?)",
+                (user.name, user.role, user.brand, user.password_hash, user.created_at, user.sessions_after),
+            )
+            return cursor.rowcount > 0
+
+    async def get_console_user(self, name: str) -> ConsoleUser | None:
+        rows = self._query(f"SELECT {CONSOLE_USER_COLUMNS} FROM console_users WHERE name = ?", (name,))
+        return console_user_from_row(rows[0]) if rows else None
+
+    async def list_console_users(self) -> list[ConsoleUser]:
+        rows = self._query(f"SELECT {CONSOLE_USER_COLUMNS} FROM console_users ORDER BY name")
+        return [console_user_from_row(row) for row in rows]
+
+    async def delete_console_user(self, name: str) -> bool:
+        with self._tx() as db:
+            return db.execute("DELETE FROM console_users WHERE name = ?", (name,)).rowcount > 0
 
     async def pending_counts(self) -> dict[str, int]:
         rows = self._query(

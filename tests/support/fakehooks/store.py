@@ -20,6 +20,7 @@ from qaqnuz import (
     ApprovalNotPending,
     ApprovalRequest,
     ApprovalStatus,
+    ConsoleUser,
     KeyCapReached,
     KeyNotActive,
     KeyRecord,
@@ -228,6 +229,28 @@ class JsonStore:
                     row.update(status="expired", arguments=None)
                     count += 1
         return count
+
+    async def put_console_user(self, user: ConsoleUser, *, replace: bool) -> bool:
+        with self._data() as data:
+            users = data.setdefault("console_users", {})
+            if user.name in users and not replace:
+                return False
+            users[user.name] = attrs.asdict(user)
+            return True
+
+    async def get_console_user(self, name: str) -> ConsoleUser | None:
+        with self._data(write=False) as data:
+            row = data.get("console_users", {}).get(name)
+        return ConsoleUser(**row) if row else None
+
+    async def list_console_users(self) -> list[ConsoleUser]:
+        with self._data(write=False) as data:
+            rows = sorted(data.get("console_users", {}).values(), key=lambda r: r["name"])
+        return [ConsoleUser(**row) for row in rows]
+
+    async def delete_console_user(self, name: str) -> bool:
+        with self._data() as data:
+            return data.get("console_users", {}).pop(name, None) is not None
 
     async def pending_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

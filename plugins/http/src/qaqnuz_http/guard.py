@@ -230,16 +230,23 @@ def _printable(text: str, limit: int = 200) -> str:
 
 
 def secure_headers(headers: Any) -> list[tuple[bytes, bytes]]:
-    """`Cache-Control: no-store` (keeping an SSE `no-transform`) and `Referrer-Policy: no-referrer`."""
+    """`Cache-Control: no-store` (keeping an SSE `no-transform`) and `Referrer-Policy: no-referrer`, unless
+    the response chose `same-origin` (a web route's pages: under `no-referrer` a browser sends `Origin: null`
+    with its own form posts, which the Origin check must refuse)."""
     out: list[tuple[bytes, bytes]] = []
     cache = b"no-store"
+    referrer = b"no-referrer"
     for name, value in headers:
-        if name.lower() == b"cache-control":
+        lowered = name.lower()
+        if lowered == b"cache-control":
             if b"no-transform" in value:
                 cache = b"no-store, no-transform"
-        elif name.lower() != b"referrer-policy":
+        elif lowered == b"referrer-policy":
+            if value.strip().lower() == b"same-origin":
+                referrer = b"same-origin"
+        else:
             out.append((name, value))
-    out += [(b"cache-control", cache), (b"referrer-policy", b"no-referrer")]
+    out += [(b"cache-control", cache), (b"referrer-policy", referrer)]
     return out
 
 

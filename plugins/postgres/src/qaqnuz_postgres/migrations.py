@@ -107,7 +107,21 @@ CREATE TRIGGER qaqnuz_keys_truncated
     AFTER TRUNCATE ON qaqnuz_keys FOR EACH STATEMENT EXECUTE FUNCTION qaqnuz_keys_notify();
 """
 
-MIGRATIONS: tuple[Migration, ...] = (Migration(1, "0001_keys_approvals_usage", V1),)
+V2 = """
+CREATE TABLE qaqnuz_console_users (
+    name text PRIMARY KEY,
+    role text NOT NULL,
+    brand text,
+    password_hash text,
+    created_at double precision NOT NULL,
+    sessions_after double precision NOT NULL DEFAULT 0
+);
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(1, "0001_keys_approvals_usage", V1),
+    Migration(2, "0002_console_users", V2),
+)
 
 
 async def applied(conn: Any) -> dict[int, str] | None:

@@ -42,6 +42,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from qaqnuz import (
     APPROVAL_COLUMNS,
+    CONSOLE_USER_COLUMNS,
     KEY_COLUMNS,
     ApprovalCall,
     ApprovalNotFound,
@@ -49,6 +50,7 @@ from qaqnuz import (
     ApprovalRequest,
     ApprovalStatus,
     ConfigError,
+    ConsoleUser,
     KeyCapReached,
     KeyNotActive,
     KeyRecord,
@@ -56,6 +58,7 @@ from qaqnuz import (
     StoreContext,
     StoreError,
     approval_from_row,
+    console_user_from_row,
     decided_request,
     key_from_row,
     opened_request,
@@ -652,6 +655,35 @@ class PostgresStore:
                 {"now": now},
             )
             return int(cur.rowcount)
+
+    # -- console users ---------------------------------------------------------------------------------
+    async def put_console_user(self, user: ConsoleUser, *, replace: bool) -> bool:
+        update = (
+            "DO UPDATE SET role = excluded.role, brand = excluded.brand, password_hash = excluded.password_hash, "
+            "created_at = excluded.created_at, sessions_after = excluded.sessions_after"
+            if replace
+            else "DO NOTHING"
+        )
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                f"INSERT INTO qaqnuz_console_users ({CONSOLE_USER_COLUMNS}) VALUES (%s, %s, %s, %s, %s, %s) "
+                f"ON CONFLICT (name) {update}",
+                [user.name, user.role, user.brand, user.password_hash, user.created_at, user.sessions_after],
+            )
+            return bool(cur.rowcount == 1)
+
+    async def get_console_user(self, name: str) -> ConsoleUser | None:
+        rows = await self._rows(f"SELECT {CONSOLE_USER_COLUMNS} FROM qaqnuz_console_users WHERE name = %s", [name])
+        return console_user_from_row(rows[0]) if rows else None
+
+    async def list_console_users(self) -> list[ConsoleUser]:
+        rows = await self._rows(f"SELECT {CONSOLE_USER_COLUMNS} FROM qaqnuz_console_users ORDER BY name")
+        return [console_user_from_row(row) for row in rows]
+
+    async def delete_console_user(self, name: str) -> bool:
+        async with self._connection() as conn:
+            cur = await conn.execute("DELETE FROM qaqnuz_console_users WHERE name = %s", [name])
+            return bool(cur.rowcount == 1)
 
     async def pending_counts(self) -> dict[str, int]:
         rows = await self._rows(

@@ -1,0 +1,112 @@
+"""Tool calls read back from the audit file, newest first, for people (the console's Calls page).
+
+The audit file only grows, so a page is found by reading backwards from the end (or from a cursor, the
+byte offset where the previous page stopped) in blocks, keeping the call lines that match the filters. A
+page never reads more than `max_scan` bytes: a filter that matches nothing in a large file answers with
+what it found and a cursor to go on from, instead of reading the whole file for one request.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import attrs
+import msgspec
+
+_decoder = msgspec.json.Decoder()
+_BLOCK = 1 << 16
+#: What the Calls page shows of an audit line: never the arguments' hash or anything else.
+CALL_FIELDS = ("time", "brand", "key_id", "tool", "step", "outcome", "error_class", "latency_ms", "approval_id",
+               "transport", "incident_id")  # fmt: skip
+
+
+@attrs.frozen(kw_only=True)
+class CallQuery:
+    """Which calls: every field that is set must match; `since`/`until` bound the time (epoch seconds);
+    `before` is the cursor a previous page returned."""
+
+    brand: str | None = None
+    brands: frozenset[str] | None = None  # only these brands (a brand-scoped reader), whatever `brand` says
+    key_id: str | None = None
+    tool: str | None = None
+    outcome: str | None = None
+    since: float | None = None
+    until: float | None = None
+    before: int | None = None
+    limit: int = 50
+    max_scan: int = 32 << 20
+
+    def matches(self, record: dict[str, Any]) -> bool:
+        if "latency_ms" not in record or "tool" not in record:
+            return False  # not a tool call (a key minted, an approval decided, a refused credential)
+        if self.brands is not None and record.get("brand") not in self.brands:
+            return False
+        for name in ("brand", "key_id", "tool", "outcome"):
+            wanted = getattr(self, name)
+            if wanted is not None and record.get(name) != wanted:
+                return False
+        moment = record.get("time")
+        if not isinstance(moment, (int, float)):
+            return False
+        return not (self.until is not None and moment > self.until)
+
+
+@attrs.frozen
+class CallPage:
+    """Matching calls, newest first; `next_before` is the cursor for older ones (None: the file's start was
+    reached); `scanned_all` is False when the page stopped at `max_scan` before finding `limit` calls."""
+
+    calls: list[dict[str, Any]]
+    next_before: int | None
+    scanned_all: bool = True
+
+
+def read_calls(path: str | Path, query: CallQuery) -> CallPage:
+    """One page of calls from the audit file at `path` (an absent file has none)."""
+    try:
+        handle = Path(path).open("rb")
+    except FileNotFoundError:
+        return CallPage([], None)
+    found: list[dict[str, Any]] = []
+    with handle:
+        end = os.fstat(handle.fileno()).st_size
+        if query.before is not None:
+            end = max(0, min(end, query.before))
+        position, tail, scanned = end, b"", 0
+        while position > 0:
+            start = max(0, position - _BLOCK)
+            handle.seek(start)
+            block = handle.read(position - start) + tail
+            scanned += position - start
+            position = start
+            lines = block.split(b"\n")
+            tail = lines.pop(0) if start > 0 else b""  # the first piece may be the end of an earlier line
+            offset = start + len(tail) + (1 if start > 0 else 0)
+            starts = []
+            for line in lines:
+                starts.append(offset)
+                offset += len(line) + 1
+            for line, line_start in zip(reversed(lines), reversed(starts), strict=True):
+                if not line.strip():
+                    continue
+                record = _record(line)
+                if record is None or not query.matches(record):
+                    continue
+                if query.since is not None and record["time"] < query.since:
+                    return CallPage(found, None)  # the file is in time order: nothing older can match
+                found.append({name: record[name] for name in CALL_FIELDS if name in record})
+                if len(found) >= query.limit:
+                    return CallPage(found, line_start if line_start > 0 else None)
+            if scanned >= query.max_scan and position > 0:
+                return CallPage(found, position + len(tail) + 1, scanned_all=False)
+    return CallPage(found, None)
+
+
+def _record(line: bytes) -> dict[str, Any] | None:
+    try:
+        record = _decoder.decode(line)
+    except msgspec.DecodeError:
+        return None
+    return record if isinstance(record, dict) else None
