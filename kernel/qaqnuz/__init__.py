@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from qaqnuz.callcontext import CallContext, current_call
 from qaqnuz.calllog import CallPage, CallQuery
 from qaqnuz.config import parse_duration, parse_positive_duration
+from qaqnuz.connect import MODERN_PROTOCOL, client_json, client_settings, curl_line, mcp_remote_command
 from qaqnuz.contexts import (
     ApproverContext,
     AuditSinkContext,
@@ -77,6 +78,7 @@ from qaqnuz.records import (
     WebRoute,
 )
 from qaqnuz.secrets import Secret, SecretRef
+from qaqnuz.services import approval_view
 from qaqnuz.store import (
     APPROVAL_COLUMNS,
     CONSOLE_ROLES,
@@ -139,6 +141,7 @@ __all__ = [
     "CONSOLE_ROLES",
     "CONSOLE_USER_COLUMNS",
     "KEY_COLUMNS",
+    "MODERN_PROTOCOL",
     "Admission",
     "ApprovalCall",
     "ApprovalNotFound",
@@ -213,13 +216,18 @@ __all__ = [
     "WebRouteContext",
     "__version__",
     "approval_from_row",
+    "approval_view",
+    "client_json",
+    "client_settings",
     "console_user_from_row",
+    "curl_line",
     "current_call",
     "decided_request",
     "hookimpl",
     "input_schema",
     "key_from_row",
     "looks_like_key",
+    "mcp_remote_command",
     "opened_request",
     "parse_duration",
     "parse_positive_duration",

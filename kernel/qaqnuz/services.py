@@ -438,6 +438,10 @@ class ConsoleUserService:
         self.check(name, role, brand)
         now = self.clock()
         user = ConsoleUser(name, role, brand, password_hash, now, sessions_after=now if replace else 0.0)
+        if replace:  # a changed user keeps when it was made; its sessions end
+            existing = await self.store.get_console_user(name)
+            if existing is not None:
+                user = attrs.evolve(user, created_at=existing.created_at)
         if not await self.store.put_console_user(user, replace=replace):
             raise UsageError(f"console user {name!r} exists already; add --replace to change it")
         self.audit.record(step="console_user", outcome="replaced" if replace else "added", user=name, role=role,

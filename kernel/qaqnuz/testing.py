@@ -22,13 +22,16 @@ Async tests use anyio's pytest plugin (`@pytest.mark.anyio`).
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import textwrap
+import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
@@ -36,6 +39,8 @@ from qaqnuz import testservers
 from qaqnuz.config import load_config
 from qaqnuz.kernel import Kernel
 from qaqnuz.plugins import Plugins
+
+T = TypeVar("T")
 
 MINIMAL_CONFIG = """\
 [server]
@@ -109,6 +114,56 @@ def serve_in_this_thread(
         anyio.run(main)
     except BaseException as exc:  # surfaced by the test that started the thread
         holder.error = exc
+
+
+class ThreadServer:
+    """A whole server (kernel + HTTP transport on 127.0.0.1, port chosen by the system) on its own thread and
+    loop: what a test drives with real clients (a browser, httpx, the MCP SDK) from the test's thread."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.kernel: Any = None
+        self.transport: Any = None
+        self.thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.transport.port}"
+
+    def run(self, awaitable: Awaitable[T]) -> T:
+        """Run one store or service operation to its end on a loop of its own (the stores are thread-safe)."""
+        box: list[Any] = []
+
+        async def go() -> Any:
+            return await awaitable
+
+        worker = threading.Thread(target=lambda: box.append(asyncio.run(go())))
+        worker.start()
+        worker.join()
+        return box[0]  # type: ignore[no-any-return]
+
+    def start(self, config_path: Path, *, plugins: Iterable[Any], timeout: float = 15.0) -> None:
+        options = {"plugins": plugins, "overrides": {"port": 0}}
+        self.thread = threading.Thread(
+            target=serve_in_this_thread, args=(self, config_path), kwargs=options, daemon=True
+        )
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.error is not None:
+                raise self.error
+            http = getattr(self.transport, "server", None)
+            if http is not None and http.started and self.transport.port:
+                return
+            time.sleep(0.02)
+        raise TimeoutError("server did not start")
+
+    def stop(self) -> None:
+        if self.transport is not None:
+            self.transport.stop()
+        if self.thread is not None:
+            self.thread.join(timeout=20)
 
 
 @pytest.fixture

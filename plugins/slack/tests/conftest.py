@@ -3,12 +3,9 @@ approver and route, talking to a real fake Slack on 127.0.0.1. Uses the kernel's
 
 from __future__ import annotations
 
-import asyncio
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +19,7 @@ for folder in (ROOT / "tests" / "support", Path(__file__).parent):
 from fakeslack import SIGNING_SECRET, TOKEN, FakeSlack  # noqa: E402
 
 from kit import kit_config  # noqa: E402
-from qaqnuz.testing import serve_in_this_thread, write_config  # noqa: E402
+from qaqnuz.testing import ThreadServer, write_config  # noqa: E402
 
 PLUGINS = ["http", "testkit_pack.plugin", "slack"]
 ALICE, BOB, CAROL, MALLORY = "UALICE001", "UBOB00001", "UCAROL001", "UMALLORY1"
@@ -67,33 +64,10 @@ def fake_slack() -> Iterator[FakeSlack]:
     fake.stop()
 
 
-@dataclass
-class Server:
-    folder: Path
-    kernel: Any = None
-    transport: Any = None
-    thread: threading.Thread | None = None
-    error: BaseException | None = None
-
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.transport.port}"
-
+class Server(ThreadServer):
     @property
     def interactions(self) -> str:
         return f"{self.base}/slack/interactions"
-
-    def run(self, awaitable: Any) -> Any:
-        """Run one store or service operation on a loop of its own (the store is thread-safe)."""
-        box: list[Any] = []
-
-        async def go() -> Any:
-            return await awaitable
-
-        worker = threading.Thread(target=lambda: box.append(asyncio.run(go())))
-        worker.start()
-        worker.join()
-        return box[0]
 
     def mint(self, name: str, *, brand: str = "acme", role: str = "manager") -> str:
         scopes = ["orders.read", "orders.write"] if role == "manager" else ["orders.read"]
@@ -102,16 +76,6 @@ class Server:
 
     def approval(self, approval_id: str) -> Any:
         return self.run(self.kernel.store.get_approval(approval_id))
-
-    def stop(self) -> None:
-        if self.transport is not None:
-            self.transport.stop()
-        if self.thread is not None:
-            self.thread.join(timeout=20)
-
-
-def _serve(server: Server, config: Path) -> None:
-    serve_in_this_thread(server, config, plugins=PLUGINS, overrides={"port": 0})
 
 
 @pytest.fixture
@@ -126,18 +90,9 @@ def slack_server(tmp_path: Path) -> Iterator[Callable[..., Server]]:
         (folder / "slack-signing").write_text(SIGNING_SECRET)
         (folder / "slack-signing-old").write_text("an-older-signing-secret-being-rotated")
         server = Server(folder)
-        server.thread = threading.Thread(target=_serve, args=(server, config), daemon=True)
-        server.thread.start()
         servers.append(server)
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            if server.error is not None:
-                raise server.error
-            http = getattr(server.transport, "server", None)
-            if http is not None and http.started and server.transport.port:
-                return server
-            time.sleep(0.02)
-        raise TimeoutError("server did not start")
+        server.start(config, plugins=PLUGINS)
+        return server
 
     yield start
     for server in servers:

@@ -8,7 +8,6 @@ database is generated (seed 7) under a temporary name and linked into place, so 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import secrets
 import shlex
@@ -16,14 +15,13 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from qaqnuz import ProviderKind, UsageError
+from qaqnuz import MODERN_PROTOCOL, ProviderKind, UsageError, client_json, curl_line, mcp_remote_command
 from qaqnuz_demo import DEFAULT_HOST, shop
 
 BRAND = "acme"
 ROLE = "manager"
 KEY_NAME = "qaqnuz demo"
 CONFIG_FILE, SECRET_FILE, KEY_FILE, SHOP_FILE = "qaqnuz.toml", "qaqnuz.secret", "demo.key", "shop.db"
-MODERN_PROTOCOL = "2026-07-28"
 INSTALL_HINT = "pip install 'qaqnuz[demo]'"
 
 #: What the demo needs, as (provider kind, provider name, distribution).
@@ -208,48 +206,13 @@ def url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def client_json(url: str, key: str) -> str:
-    server = {"command": "npx", "args": ["-y", "mcp-remote", url, "--header", f"Authorization: Bearer {key}"]}
-    return json.dumps({"mcpServers": {"qaqnuz": server}}, indent=2)
-
-
-def curl_line(url: str, key: str) -> str:
-    body = {
-        "jsonrpc": "2.0",
-        "id": 1,
-        "method": "tools/list",
-        "params": {
-            "_meta": {
-                "io.modelcontextprotocol/protocolVersion": MODERN_PROTOCOL,
-                "io.modelcontextprotocol/clientCapabilities": {},
-            }
-        },
-    }
-    headers = [
-        f"Authorization: Bearer {key}",
-        "Content-Type: application/json",
-        "Accept: application/json, text/event-stream",
-        f"MCP-Protocol-Version: {MODERN_PROTOCOL}",
-        "Mcp-Method: tools/list",
-    ]
-    parts = [
-        "curl",
-        "-sS",
-        url,
-        *[f"-H {shlex.quote(h)}" for h in headers],
-        "-d",
-        shlex.quote(json.dumps(body, separators=(",", ":"))),
-    ]
-    return " ".join(parts)
-
-
 def instructions(*, folder: Path, key: str, host: str, port: int, serving: bool) -> str:
     """What `qaqnuz demo` prints on stdout: the key and ready-to-paste client settings."""
     folder = folder.resolve()
     url = f"http://{url_host(host)}:{port}/mcp"
     config = shlex.quote(str(folder / CONFIG_FILE))
     json_block = client_json(url, key)
-    mcp_remote = f'npx -y mcp-remote {url} --header "Authorization: Bearer {key}"'
+    mcp_remote = mcp_remote_command(url, key)
     cli = _cli_prefix()
     again = f"{cli} demo --dir {shlex.quote(str(folder))} --port {port}" + (
         f" --host {shlex.quote(host)}" if host != DEFAULT_HOST else ""
