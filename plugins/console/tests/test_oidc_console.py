@@ -128,7 +128,9 @@ def test_a_user_whose_groups_map_to_no_role_is_refused(console_server: Any, idp:
     assert server.run(server.kernel.admin.users.get("eve@example.com")) is None
 
 
-def test_the_callback_without_a_sign_in_under_way_is_refused(console_server: Any, idp: FakeIdP, secret_file: None) -> None:
+def test_the_callback_without_a_sign_in_under_way_is_refused(
+    console_server: Any, idp: FakeIdP, secret_file: None
+) -> None:
     server = start(console_server, idp)
     with httpx.Client(base_url=server.base, follow_redirects=False, timeout=10) as http:
         answer = http.get("/console/oidc/callback?code=abc&state=def")

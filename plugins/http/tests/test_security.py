@@ -220,3 +220,17 @@ def test_failure_limit_window_and_memory_bound():
     limit.failed("b")
     limit.failed("c")  # a third address: the oldest entry is forgotten, memory stays bounded
     assert len(limit._failures) <= 2
+
+
+def test_only_a_same_origin_referrer_policy_a_route_chose_is_kept() -> None:
+    from qaqnuz_http.guard import secure_headers
+
+    def policy(*headers: tuple[bytes, bytes]) -> bytes:
+        return dict(secure_headers(list(headers)))[b"referrer-policy"]
+
+    assert policy() == b"no-referrer"
+    assert policy((b"referrer-policy", b"same-origin")) == b"same-origin"  # a page whose forms post to itself
+    for weaker in (b"unsafe-url", b"origin", b"no-referrer-when-downgrade", b"strict-origin-when-cross-origin"):
+        assert policy((b"Referrer-Policy", weaker)) == b"no-referrer"
+    headers = secure_headers([(b"referrer-policy", b"same-origin"), (b"referrer-policy", b"unsafe-url")])
+    assert [v for k, v in headers if k == b"referrer-policy"] == [b"no-referrer"]

@@ -235,17 +235,17 @@ def secure_headers(headers: Any) -> list[tuple[bytes, bytes]]:
     with its own form posts, which the Origin check must refuse)."""
     out: list[tuple[bytes, bytes]] = []
     cache = b"no-store"
-    referrer = b"no-referrer"
+    chosen: set[bytes] = set()
     for name, value in headers:
         lowered = name.lower()
         if lowered == b"cache-control":
             if b"no-transform" in value:
                 cache = b"no-store, no-transform"
         elif lowered == b"referrer-policy":
-            if value.strip().lower() == b"same-origin":
-                referrer = b"same-origin"
+            chosen.add(value.strip().lower())
         else:
             out.append((name, value))
+    referrer = b"same-origin" if chosen == {b"same-origin"} else b"no-referrer"
     out += [(b"cache-control", cache), (b"referrer-policy", referrer)]
     return out
 
