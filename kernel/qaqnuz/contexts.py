@@ -195,11 +195,13 @@ class ServerView(Protocol):
         ...
 
     def calls(self, query: CallQuery) -> CallPage:
-        """A page of tool calls from the audit file, newest first."""
+        """A page of tool calls from the audit file, newest first. Reads the file: call it in a worker thread."""
         ...
 
     def chain(self) -> dict[str, Any]:
-        """The audit file's hash chain: `{"file", "lines", "intact", "problems"}` (problems: the first few)."""
+        """The audit file's hash chain: `{"file", "lines", "intact", "problems"}` (problems: the first few).
+        Reads what was appended since the last call (all of a large file the first time): call it in a worker
+        thread."""
         ...
 
 

@@ -4,6 +4,7 @@ Calls and Status pages. Each answer is built from what the CLI uses for the same
 
 from __future__ import annotations
 
+import threading
 from typing import TYPE_CHECKING, Any
 
 from qaqnuz.audit import ChainCheck
@@ -22,6 +23,7 @@ class KernelView:
     def __init__(self, kernel: Kernel) -> None:
         self._kernel = kernel
         self._chain: ChainCheck | None = None
+        self._chain_lock = threading.Lock()  # pages may check it from worker threads at once
 
     def __repr__(self) -> str:
         return "KernelView()"
@@ -94,6 +96,8 @@ class KernelView:
             "store": {"scheme": config.store_scheme, "answering": readiness.get("store", False)},
         }
 
+    # `calls` and `chain` read the audit file: a web route calls them off its event loop (the first chain
+    # check of a large file reads all of it once; later ones read only what was appended).
     def calls(self, query: CallQuery) -> CallPage:
         path = self._audit_file
         return CallPage([], None) if path is None else read_calls(path, query)
@@ -102,9 +106,10 @@ class KernelView:
         path = self._audit_file
         if path is None:
             return {"file": None, "lines": 0, "intact": None, "problems": ["the file audit sink is not configured"]}
-        if self._chain is None or str(self._chain.path) != path:
-            self._chain = ChainCheck(path)
-        lines, problems = self._chain.check()
+        with self._chain_lock:
+            if self._chain is None or str(self._chain.path) != path:
+                self._chain = ChainCheck(path)
+            lines, problems = self._chain.check()
         if problems == [f"{path}: no such audit file"]:
             return {"file": path, "lines": 0, "intact": True, "problems": []}
         return {"file": path, "lines": lines, "intact": not problems, "problems": problems[:_PROBLEMS_SHOWN],
