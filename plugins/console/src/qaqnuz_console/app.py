@@ -584,6 +584,11 @@ class Console:
         return RedirectResponse(f"{BASE}/approvals?{urlencode({'decided': record.approval_id})}", 303)
 
     # -- calls, tools, connect, status -------------------------------------------------------------------
+    async def _chain(self) -> dict[str, Any]:
+        """The audit chain's state, checked in a worker thread: the first check of a large file reads it all."""
+        chain: dict[str, Any] = await _in_thread(self.view.chain)
+        return chain
+
     def _call_query(self, request: Request, viewer: Viewer) -> tuple[CallQuery, dict[str, str]]:
         params = request.query_params
         shown = {k: str(params.get(k) or "").strip() for k in ("brand", "key_id", "tool", "outcome", "since", "until")}
@@ -613,14 +618,14 @@ class Console:
             query, shown = self._call_query(request, viewer)
         except ConsoleError as exc:
             return self._render("calls.html", exc.status, viewer=viewer, page="calls", calls=[], shown={},
-                                error=str(exc), chain=self.view.chain(), older=None,
+                                error=str(exc), chain=await self._chain(), older=None,
                                 brands=viewer.brands(self.view.brands()))  # fmt: skip
-        page = self.view.calls(query)
+        page = await _in_thread(self.view.calls, query)
         older = None
         if page.next_before is not None:
             older = urlencode({**{k: v for k, v in shown.items() if v}, "before": page.next_before})
         return self._render("calls.html", viewer=viewer, page="calls", calls=page.calls, shown=shown, error=None,
-                            chain=self.view.chain(), older=older, scanned_all=page.scanned_all,
+                            chain=await self._chain(), older=older, scanned_all=page.scanned_all,
                             brands=viewer.brands(self.view.brands()))  # fmt: skip
 
     async def tools_page(self, request: Request, viewer: Viewer) -> Response:
@@ -635,7 +640,7 @@ class Console:
 
     async def status_page(self, request: Request, viewer: Viewer) -> Response:
         return self._render("status.html", viewer=viewer, page="status", status=await self.view.status(),
-                            chain=self.view.chain())  # fmt: skip
+                            chain=await self._chain())  # fmt: skip
 
     # -- JSON API ----------------------------------------------------------------------------------------
     async def api_me(self, request: Request, viewer: Viewer) -> Response:
@@ -681,16 +686,16 @@ class Console:
 
     async def api_calls(self, request: Request, viewer: Viewer) -> Response:
         query, _ = self._call_query(request, viewer)
-        page = self.view.calls(query)
+        page = await _in_thread(self.view.calls, query)
         return _json({"calls": page.calls, "next_before": page.next_before, "scanned_all": page.scanned_all,
-                      "chain": self.view.chain()})  # fmt: skip
+                      "chain": await self._chain()})  # fmt: skip
 
     async def api_tools(self, request: Request, viewer: Viewer) -> Response:
         brand = self._brand_param(request, viewer)
         return _json({"brand": brand, "tools": self.view.tools(brand)})
 
     async def api_status(self, request: Request, viewer: Viewer) -> Response:
-        return _json({**await self.view.status(), "audit_chain": self.view.chain()})
+        return _json({**await self.view.status(), "audit_chain": await self._chain()})
 
 
 def build_console(settings: ConsoleSettings, ctx: WebRouteContext) -> Console:
@@ -774,7 +779,8 @@ def _safe(exc: BaseException) -> str:
 
 
 async def _in_thread(function: Callable[..., Any], *args: Any) -> Any:
-    """A memory-hard hash takes tens of milliseconds: off the event loop, so other requests go on."""
+    """Work that takes milliseconds or more (a memory-hard hash, reading the audit file): off the event loop,
+    so MCP requests go on meanwhile."""
     import anyio.to_thread
 
     return await anyio.to_thread.run_sync(function, *args)

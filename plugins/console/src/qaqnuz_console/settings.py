@@ -184,7 +184,7 @@ def _oidc(
             problems.append(f"{where} default_role: {parsed}")
         else:
             default = parsed
-    if not roles and default is None:
+    if not settings.roles and settings.default_role is None:
         problems.append(f"{where} roles: map at least one group to a console role (or set default_role)")
     secret = None
     if settings.client_secret is not None:
