@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -125,6 +125,28 @@ class CommandContext:
     @staticmethod
     def setup_logging(level: str = "info") -> None:
         setup_logging(level)
+
+    # A plugin's command prints the way the built-in ones do (it may not import `qaqnuz.commands`).
+    @staticmethod
+    def config_option(parser: argparse.ArgumentParser) -> None:
+        """Add `--config` (for a command's `arguments`)."""
+        from qaqnuz.commands._common import with_config
+
+        with_config(parser)
+
+    @staticmethod
+    def table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
+        """Plain aligned columns, as `qaqnuz keys list` prints them."""
+        from qaqnuz.commands._common import table
+
+        return table(rows, header)
+
+    @staticmethod
+    def when(value: float | None) -> str:
+        """A time as the built-in commands print it (UTC, `-` for none)."""
+        from qaqnuz.commands._common import ts
+
+        return ts(value)
 
 
 async def _call(main: Callable[[], Awaitable[T]]) -> T:

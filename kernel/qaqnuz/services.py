@@ -330,8 +330,8 @@ class KeyService:
         return attrs.evolve(record, scopes=checked)
 
 
-class ApprovalService:
-    """List, show and decide approval requests (the built-in queue's human side)."""
+class _StoreService:
+    """A service over the store that checks against the config in force and audits what it does."""
 
     def __init__(
         self, *, config: Callable[[], Config], store: Store, audit: Auditor, clock: Callable[[], float]
@@ -342,7 +342,11 @@ class ApprovalService:
         self.clock = clock
 
     def __repr__(self) -> str:
-        return "ApprovalService()"
+        return f"{type(self).__name__}()"
+
+
+class ApprovalService(_StoreService):
+    """List, show and decide approval requests (the built-in queue's human side)."""
 
     async def list(self, brand: str | None = None) -> list[ApprovalRequest]:
         """Pending and approved-but-unused requests (expired ones are marked first, their arguments gone)."""
@@ -392,20 +396,9 @@ class ApprovalService:
 USER_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}")
 
 
-class ConsoleUserService:
+class ConsoleUserService(_StoreService):
     """Who may sign in to the console, with which role and for which brand. The console hashes passwords
     (a memory-hard KDF); this service only checks names, roles and brands against the config and stores."""
-
-    def __init__(
-        self, *, config: Callable[[], Config], store: Store, audit: Auditor, clock: Callable[[], float]
-    ) -> None:
-        self._config = config
-        self.store = store
-        self.audit = audit
-        self.clock = clock
-
-    def __repr__(self) -> str:
-        return "ConsoleUserService()"
 
     def check(self, name: str, role: str, brand: str | None) -> None:
         """Raise `UsageError` unless `name`, `role` and `brand` make a valid user for the current config."""

@@ -17,8 +17,6 @@ import getpass
 import json
 import os
 import sys
-import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,17 +36,9 @@ EPILOG = (
 
 # -- small helpers -----------------------------------------------------------------------------------------
 def _with_config(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", help="config file (default: $QAQNUZ_CONFIG, then ./qaqnuz.toml)")
+    from qaqnuz import CommandContext
 
-
-def _ts(value: float | None) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%SZ", time.gmtime(value)) if value else "-"
-
-
-def _table(rows: Sequence[Sequence[object]], header: Sequence[str]) -> str:
-    cells = [[str(c) for c in row] for row in [header, *rows]]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+    CommandContext.config_option(parser)
 
 
 def _shown(name: str) -> str:
@@ -174,10 +164,10 @@ def list_users(args: argparse.Namespace, ctx: CommandContext) -> int:
         ctx.out(json.dumps([u.public() for u in users]))
         return 0
     rows = [
-        [u.name, u.role, u.brand or "-", "password" if u.password_hash is not None else "oidc", _ts(u.created_at)]
+        [u.name, u.role, u.brand or "-", "password" if u.password_hash is not None else "oidc", ctx.when(u.created_at)]
         for u in users
     ]
-    ctx.out(_table(rows, ["NAME", "ROLE", "BRAND", "SIGN-IN", "CREATED"]))
+    ctx.out(ctx.table(rows, ["NAME", "ROLE", "BRAND", "SIGN-IN", "CREATED"]))
     return 0
 
 
