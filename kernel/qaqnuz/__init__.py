@@ -78,7 +78,7 @@ from qaqnuz.records import (
     WebRoute,
 )
 from qaqnuz.secrets import Secret, SecretRef
-from qaqnuz.services import approval_view
+from qaqnuz.services import USER_NAME_RE, approval_view
 from qaqnuz.store import (
     APPROVAL_COLUMNS,
     CONSOLE_ROLES,
@@ -142,6 +142,7 @@ __all__ = [
     "CONSOLE_USER_COLUMNS",
     "KEY_COLUMNS",
     "MODERN_PROTOCOL",
+    "USER_NAME_RE",
     "Admission",
     "ApprovalCall",
     "ApprovalNotFound",

@@ -430,7 +430,8 @@ class ConsoleUserService(_StoreService):
         """Create a user (or, with `replace`, set its role, brand and password, ending its sessions)."""
         self.check(name, role, brand)
         now = self.clock()
-        user = ConsoleUser(name, role, brand, password_hash, now, sessions_after=now if replace else 0.0)
+        # A new user of a name that existed before must not inherit its sessions: none issued until now count.
+        user = ConsoleUser(name, role, brand, password_hash, now, sessions_after=now)
         if replace:  # a changed user keeps when it was made; its sessions end
             existing = await self.store.get_console_user(name)
             if existing is not None:

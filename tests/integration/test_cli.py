@@ -321,13 +321,17 @@ COMMANDS = [
     ["audit", "verify"],
     ["store", "migrate"],
     ["slack", "manifest"],
+    ["console", "users", "add"],
+    ["console", "users", "list"],
+    ["console", "users", "remove"],
+    ["console", "users", "passwd"],
 ]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=[" ".join(c) for c in COMMANDS])
 def test_every_command_has_help(tmp_path, command):
     env = server_env(tmp_path / "absent.toml", None)
-    env["QAQNUZ_PLUGINS"] += ",slack"  # a plugin's command, loaded as an installed plugin would be
+    env["QAQNUZ_PLUGINS"] += ",slack,console"  # plugins' commands, loaded as installed plugins would be
     result = qaqnuz(*command, "--help", env=env, cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith(f"usage: qaqnuz {' '.join(command)} ")

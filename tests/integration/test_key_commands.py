@@ -136,6 +136,8 @@ def test_no_command_ever_prints_a_key_except_where_it_is_minted_or_rotated(cfg: 
     second = json.loads(rotated.stdout)["key"]
     assert minted.stderr.count(first) == 0 and rotated.stderr.count(second) == 0
     secrets = (first, second, first[-20:], second[-20:])
+    key_file = cfg.parent / "a-key-as-a-password"
+    key_file.write_text(second + "\n")
     commands = _commands()
     by_name = {" ".join(c): c for c in commands}
     plans = {
@@ -160,12 +162,22 @@ def test_no_command_ever_prints_a_key_except_where_it_is_minted_or_rotated(cfg: 
             ["slack", "manifest", "--url", "https://mcp.example.com"],
             ["slack", "manifest", "--url", first],
         ],
+        "console users add": [
+            ["console", "users", "add", first, "--role", "admin", "--password-file", str(key_file)],
+            ["console", "users", "add", "ann", "--role", "admin", "--password-file", str(key_file)],
+            ["console", "users", "add", "ann", "--role", "brand-admin", "--brand", second, "--oidc-only"],
+        ],
+        "console users list": [["console", "users", "list"], ["console", "users", "list", "--json"]],
+        "console users remove": [["console", "users", "remove", first]],
+        "console users passwd": [["console", "users", "passwd", second, "--password-file", str(key_file)]],
     }
     assert set(by_name) <= set(plans), f"a command is not covered here: {set(by_name) - set(plans)}"
     seen = []
     for name in by_name:
         for args in plans[name]:
-            result = run(cfg, *args, env={**server_env(cfg, None), "QAQNUZ_CONFIG": str(cfg)})
+            env = {**server_env(cfg, None), "QAQNUZ_CONFIG": str(cfg)}
+            env["QAQNUZ_PLUGINS"] += ",slack,console"  # plugins' commands run as installed plugins' would
+            result = run(cfg, *args, env=env)
             seen.append(name)
             for secret in secrets:
                 assert secret not in result.stdout and secret not in result.stderr, (args, result.stderr)

@@ -172,6 +172,8 @@ class FakeIdP:
             "auth_time": now,
             **self.claims,
         }
+        if "email" in self.claims:  # as real providers do when they checked the address
+            claims.setdefault("email_verified", True)
         nonce = self.nonce if self.nonce is not None else code.nonce
         if nonce is not None:
             claims["nonce"] = nonce

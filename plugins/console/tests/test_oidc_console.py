@@ -135,3 +135,22 @@ def test_the_callback_without_a_sign_in_under_way_is_refused(
     with httpx.Client(base_url=server.base, follow_redirects=False, timeout=10) as http:
         answer = http.get("/console/oidc/callback?code=abc&state=def")
         assert answer.status_code == 400 and "not started here" in answer.text
+
+
+def test_an_unverified_email_names_nobody(console_server: Any, idp: FakeIdP, secret_file: None) -> None:
+    idp.claims = {"sub": "u-3", "email": "ada@example.com", "email_verified": False, "groups": ["qaqnuz-admins"]}
+    server = start(console_server, idp)
+    with httpx.Client(base_url=server.base, follow_redirects=False, timeout=10) as http:
+        answer = sign_in(server, http)
+        assert answer.status_code == 401 and "email_verified" in answer.text
+        assert http.get("/console/api/me").status_code == 401
+
+
+def test_single_sign_on_never_takes_over_a_local_account(console_server: Any, idp: FakeIdP, secret_file: None) -> None:
+    server = start(console_server, idp)
+    local = server.add_user("ada@example.com", "admin")
+    with httpx.Client(base_url=server.base, follow_redirects=False, timeout=10) as http:
+        answer = sign_in(server, http)
+        assert answer.status_code == 401 and "a local account has this name" in answer.text
+        assert http.get("/console/api/me").status_code == 401
+    assert server.run(server.kernel.admin.users.get("ada@example.com")) == local  # role and password kept

@@ -266,3 +266,66 @@ def test_no_key_password_or_session_id_in_any_log(console_server: Any, caplog: p
         assert secret and secret not in text
     if pre:
         assert pre not in text
+
+
+def test_a_burst_of_guesses_sent_at_once_is_throttled_too(console_server: Any) -> None:
+    import concurrent.futures
+
+    server = console_server(console_config("login_attempts = 3\nsource_attempts = 50"))
+    server.add_user("alice", "admin")
+    with client(server) as http:
+        csrf = login_form(http)
+        cookies = dict(http.cookies.items())
+
+    def guess(_: int) -> int:
+        with client(server) as one:
+            for name, value in cookies.items():
+                one.cookies.set(name, value, path="/console")
+            form = {"name": "alice", "password": "not the password!", "csrf": csrf}
+            return one.post("/console/login", data=form, headers={"origin": server.base}).status_code
+
+    with concurrent.futures.ThreadPoolExecutor(12) as pool:
+        answers = list(pool.map(guess, range(12)))
+    assert answers.count(401) == 3 and answers.count(429) == 9  # only 3 passwords were ever checked
+
+
+def test_a_removed_user_added_again_does_not_get_old_sessions_back(console_server: Any) -> None:
+    server = console_server()
+    server.add_user("bob", "admin")
+    with client(server) as http:
+        sign_in(http, server, "bob")
+        assert http.get("/console/api/me").status_code == 200
+        server.run(server.kernel.admin.users.remove("bob"))
+        assert http.get("/console/api/me").status_code == 401
+        server.add_user("bob", "auditor", password="a brand new password")
+        assert http.get("/console/api/me").status_code == 401
+
+
+def test_a_key_or_password_typed_as_the_name_is_never_written_down(
+    console_server: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = console_server()
+    key = server.mint("laptop")
+    with client(server) as http:
+        for typed in (key, "my secret password with spaces"):
+            assert sign_in(http, server, typed, "whatever it is").status_code == 401
+    written = server_logs(caplog) + (server.folder / "qaqnuz-audit.jsonl").read_text()
+    assert key not in written and "my secret password" not in written
+    assert written.count('"user":"(withheld)"') == 2
+
+
+def test_behind_a_trusted_proxy_sign_ins_are_counted_per_real_client(console_server: Any) -> None:
+    server = console_server(
+        console_config("login_attempts = 2\nsource_attempts = 2", 'trusted_proxies = ["127.0.0.1"]')
+    )
+    server.add_user("alice", "admin")
+    with client(server) as http:
+        http.headers["x-forwarded-for"] = "203.0.113.9"
+        for _ in range(2):
+            assert sign_in(http, server, "mallory", "not the password!").status_code == 401
+        assert sign_in(http, server, "alice").status_code == 429  # this client's source limit
+        http.headers["x-forwarded-for"] = "203.0.113.10"  # another person behind the same proxy
+        assert sign_in(http, server, "alice").status_code == 303
+    audit = (server.folder / "qaqnuz-audit.jsonl").read_text()
+    assert '"source":"203.0.113.9"' in audit and '"source":"203.0.113.10"' in audit

@@ -234,3 +234,26 @@ def test_only_a_same_origin_referrer_policy_a_route_chose_is_kept() -> None:
         assert policy((b"Referrer-Policy", weaker)) == b"no-referrer"
     headers = secure_headers([(b"referrer-policy", b"same-origin"), (b"referrer-policy", b"unsafe-url")])
     assert [v for k, v in headers if k == b"referrer-policy"] == [b"no-referrer"]
+
+
+@pytest.mark.parametrize("trusted", [False, True])
+def test_behind_a_trusted_proxy_each_client_is_throttled_by_its_own_address(http_server, trusted):
+    server = http_server(auth_failures_per_minute=3, **({"trusted_proxies": ["127.0.0.0/8"]} if trusted else {}))
+    bad = {"Authorization": f"Bearer {new_key('qx_live_').raw}"}
+    guesser = {**bad, "X-Forwarded-For": "198.51.100.7, 203.0.113.9"}  # the proxy saw 203.0.113.9
+    for _ in range(3):
+        assert post(server.url, guesser).status_code == 401
+    assert post(server.url, guesser).status_code == 429
+    # Another client behind the same proxy: its own address when the proxy is trusted; otherwise every
+    # request is the proxy's, and the header (anyone can send it) is believed about nothing.
+    other = post(server.url, {**bad, "X-Forwarded-For": "203.0.113.10"})
+    assert other.status_code == (401 if trusted else 429)
+    spoofed = post(server.url, {**bad, "X-Forwarded-For": "127.0.0.1, 203.0.113.9"})
+    assert spoofed.status_code == 429  # a trusted hop in the chain does not hide the client behind it
+
+
+def test_trusted_proxies_must_be_addresses_or_networks():
+    from qaqnuz_http.settings import HttpSettings, check
+
+    with pytest.raises(ConfigError, match="trusted_proxies: 'proxy.local' is not an IP address"):
+        check(HttpSettings(trusted_proxies=["10.0.0.0/8", "proxy.local"]))

@@ -19,6 +19,7 @@ from importlib import resources
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+import anyio
 import msgspec
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.applications import Starlette
@@ -27,6 +28,7 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from starlette.routing import Route
 
 from qaqnuz import (
+    USER_NAME_RE,
     CallQuery,
     ConsoleUser,
     UsageError,
@@ -59,6 +61,8 @@ LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1", "[::1]")
 PAGE_SIZE = 50
 #: What a refused sign-in says, whatever the reason: no hint whether the name exists.
 SIGN_IN_REFUSED = "That name and password do not match an account that may sign in."
+#: Password checks run at once (each a memory-hard hash); more wait their turn.
+HASHES_AT_ONCE = 4
 
 Handler = Callable[[Request, Viewer], Awaitable[Response]]
 
@@ -92,6 +96,8 @@ class Console:
         self.throttle = Throttle(
             per_pair=options.login_attempts, per_source=options.source_attempts, window=options.login_window
         )
+        # Each password check holds 64 MiB for about a tenth of a second: a few at a time, whatever arrives.
+        self._hashing = anyio.Semaphore(HASHES_AT_ONCE)
         self.oidc: Any = None
         if options.oidc is not None:
             from qaqnuz_console.oidc import OidcClient
@@ -287,6 +293,8 @@ class Console:
         return None
 
     def _refresh(self, response: Response, request: Request, viewer: Viewer) -> None:
+        if any(v.startswith(f"{SESSION_COOKIE}=") for k, v in response.headers.items() if k == "set-cookie"):
+            return  # the handler set or cleared the session itself (signing out)
         now = self.clock()
         touched = self.sessions.touched(viewer.session, now)
         if touched is not None:
@@ -331,34 +339,36 @@ class Console:
             return self._login_page(request, 403, error="Password sign-in is turned off; use single sign-on.")
         if not name or not password:
             return self._login_page(request, 400, error="Give your user name and password.", name=name[:128])
+        shown = _name_shown(name)
         wait = self.throttle.wait(name, source, now)
         if wait:
-            self.audit(step="console", outcome="sign_in_throttled", user=name[:128], source=source)
-            self.log.warning("console: sign-in for %r from %s throttled for %d s", name[:128], source, wait)
+            self.audit(step="console", outcome="sign_in_throttled", user=shown, source=source)
+            self.log.warning("console: sign-in for %r from %s throttled for %d s", shown, source, wait)
             response = self._login_page(
                 request, 429, name=name[:128],
                 error=f"Too many failed sign-ins for this name from your address. Try again in {wait} s.",
             )  # fmt: skip
             response.headers["retry-after"] = str(wait)
             return response
+        self.throttle.begin(name, source, now)  # counted as failed until the password proves right
         from qaqnuz_console.passwords import verify_password
 
         user = await self.users.get(name)
         if looks_like_key(password):  # an MCP key is never a console credential: refused unchecked
-            self.log.warning("console: an MCP key was offered as the password of %r; refused", name[:128])
+            self.log.warning("console: an MCP key was offered as the password of %r; refused", shown)
             ok = False
         else:
-            ok = await _in_thread(verify_password, user.password_hash if user else None, password)
+            async with self._hashing:
+                ok = await _in_thread(verify_password, user.password_hash if user else None, password)
         if not ok or user is None or not _role_ok(user, self.view.brands()):
-            self.throttle.failed(name, source, now)
-            self.audit(step="console", outcome="sign_in_refused", user=name[:128], source=source, method="password")
-            self.log.info("console: sign-in refused for %r from %s", name[:128], source)
+            self.audit(step="console", outcome="sign_in_refused", user=shown, source=source, method="password")
+            self.log.info("console: sign-in refused for %r from %s", shown, source)
             return self._login_page(request, 401, error=SIGN_IN_REFUSED, name=name[:128])
-        self.throttle.succeeded(name, source)
+        self.throttle.forgive(name, source, now)
         return self._signed_in(request, user, "password", _next_path(str(form.get("next") or "")))
 
     def _signed_in(self, request: Request, user: ConsoleUser, method: str, next_path: str) -> Response:
-        now = self.clock()
+        now = max(self.clock(), user.sessions_after + 0.001)  # issued after any sessions end the user had
         session = self.sessions.new(user.name, now)
         self.audit(step="console", outcome="signed_in", user=user.name, role=user.role, brand=user.brand,
                    source=self._source(request), method=method)  # fmt: skip
@@ -429,13 +439,18 @@ class Console:
         except UsageError as exc:
             return self._login_page(request, 401, error=f"Single sign-on refused: {exc}")
         stored = await self.users.get(user.name)
+        if stored is not None and stored.password_hash is not None:
+            # A local account of the same name is not the provider's to take over (nor to sign in as).
+            self.audit(step="console", outcome="sign_in_refused", user=user.name, source=source, method="oidc",
+                       reason="a local account has this name")  # fmt: skip
+            self.log.warning("console: single sign-on as %r refused: a local account has that name", user.name)
+            message = "Single sign-on refused: a local account has this name; sign in with its password."
+            return self._login_page(request, 401, error=message)
         if stored is None or (stored.role, stored.brand) != (user.role, user.brand):
             # Remembered so that a session can be checked on every request (and ended by signing out);
             # the provider's claims decide the role at each sign-in.
             stored = await self.users.add(user.name, role=user.role, brand=user.brand, password_hash=None,
                                           replace=stored is not None, actor="oidc")  # fmt: skip
-        elif stored.password_hash is not None:
-            pass  # a local user of the same name keeps their password too
         return self._signed_in(request, stored, "oidc", f"{BASE}/keys")
 
     def _redirect_uri(self, request: Request) -> str:
@@ -771,6 +786,14 @@ def _moment(text: str, field: str) -> float | None:
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.UTC)
     return parsed.timestamp()
+
+
+def _name_shown(name: str) -> str:
+    """A typed user name as the log and the audit file may hold it: one that could be a user's, else withheld
+    (a key or a password pasted into the wrong field must not be written down)."""
+    if USER_NAME_RE.fullmatch(name) and not looks_like_key(name):
+        return name
+    return "(withheld)"
 
 
 def _safe(exc: BaseException) -> str:

@@ -320,6 +320,12 @@ class OidcClient:
         username = claims.get(options.username_claim)
         if not isinstance(username, str) or not username.strip():
             raise OidcError(f"the ID token has no {options.username_claim!r} claim to name you by")
+        if options.username_claim == "email" and claims.get("email_verified") is not True:
+            # An address the provider did not verify may be anyone's, a console admin's included.
+            raise OidcError(
+                "the identity provider has not verified the e-mail address that names you (email_verified); "
+                "verify it there, or set username_claim to a claim the provider controls"
+            )
         raw = claims.get(options.groups_claim)
         if raw is None:
             groups: frozenset[str] = frozenset()

@@ -28,6 +28,7 @@ from qaqnuz_http.guard import (
     SCOPE_PRINCIPAL,
     SCOPE_QUERY_TOKEN,
     BodyLimit,
+    ClientAddress,
     FailureLimit,
     Front,
     Guard,
@@ -119,6 +120,7 @@ def build_app(host: Host, settings: HttpSettings, limits: Limits) -> Built:
     sse = SseServerTransport(MESSAGES_PATH, security_settings=security, max_request_body_size=settings.max_body_bytes)
 
     failures = FailureLimit(settings.auth_failures_per_minute) if settings.auth_failures_per_minute else None
+    client_address = ClientAddress(settings.trusted_proxies) if settings.trusted_proxies else None
 
     fast = FastPath(host, session_manager) if settings.fast_path else None
 
@@ -189,6 +191,7 @@ def build_app(host: Host, settings: HttpSettings, limits: Limits) -> Built:
         allowed_origins=expand(settings.allowed_origins),
         allowed_hosts=expand(settings.allowed_hosts),
         direct_posts={"/mcp": mcp_endpoint, "/mcp/v1": mcp_endpoint},
+        client_address=client_address,
     )
     direct = None
     if fast is not None:
@@ -204,5 +207,6 @@ def build_app(host: Host, settings: HttpSettings, limits: Limits) -> Built:
             request_timeout=limits.request_timeout,
             tracker=tracker,
             failure_limit=failures,
+            client_address=client_address,
         )
     return Built(front, binding, session_manager, tracker, fast, direct)

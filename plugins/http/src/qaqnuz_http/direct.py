@@ -38,7 +38,15 @@ from starlette.types import Message, Scope
 from qaqnuz import Host, Principal
 from qaqnuz_http.coalesce import held_writes_protocol
 from qaqnuz_http.fastpath import FastPath
-from qaqnuz_http.guard import FailureLimit, Tracker, access_log, authenticate, host_allowed, secure_headers
+from qaqnuz_http.guard import (
+    ClientAddress,
+    FailureLimit,
+    Tracker,
+    access_log,
+    authenticate,
+    host_allowed,
+    secure_headers,
+)
 from qaqnuz_http.scopeheaders import headers_of
 
 log = logging.getLogger("qaqnuz.http")
@@ -69,7 +77,9 @@ class DirectAnswers:
         request_timeout: float,
         tracker: Tracker,
         failure_limit: FailureLimit | None,
+        client_address: ClientAddress | None = None,
     ) -> None:
+        self.client_address = client_address
         self.host = host
         self.fast = fast
         self.paths = paths
@@ -108,6 +118,9 @@ class DirectAnswers:
 
         async def collect(message: Message) -> None:
             collected.append(message)
+
+        if self.client_address is not None:
+            self.client_address.rewrite(scope)
 
         authenticated = await authenticate(
             scope, collect, host=self.host, query_token=self.query_token, failure_limit=self.failure_limit

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import ipaddress
 import json
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import parse_qsl, urlencode
 
@@ -164,6 +165,42 @@ class FailureLimit:
         log_.append(now)
 
 
+class ClientAddress:
+    """Behind a reverse proxy every connection comes from the proxy: with `trusted_proxies` set, a request
+    whose peer is one of them is taken to come from the right-most address in `X-Forwarded-For` that is not
+    itself a trusted proxy (the one the nearest trusted proxy saw). A peer that is not trusted is believed
+    about nothing, so a client cannot choose its own address by sending the header. The auth-failure and
+    sign-in throttles, the audit log and the access log then see the real client."""
+
+    def __init__(self, trusted: Sequence[str]) -> None:
+        self.trusted = tuple(ipaddress.ip_network(t, strict=False) for t in trusted)
+
+    def _is_trusted(self, address: str) -> bool:
+        try:
+            ip = ipaddress.ip_address(address.strip().strip("[]"))
+        except ValueError:
+            return False
+        return any(ip in network for network in self.trusted)
+
+    def rewrite(self, scope: Scope) -> None:
+        client = scope.get("client")
+        if not client or not self._is_trusted(str(client[0])):
+            return
+        forwarded = _header(scope, b"x-forwarded-for")
+        if not forwarded:
+            return
+        hops = [h.strip() for value in forwarded for h in value.split(",") if h.strip()]
+        for hop in reversed(hops):
+            if self._is_trusted(hop):
+                continue
+            try:
+                address = str(ipaddress.ip_address(hop.strip("[]")))
+            except ValueError:
+                return  # a garbled chain: keep the proxy's own address rather than guess
+            scope["client"] = (address, 0)
+            return
+
+
 class Front:
     """Every HTTP request: take `token` out of the query, add no-store headers, log one redacted line."""
 
@@ -175,8 +212,10 @@ class Front:
         allowed_origins: list[str],
         allowed_hosts: list[str],
         direct_posts: dict[str, ASGIApp] | None = None,
+        client_address: ClientAddress | None = None,
     ) -> None:
         self.app = app
+        self.client_address = client_address
         self.direct_posts = direct_posts or {}  # POSTs to these paths skip the router (the MCP endpoints)
         self.access_log_on = access_log_on
         self.allowed_origins = allowed_origins
@@ -188,6 +227,8 @@ class Front:
             return
         scope = dict(scope)
         _strip_query_token(scope)
+        if self.client_address is not None:
+            self.client_address.rewrite(scope)
         info: dict[str, Any] = {}
         scope[SCOPE_LOG] = info
         started = time.monotonic()

@@ -29,6 +29,7 @@ class HttpSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     metrics: bool = True
     access_log: bool = True
     fast_path: bool = True
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
 
 
 class Limits(msgspec.Struct, frozen=True):
@@ -69,6 +70,13 @@ def check(settings: HttpSettings) -> Limits:
         problems.append(f"{where} max_sessions: must be at least 1")
     if not settings.host:
         problems.append(f"{where} host: must not be empty")
+    for proxy in settings.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            problems.append(
+                f"{where} trusted_proxies: {proxy!r} is not an IP address or network (e.g. 10.0.0.5 or 10.0.0.0/24)"
+            )
     for name in ("allowed_hosts", "allowed_origins"):
         values = getattr(settings, name)
         if not values:
