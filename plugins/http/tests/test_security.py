@@ -255,5 +255,5 @@ def test_behind_a_trusted_proxy_each_client_is_throttled_by_its_own_address(http
 def test_trusted_proxies_must_be_addresses_or_networks():
     from qaqnuz_http.settings import HttpSettings, check
 
-    with pytest.raises(ConfigError, match="trusted_proxies: 'proxy.local' is not an IP address"):
+    with pytest.raises(ConfigError, match=r"trusted_proxies: 'proxy\.local' is not an IP address"):
         check(HttpSettings(trusted_proxies=["10.0.0.0/8", "proxy.local"]))
