@@ -454,6 +454,11 @@ class ConsoleUserService(_StoreService):
             self.audit.record(step="console_user", outcome="removed", user=name, actor=actor)
         return removed
 
+    async def rehashed(self, user: ConsoleUser, password_hash: str) -> None:
+        """The same password under stronger KDF parameters: its sessions stay (nothing about who may sign in
+        changed), and nothing is audited."""
+        await self.store.put_console_user(attrs.evolve(user, password_hash=password_hash), replace=True)
+
     async def end_sessions(self, name: str) -> None:
         """Every session of `name` issued until now stops being honoured (sign-out everywhere)."""
         user = await self.store.get_console_user(name)

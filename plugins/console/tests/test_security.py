@@ -329,3 +329,17 @@ def test_behind_a_trusted_proxy_sign_ins_are_counted_per_real_client(console_ser
         assert sign_in(http, server, "alice").status_code == 303
     audit = (server.folder / "qaqnuz-audit.jsonl").read_text()
     assert '"source":"203.0.113.9"' in audit and '"source":"203.0.113.10"' in audit
+
+
+def test_a_weak_hash_is_upgraded_at_sign_in_and_the_session_stays(console_server: Any) -> None:
+    server = console_server()
+    server.add_user("alice", "admin")  # made with the tests' cheap parameters
+    before = server.run(server.kernel.admin.users.get("alice"))
+    assert "m=1024" in before.password_hash
+    with client(server) as http:
+        assert sign_in(http, server, "alice").status_code == 303
+        after = server.run(server.kernel.admin.users.get("alice"))
+        assert "m=65536" in after.password_hash and after.sessions_after == before.sessions_after
+        assert http.get("/console/api/me").status_code == 200
+    with client(server) as again:
+        assert sign_in(again, server, "alice").status_code == 303  # the same password, the new hash

@@ -365,7 +365,22 @@ class Console:
             self.log.info("console: sign-in refused for %r from %s", shown, source)
             return self._login_page(request, 401, error=SIGN_IN_REFUSED, name=name[:128])
         self.throttle.forgive(name, source, now)
+        await self._rehash_if_weak(user, password)
         return self._signed_in(request, user, "password", _next_path(str(form.get("next") or "")))
+
+    async def _rehash_if_weak(self, user: ConsoleUser, password: str) -> None:
+        """A hash made under weaker parameters than today's is replaced now, while the password is at hand."""
+        from qaqnuz_console.passwords import hash_password, needs_rehash
+
+        if user.password_hash is None or not needs_rehash(user.password_hash):
+            return
+        try:
+            async with self._hashing:
+                stronger = await _in_thread(hash_password, password)
+            await self.users.rehashed(user, stronger)
+            self.log.info("console: %s's password hash was upgraded to the current parameters", user.name)
+        except Exception as exc:  # the sign-in itself succeeded; the old hash still works
+            self.log.warning("console: upgrading %s's password hash failed (%s)", user.name, type(exc).__name__)
 
     def _signed_in(self, request: Request, user: ConsoleUser, method: str, next_path: str) -> Response:
         now = max(self.clock(), user.sessions_after + 0.001)  # issued after any sessions end the user had
