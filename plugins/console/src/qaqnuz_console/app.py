@@ -487,7 +487,10 @@ class Console:
                 raise ConsoleError(f"No brand {wanted!r} that you may see.", 404, "brand")
             return wanted
         if not brands:
-            raise ConsoleError("No brand is configured that you may see.", 404)
+            raise ConsoleError(
+                "No brand is configured that you may see: brands are defined under [brands.<name>] in the config file.",
+                404,
+            )
         return brands[0]
 
     async def _keys(self, brand: str) -> list[dict[str, Any]]:
