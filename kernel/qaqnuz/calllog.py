@@ -1,4 +1,5 @@
-"""Tool calls read back from the audit file, newest first, for people (the console's Calls page).
+"""Tool calls (or any records) read back from the audit file, newest first, for people: the console's Calls
+page and `qaqnuz audit search`.
 
 The audit file only grows, so a page is found by reading backwards from the end (or from a cursor, the
 byte offset where the previous page stopped) in blocks, keeping the call lines that match the filters. A
@@ -37,9 +38,11 @@ class CallQuery:
     before: int | None = None
     limit: int = 50
     max_scan: int = 32 << 20
+    #: Only tool calls (the console's Calls page); False: every record (`qaqnuz audit search`).
+    calls_only: bool = True
 
     def matches(self, record: dict[str, Any]) -> bool:
-        if "latency_ms" not in record or "tool" not in record:
+        if self.calls_only and ("latency_ms" not in record or "tool" not in record):
             return False  # not a tool call (a key minted, an approval decided, a refused credential)
         if self.brands is not None and record.get("brand") not in self.brands:
             return False
@@ -96,12 +99,19 @@ def read_calls(path: str | Path, query: CallQuery) -> CallPage:
                     continue
                 if query.since is not None and record["time"] < query.since:
                     return CallPage(found, None)  # the file is in time order: nothing older can match
-                found.append({name: record[name] for name in CALL_FIELDS if name in record})
+                found.append(_shown(record, query.calls_only))
                 if len(found) >= query.limit:
                     return CallPage(found, line_start if line_start > 0 else None)
             if scanned >= query.max_scan and position > 0:
                 return CallPage(found, position + len(tail) + 1, scanned_all=False)
     return CallPage(found, None)
+
+
+def _shown(record: dict[str, Any], calls_only: bool) -> dict[str, Any]:
+    """A call as the Calls page shows it, or a whole record without its chain fields."""
+    if calls_only:
+        return {name: record[name] for name in CALL_FIELDS if name in record}
+    return {k: v for k, v in record.items() if k not in ("prev", "hash")}
 
 
 def _record(line: bytes) -> dict[str, Any] | None:

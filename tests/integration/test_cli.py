@@ -319,6 +319,8 @@ COMMANDS = [
     ["plugins", "list"],
     ["config", "check"],
     ["audit", "verify"],
+    ["audit", "search"],
+    ["audit", "tail"],
     ["store", "migrate"],
     ["slack", "manifest"],
     ["console", "users", "add"],

@@ -157,6 +157,13 @@ def test_no_command_ever_prints_a_key_except_where_it_is_minted_or_rotated(cfg: 
         "plugins list": [["plugins", "list"], ["plugins", "list", "--json"]],
         "config check": [["config", "check"], ["config", "check", "--config", second]],
         "audit verify": [["audit", "verify"], ["audit", "verify", "--file", first]],
+        "audit search": [
+            ["audit", "search"],
+            ["audit", "search", "--json"],
+            ["audit", "search", "--key", first],
+            ["audit", "search", "--brand", second, "--tool", first],
+        ],
+        "audit tail": [["audit", "tail", "-n", "50"], ["audit", "tail", "--json", "--file", first]],
         "store migrate": [["store", "migrate"], ["store", "migrate", "--config", first]],
         "slack manifest": [
             ["slack", "manifest", "--url", "https://mcp.example.com"],

@@ -169,10 +169,16 @@ def test_settings_are_checked(http_server, tmp_path):
         server.kernel.transport("http", {"bogus": 1})
 
 
-def test_every_route_checks_the_host_header(server):
-    for path in ("/metrics", "/healthz", "/readyz", "/mcp", "/sse"):
+def test_every_route_but_the_probes_checks_the_host_header(server):
+    for path in ("/metrics", "/mcp", "/sse", "/messages/"):
         response = httpx2.get(f"{server.base}{path}", headers={"Host": "evil.example.com"})
         assert response.status_code == 421, path
+    # An orchestrator probes the pod's own address: the probes answer any Host, and say only ok/ready.
+    for host in ("10.1.2.3:8000", "evil.example.com"):
+        assert httpx2.get(f"{server.base}/healthz", headers={"Host": host}).json() == {"status": "ok"}
+        ready = httpx2.get(f"{server.base}/readyz", headers={"Host": host})
+        assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    assert httpx2.post(f"{server.base}/healthz", headers={"Host": "evil.example.com"}).status_code == 421
     assert httpx2.get(f"{server.base}/healthz").status_code == 200
 
 

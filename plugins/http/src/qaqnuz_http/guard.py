@@ -165,6 +165,10 @@ class FailureLimit:
         log_.append(now)
 
 
+#: Liveness and readiness: served whatever the Host header says.
+PROBE_PATHS = frozenset(("/healthz", "/readyz"))
+
+
 class ClientAddress:
     """Behind a reverse proxy every connection comes from the proxy: with `trusted_proxies` set, a request
     whose peer is one of them is taken to come from the right-most address in `X-Forwarded-For` that is not
@@ -242,10 +246,12 @@ class Front:
             await send(message)
 
         try:
-            # DNS rebinding: Host and Origin are checked on every route, /healthz and /metrics included.
+            # DNS rebinding: Host and Origin are checked on every route, /metrics and web routes included;
+            # the probes answer any Host (an orchestrator probes the pod's IP), and reveal nothing a page could use.
             hosts = _header(scope, b"host")
             origins = _header(scope, b"origin")
-            if len(hosts) != 1 or not host_allowed(hosts[0], self.allowed_hosts):
+            probe = scope["path"] in PROBE_PATHS and scope["method"] in ("GET", "HEAD")
+            if not probe and (len(hosts) != 1 or not host_allowed(hosts[0], self.allowed_hosts)):
                 await respond(send_wrapped, 421, b"Invalid Host header")
             elif origins and not host_allowed(origins[0], self.allowed_origins):
                 await respond(send_wrapped, 403, b"Invalid Origin header")
