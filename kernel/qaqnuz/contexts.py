@@ -163,7 +163,15 @@ class ApproverContext(Context):
 
 @attrs.frozen(kw_only=True)
 class TransportContext(Context):
-    """A transport's context: its location, logger and clock."""
+    """A transport's context: its location, logger and clock, and `secret(ref, where)` for a credential of its
+    settings (a metrics bearer token), masked in the logs once resolved."""
+
+    secrets: SecretResolver | None = attrs.field(repr=False, default=None)
+
+    def secret(self, ref: SecretRef, where: str) -> Secret:
+        if self.secrets is None:
+            return resolve(ref, where, self.base_dir)
+        return self.secrets(ref, where)
 
 
 @attrs.frozen(kw_only=True)

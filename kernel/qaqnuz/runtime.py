@@ -346,7 +346,11 @@ class Builder:
             raw,
             f"plugins.{name}",
             lambda section: TransportContext(
-                section=section, logger=self._logger(name), clock=self.clock, base_dir=config.base_dir
+                section=section,
+                logger=self._logger(name),
+                clock=self.clock,
+                base_dir=config.base_dir,
+                secrets=SecretResolver(config.base_dir, self.mask),
             ),
         )
         return instance

@@ -263,3 +263,44 @@ def test_trusted_proxies_must_be_addresses_or_networks():
 
     with pytest.raises(ConfigError, match=r"trusted_proxies: 'proxy\.local' is not an IP address"):
         check(HttpSettings(trusted_proxies=["10.0.0.0/8", "proxy.local"]))
+
+
+def test_metrics_can_require_a_bearer_token_and_a_source_network(http_server, monkeypatch, caplog):
+    import logging
+
+    token = "metrics-scrape-token-5b1f0c9e"
+    monkeypatch.setenv("QAQNUZ_TEST_METRICS_TOKEN", token)
+    caplog.set_level(logging.DEBUG)
+    server = http_server(metrics_auth={"token": {"env": "QAQNUZ_TEST_METRICS_TOKEN"}, "allow": ["127.0.0.1/32"]})
+    metrics = f"{server.base}/metrics"
+    missing = httpx2.get(metrics)
+    assert missing.status_code == 401 and missing.headers["www-authenticate"] == 'Bearer realm="metrics"'
+    assert httpx2.get(metrics, headers={"Authorization": "Bearer wrong"}).status_code == 401
+    scraped = httpx2.get(metrics, headers={"Authorization": f"Bearer {token}"})
+    assert scraped.status_code == 200 and "qaqnuz_tool_calls_total" in scraped.text
+    assert httpx2.get(f"{server.base}/healthz").status_code == 200  # the probes stay open
+    assert token not in "\n".join(r.getMessage() for r in caplog.records if r.name.startswith("qaqnuz"))
+
+
+def test_metrics_from_a_network_not_allowed_are_forbidden(http_server):
+    closed = http_server(metrics_auth={"allow": ["10.0.0.0/8"]})
+    assert httpx2.get(f"{closed.base}/metrics").status_code == 403
+    # Behind a trusted proxy, the scraper's own address decides.
+    proxied = http_server(metrics_auth={"allow": ["10.0.0.0/8"]}, trusted_proxies=["127.0.0.1"])
+    assert httpx2.get(f"{proxied.base}/metrics", headers={"X-Forwarded-For": "10.1.2.3"}).status_code == 200
+    assert httpx2.get(f"{proxied.base}/metrics", headers={"X-Forwarded-For": "192.0.2.1"}).status_code == 403
+
+
+def test_metrics_auth_is_checked_when_loaded():
+    from qaqnuz_http.settings import HttpSettings, MetricsAuth, check
+
+    with pytest.raises(ConfigError, match="give a token, an allow list of networks, or both"):
+        check(HttpSettings(metrics_auth=MetricsAuth()))
+    with pytest.raises(ConfigError, match=r"metrics_auth\.allow: 'office' is not an IP address"):
+        check(HttpSettings(metrics_auth=MetricsAuth(allow=["office"])))
+
+
+def test_an_unset_metrics_token_stops_the_start_naming_where(http_server, monkeypatch):
+    monkeypatch.delenv("QAQNUZ_TEST_METRICS_UNSET", raising=False)
+    with pytest.raises(ConfigError, match=r"metrics_auth\.token: environment variable QAQNUZ_TEST_METRICS_UNSET"):
+        http_server(metrics_auth={"token": {"env": "QAQNUZ_TEST_METRICS_UNSET"}})

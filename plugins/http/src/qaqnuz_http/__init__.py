@@ -22,7 +22,12 @@ __all__ = ["HttpSettings", "qaqnuz_transports"]
 def _factory(settings: HttpSettings, ctx: TransportContext) -> HttpTransport:
     from qaqnuz_http.transport import HttpTransport
 
-    return HttpTransport(settings, check(settings))
+    limits = check(settings)
+    auth = settings.metrics_auth
+    token = None
+    if auth is not None and auth.token is not None:
+        token = ctx.secret(auth.token, f"{ctx.where} metrics_auth.token").reveal().encode()
+    return HttpTransport(settings, limits, metrics_token=token)
 
 
 @hookimpl

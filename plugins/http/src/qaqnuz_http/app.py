@@ -4,6 +4,8 @@ the web routes plugins register (each behind its own authentication, never an MC
 from __future__ import annotations
 
 import contextlib
+import hmac
+import ipaddress
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
@@ -95,11 +97,35 @@ def _announce_with_token(send: Send, token: str) -> Send:
     return rewrite
 
 
+class MetricsGate:
+    """`metrics_auth`: the metric names reveal brands and tools, so a scrape may have to come from a listed
+    network (after `trusted_proxies`), carry the bearer token, or both. The token is compared in constant
+    time and never logged."""
+
+    def __init__(self, allow: list[str], token: bytes | None) -> None:
+        self.allow = tuple(ipaddress.ip_network(n, strict=False) for n in allow)
+        self.token = token
+
+    def refusal(self, request: Request) -> Response | None:
+        if self.allow:
+            try:
+                peer = ipaddress.ip_address((request.client.host if request.client else "").strip("[]"))
+            except ValueError:
+                peer = None
+            if peer is None or not any(peer in network for network in self.allow):
+                return JSONResponse({"error": "forbidden", "error_description": "not from an allowed network"}, 403)
+        if self.token is not None:
+            scheme, _, given = request.headers.get("authorization", "").partition(" ")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self.token):
+                return JSONResponse({"error": "invalid_token"}, 401, {"www-authenticate": 'Bearer realm="metrics"'})
+        return None
+
+
 #: Paths the transport serves itself; a web route may not be mounted on or under them.
 RESERVED_PATHS = ("/mcp", "/sse", "/messages", "/healthz", "/readyz", "/metrics")
 
 
-def build_app(host: Host, settings: HttpSettings, limits: Limits) -> Built:
+def build_app(host: Host, settings: HttpSettings, limits: Limits, *, metrics_token: bytes | None = None) -> Built:
     binding = qaqnuz.Binding(host, _credential, transport="http")
     tracker = Tracker()
     binding.server.middleware.append(tracker.middleware)
@@ -147,7 +173,12 @@ def build_app(host: Host, settings: HttpSettings, limits: Limits) -> Built:
         ready = all(checks.values()) and not tracker.draining
         return JSONResponse({"status": "ready" if ready else "not ready", "checks": checks}, 200 if ready else 503)
 
+    metrics_gate = MetricsGate(settings.metrics_auth.allow if settings.metrics_auth else [], metrics_token)
+
     async def metrics(request: Request) -> Response:
+        refusal = metrics_gate.refusal(request)
+        if refusal is not None:
+            return refusal
         return Response(generate_latest(host.metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
     routes: list[BaseRoute] = [

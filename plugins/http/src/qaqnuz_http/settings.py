@@ -6,10 +6,17 @@ import ipaddress
 
 import msgspec
 
-from qaqnuz import ConfigError, parse_positive_duration
+from qaqnuz import ConfigError, SecretRef, parse_positive_duration
 
 LOOPBACK_HOSTS = ["127.0.0.1:*", "localhost:*", "[::1]:*"]
 LOOPBACK_ORIGINS = ["http://127.0.0.1:*", "http://localhost:*", "http://[::1]:*"]
+
+
+class MetricsAuth(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Who may scrape `/metrics`: a bearer token (by reference), source networks, or both (both must hold)."""
+
+    token: SecretRef | None = None
+    allow: list[str] = msgspec.field(default_factory=list)
 
 
 class HttpSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
@@ -30,6 +37,7 @@ class HttpSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     access_log: bool = True
     fast_path: bool = True
     trusted_proxies: list[str] = msgspec.field(default_factory=list)
+    metrics_auth: MetricsAuth | None = None
 
 
 class Limits(msgspec.Struct, frozen=True):
@@ -70,6 +78,15 @@ def check(settings: HttpSettings) -> Limits:
         problems.append(f"{where} max_sessions: must be at least 1")
     if not settings.host:
         problems.append(f"{where} host: must not be empty")
+    auth = settings.metrics_auth
+    if auth is not None:
+        if auth.token is None and not auth.allow:
+            problems.append(f"{where} metrics_auth: give a token, an allow list of networks, or both")
+        for network in auth.allow:
+            try:
+                ipaddress.ip_network(network, strict=False)
+            except ValueError:
+                problems.append(f"{where} metrics_auth.allow: {network!r} is not an IP address or network")
     for proxy in settings.trusted_proxies:
         try:
             ipaddress.ip_network(proxy, strict=False)

@@ -34,9 +34,10 @@ class _Server(uvicorn.Server):
 
 
 class HttpTransport:
-    def __init__(self, settings: HttpSettings, limits: Limits) -> None:
+    def __init__(self, settings: HttpSettings, limits: Limits, *, metrics_token: bytes | None = None) -> None:
         self.settings = settings
         self.limits = limits
+        self._metrics_token = metrics_token
         self.server: _Server | None = None
         self.port: int | None = None  # the bound port (useful with port = 0)
         self.built: Built | None = None  # the running app (its binding, session manager and fast path)
@@ -76,7 +77,7 @@ class HttpTransport:
                 f"refusing to listen on {s.host}: the selected auth provider checks no credential and may only "
                 f"serve loopback addresses (127.0.0.1, ::1, localhost)"
             )
-        self.built = built = build_app(host, s, self.limits)
+        self.built = built = build_app(host, s, self.limits, metrics_token=self._metrics_token)
         host.hold_audit()  # every write below settles the held audit records first (HeldWrites)
         protocol = held_writes_protocol(host.settle_audit)  # a response's head and body in one write
         if built.direct is not None:
