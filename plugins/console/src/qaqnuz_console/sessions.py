@@ -15,7 +15,6 @@ import binascii
 import hashlib
 import hmac
 import secrets
-from dataclasses import dataclass
 
 import msgspec
 
@@ -27,30 +26,18 @@ PRE_COOKIE = "qaqnuz_console_pre"
 REFRESH_SECONDS = 60.0
 
 
-class _Session(msgspec.Struct, array_like=True, frozen=True):
+class Session(msgspec.Struct, array_like=True, frozen=True):
+    """What the session cookie carries (signed, encoded as it is)."""
+
     user: str
     issued: float
     seen: float
     nonce: str
 
 
-class _Pre(msgspec.Struct, array_like=True, frozen=True):
-    nonce: str
-    created: float
-    oidc: list[str] | None = None  # [state, nonce, verifier, created] of an OpenID Connect sign-in
-
-
-@dataclass(frozen=True)
-class Session:
-    user: str
-    issued: float
-    seen: float
-    nonce: str
-
-
-@dataclass(frozen=True)
-class Pre:
-    """Before sign-in: a nonce the sign-in form's CSRF token is bound to, and an OIDC sign-in under way."""
+class Pre(msgspec.Struct, array_like=True, frozen=True):
+    """Before sign-in: a nonce the sign-in form's CSRF token is bound to, and an OpenID Connect sign-in under
+    way as (state, nonce, verifier, begun)."""
 
     nonce: str
     created: float
@@ -108,8 +95,7 @@ class Sessions:
         return Session(user, now, now, secrets.token_urlsafe(24))
 
     def encode(self, session: Session) -> str:
-        payload = _Session(session.user, session.issued, session.seen, session.nonce)
-        return self._signer.sign(msgspec.msgpack.encode(payload))
+        return self._signer.sign(msgspec.msgpack.encode(session))
 
     def decode(self, value: str | None, now: float) -> Session | None:
         """The session in the cookie, or None: unsigned, edited, from another server, idle or too old."""
@@ -117,18 +103,18 @@ class Sessions:
         if payload is None:
             return None
         try:
-            raw = msgspec.msgpack.decode(payload, type=_Session)
+            session = msgspec.msgpack.decode(payload, type=Session)
         except msgspec.DecodeError:
             return None
-        if now - raw.seen > self.idle or now - raw.issued > self.absolute or raw.issued > now + 60:
+        if now - session.seen > self.idle or now - session.issued > self.absolute or session.issued > now + 60:
             return None
-        return Session(raw.user, raw.issued, raw.seen, raw.nonce)
+        return session
 
     def touched(self, session: Session, now: float) -> Session | None:
         """The session with `seen` moved to now, when it is time to re-issue the cookie (else None)."""
         if now - session.seen < REFRESH_SECONDS:
             return None
-        return Session(session.user, session.issued, now, session.nonce)
+        return msgspec.structs.replace(session, seen=now)
 
     def max_age(self, session: Session, now: float) -> int:
         """The cookie's lifetime: until the idle or the absolute expiry, whichever is first."""
@@ -139,21 +125,17 @@ class Sessions:
         return Pre(secrets.token_urlsafe(24), now, oidc)
 
     def encode_pre(self, pre: Pre) -> str:
-        oidc = None if pre.oidc is None else [pre.oidc[0], pre.oidc[1], pre.oidc[2], repr(pre.oidc[3])]
-        return self._signer.sign(b"pre" + msgspec.msgpack.encode(_Pre(pre.nonce, pre.created, oidc)))
+        return self._signer.sign(b"pre" + msgspec.msgpack.encode(pre))
 
     def decode_pre(self, value: str | None, now: float, max_age: float = 900.0) -> Pre | None:
         payload = self._signer.unsign(value)
         if payload is None or not payload.startswith(b"pre"):
             return None
         try:
-            raw = msgspec.msgpack.decode(payload[3:], type=_Pre)
-            oidc = None if raw.oidc is None else (raw.oidc[0], raw.oidc[1], raw.oidc[2], float(raw.oidc[3]))
-        except (msgspec.DecodeError, IndexError, ValueError):
+            pre = msgspec.msgpack.decode(payload[3:], type=Pre)
+        except msgspec.DecodeError:
             return None
-        if not 0 <= now - raw.created <= max_age:
-            return None
-        return Pre(raw.nonce, raw.created, oidc)
+        return pre if 0 <= now - pre.created <= max_age else None
 
     # -- CSRF --------------------------------------------------------------------------------------------
     def csrf(self, nonce: str) -> str:

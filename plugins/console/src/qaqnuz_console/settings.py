@@ -6,7 +6,7 @@ Every problem is reported at once, located with `ctx.where`. Durations are strin
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 import msgspec
@@ -93,7 +93,6 @@ class Options:
     login_window: float
     passwords: bool
     oidc: Oidc | None = None
-    brands: frozenset[str] = field(default_factory=frozenset)
 
 
 def role_spec(spec: str, brands: frozenset[str]) -> tuple[str, str | None] | str:
@@ -153,7 +152,6 @@ def load(settings: ConsoleSettings, ctx: WebRouteContext, brands: frozenset[str]
         login_window=window,
         passwords=settings.passwords,
         oidc=oidc,
-        brands=brands,
     )
 
 
