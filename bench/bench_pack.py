@@ -4,7 +4,8 @@ Loaded in-process as a module object by `bench/run.py`, and in `qaqnuz-mcp` and 
 as the module path `bench.bench_pack` (with the repository root on PYTHONPATH). Nothing here imports from
 tests/.
 
-Setting: `extra_tools = N` (default 0) adds `echo_1` .. `echo_N`, each with the same schema, scope and
+Settings: `write_tool = true` adds `echo_write`, the same echo declared a write (bench/audit_cost.py);
+`extra_tools = N` (default 0) adds `echo_1` .. `echo_N`, each with the same schema, scope and
 handler as `echo` (bench/http_load.py's scale rows; each still has to be made exposable to a brand). The tool
 list is built once, so a sync costs the pack nothing and what is measured is qaqnuz's own work.
 """
@@ -30,19 +31,23 @@ SCOPE = "echo.read"
 
 class BenchSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     extra_tools: int = 0
+    #: Also `echo_write`: the same echo declared as a write (so each call gets a write-ahead intent record).
+    write_tool: bool = False
 
 
 class BenchPack:
-    def __init__(self, extra_tools: int = 0) -> None:
+    def __init__(self, extra_tools: int = 0, write_tool: bool = False) -> None:
         self.tools = [self._tool("echo")] + [self._tool(f"echo_{i}") for i in range(1, extra_tools + 1)]
+        if write_tool:
+            self.tools.append(self._tool("echo_write", SideEffect.WRITE))
 
-    def _tool(self, name: str) -> Tool:
+    def _tool(self, name: str, side_effect: SideEffect = SideEffect.READ) -> Tool:
         return Tool(
             name=name,
             description="Echo the given text back.",
             input_schema=ECHO_INPUT_SCHEMA,
             scope=SCOPE,
-            side_effect=SideEffect.READ,
+            side_effect=side_effect,
             handler=self.echo,
         )
 
@@ -56,7 +61,7 @@ class BenchPack:
 def _factory(settings: BenchSettings, ctx: ToolPackContext) -> BenchPack:
     if settings.extra_tools < 0:
         raise ConfigError([f"{ctx.where} extra_tools: must be 0 or more"])
-    return BenchPack(settings.extra_tools)
+    return BenchPack(settings.extra_tools, settings.write_tool)
 
 
 @hookimpl

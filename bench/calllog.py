@@ -19,10 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from qaqnuz.audit import AuditLog, ChainCheck
+from qaqnuz.audit import AuditLog, ChainCheck, chain_key
 from qaqnuz.calllog import CallQuery, read_calls
 
 T0 = 1_800_000_000.0
+KEY = chain_key(b"bench" * 8)
 
 
 def main() -> None:
@@ -33,7 +34,7 @@ def main() -> None:
     results: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "audit.jsonl"
-        log = AuditLog(path)
+        log = AuditLog(path, KEY)
         batch = []
         for i in range(args.lines):
             batch.append({"time": T0 + i, "brand": "globex" if i % 10 == 0 else "acme", "key_id": "k1",
@@ -51,7 +52,7 @@ def main() -> None:
             started = time.perf_counter()
             read_calls(path, query)
             results[f"page_{name}_ms"] = round((time.perf_counter() - started) * 1000, 2)
-        check = ChainCheck(path)
+        check = ChainCheck(path, KEY)
         for name in ("chain_first_ms", "chain_again_ms"):
             started = time.perf_counter()
             check.check()

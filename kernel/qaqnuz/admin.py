@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import attrs
 
 from qaqnuz.assembly import build, build_selected
+from qaqnuz.audit import chain_key
 from qaqnuz.config import Config, store_credentials
 from qaqnuz.contexts import AuditSinkContext, SecretResolver, StoreContext
 from qaqnuz.errors import ConfigError, PluginError
@@ -90,8 +91,11 @@ def _unmasked(value: str) -> None:
     never logs its credential."""
 
 
-def build_audit_sinks(config: Config, plugins: Plugins, clock: Callable[[], float]) -> list[tuple[str, AuditSink]]:
+def build_audit_sinks(
+    config: Config, plugins: Plugins, clock: Callable[[], float], secret: bytes
+) -> list[tuple[str, AuditSink]]:
     """Every sink `[plugins] audit` names, in order; all problems reported together."""
+    key = chain_key(secret)
     problems: list[str] = []
     sinks: list[tuple[str, AuditSink]] = []
 
@@ -102,6 +106,8 @@ def build_audit_sinks(config: Config, plugins: Plugins, clock: Callable[[], floa
             clock=clock,
             base_dir=config.base_dir,
             audit_file=config.resolve(config.server.audit_file),
+            audit=config.audit,
+            chain_key=key,
         )
 
     for name in config.plugins.audit:
@@ -132,6 +138,8 @@ class Admin:
     users: ConsoleUserService
     #: Masks the store's credentials in a command's log lines (a kernel masks them with its own).
     redactor: Redactor | None = None
+    #: The audit chain's key (`qaqnuz.audit.chain_key`), for `audit verify`.
+    chain_key: bytes = attrs.field(repr=False, default=b"")
 
     @property
     def inline(self) -> bool:
@@ -139,6 +147,9 @@ class Admin:
         return getattr(self.store, "runs_inline", False) is True
 
     async def aclose(self) -> None:
+        self.audit.settle()
+        # what this process wrote is on disk and anchored before it goes
+        await self.audit.anchor(self.store, in_thread=not self.inline)
         self.audit.close()
         try:
             await self.store.aclose()
@@ -178,7 +189,7 @@ def open_admin(
     if config.store_secret is not None:  # a store URL given by reference holds a credential
         for value in store_credentials(config.store_secret.reveal()):
             mask(value)
-    audit = Auditor(build_audit_sinks(config, plugins, clock), clock, on_audit_error)
+    audit = Auditor(build_audit_sinks(config, plugins, clock, secret), clock, on_audit_error, config.audit)
     try:
         store = build_store(config, plugins, secret, clock, dry_run=dry_run, mask=mask)
     except BaseException:
@@ -195,6 +206,7 @@ def open_admin(
         approvals=ApprovalService(config=source, store=store, audit=audit, clock=clock),
         users=ConsoleUserService(config=source, store=store, audit=audit, clock=clock),
         redactor=redactor,
+        chain_key=chain_key(secret),
     )
 
 

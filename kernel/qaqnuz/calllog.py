@@ -1,5 +1,5 @@
-"""Tool calls (or any records) read back from the audit file, newest first, for people: the console's Calls
-page and `qaqnuz audit search`.
+"""Tool calls (or any records) read back from the audit log (its rotated files too), newest first, for
+people: the console's Calls page and `qaqnuz audit search`.
 
 The audit file only grows, so a page is found by reading backwards from the end (or from a cursor, the
 byte offset where the previous page stopped) in blocks, keeping the call lines that match the filters. A
@@ -9,12 +9,13 @@ what it found and a cursor to go on from, instead of reading the whole file for 
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import attrs
 import msgspec
+
+from qaqnuz.audit import audit_files
 
 _decoder = msgspec.json.Decoder()
 _BLOCK = 1 << 16
@@ -67,44 +68,70 @@ class CallPage:
 
 
 def read_calls(path: str | Path, query: CallQuery) -> CallPage:
-    """One page of calls from the audit file at `path` (an absent file has none)."""
-    try:
-        handle = Path(path).open("rb")
-    except FileNotFoundError:
-        return CallPage([], None)
+    """One page of calls from the audit log at `path`, rotated files included (an absent log has none).
+
+    Positions (the cursor) count bytes across the whole log, oldest file first: rotated files never change,
+    so a cursor stays valid while the live file grows or rotates."""
     found: list[dict[str, Any]] = []
-    with handle:
-        end = os.fstat(handle.fileno()).st_size
-        if query.before is not None:
-            end = max(0, min(end, query.before))
-        position, tail, scanned = end, b"", 0
-        while position > 0:
-            start = max(0, position - _BLOCK)
-            handle.seek(start)
-            block = handle.read(position - start) + tail
-            scanned += position - start
-            position = start
-            lines = block.split(b"\n")
-            tail = lines.pop(0) if start > 0 else b""  # the first piece may be the end of an earlier line
-            offset = start + len(tail) + (1 if start > 0 else 0)
-            starts = []
-            for line in lines:
-                starts.append(offset)
-                offset += len(line) + 1
-            for line, line_start in zip(reversed(lines), reversed(starts), strict=True):
-                if not line.strip():
-                    continue
-                record = _record(line)
-                if record is None or not query.matches(record):
-                    continue
-                if query.since is not None and record["time"] < query.since:
-                    return CallPage(found, None)  # the file is in time order: nothing older can match
-                found.append(_shown(record, query.calls_only))
-                if len(found) >= query.limit:
-                    return CallPage(found, line_start if line_start > 0 else None)
-            if scanned >= query.max_scan and position > 0:
-                return CallPage(found, position + len(tail) + 1, scanned_all=False)
+    files: list[tuple[Path, int, int]] = []  # (file, base position, size)
+    base = 0
+    for file in audit_files(path):
+        try:
+            size = file.stat().st_size
+        except FileNotFoundError:  # rotated away since the listing: its new name is not listed yet
+            continue
+        files.append((file, base, size))
+        base += size
+    end = base if query.before is None else max(0, min(base, query.before))
+    scanned = 0
+    for file, start, size in reversed(files):
+        if start >= end:
+            continue
+        try:
+            handle = file.open("rb")
+        except FileNotFoundError:
+            continue
+        with handle:
+            page, scanned = _scan(handle, start, min(size, end - start), query, found, scanned)
+        if page is not None:
+            return page
     return CallPage(found, None)
+
+
+def _scan(
+    handle: BinaryIO, base: int, end: int, query: CallQuery, found: list[dict[str, Any]], scanned: int
+) -> tuple[CallPage | None, int]:
+    """Read one file backwards from byte `end`, adding matches to `found`; a page when it is complete (or
+    the scan bound or `since` was reached), else None to go on in the file before."""
+    position, tail = end, b""
+    while position > 0:
+        start = max(0, position - _BLOCK)
+        handle.seek(start)
+        block = handle.read(position - start) + tail
+        scanned += position - start
+        position = start
+        lines = block.split(b"\n")
+        tail = lines.pop(0) if start > 0 else b""  # the first piece may be the end of an earlier line
+        offset = start + len(tail) + (1 if start > 0 else 0)
+        starts = []
+        for line in lines:
+            starts.append(offset)
+            offset += len(line) + 1
+        for line, line_start in zip(reversed(lines), reversed(starts), strict=True):
+            if not line.strip():
+                continue
+            record = _record(line)
+            if record is None or not query.matches(record):
+                continue
+            if query.since is not None and record["time"] < query.since:
+                return CallPage(found, None), scanned  # the log is in time order: nothing older can match
+            found.append(_shown(record, query.calls_only))
+            if len(found) >= query.limit:
+                at = base + line_start
+                return CallPage(found, at if at > 0 else None), scanned
+        if scanned >= query.max_scan and (position > 0 or base > 0):
+            return CallPage(found, base + position + len(tail) + (1 if position > 0 else 0), scanned_all=False), scanned
+    return None, scanned
 
 
 def _shown(record: dict[str, Any], calls_only: bool) -> dict[str, Any]:

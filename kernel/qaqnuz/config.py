@@ -85,6 +85,11 @@ class ServerConfig(Strict):
     limiter_file: str = ""  # the `sqlite` limiter's file; empty: beside the store (see Config.limiter_path)
     max_key_lifetime: str = "366d"
     log_level: str = "info"
+    #: "text" (one human line per event) or "json" (one JSON object per line, for a log pipeline).
+    log_format: str = "text"
+    #: At most this many tools get their own `tool` label on the per-tool duration histogram, per brand;
+    #: calls of any other tool are counted under tool="(other)". 0: no per-tool duration at all.
+    metrics_tool_limit: int = 200
 
 
 class LimitsConfig(Strict):
@@ -129,6 +134,25 @@ class ApprovalsConfig(Strict):
     max_pending_per_key: int = 20
 
 
+class AuditConfig(Strict):
+    """`[audit]`: how the audit file is made durable, rotated and anchored, and what a failing sink does."""
+
+    #: "batch": written at once, flushed to disk every `fsync_interval` (a call never waits on the disk);
+    #: "every": flushed to disk before the call that made the record goes on.
+    fsync: str = "batch"
+    fsync_interval: str = "1s"
+    #: Start a new file when the current one reaches this size ("0": never); the chain goes on across files.
+    rotate_size: str = "100MiB"
+    #: Start a new file when the current one's first record is this old ("": never).
+    rotate_every: str = ""
+    #: "fail": while records cannot be written, calls are refused as retryable; "continue": calls are served
+    #: and every lost record is counted (`qaqnuz_audit_errors_total`).
+    on_error: str = "fail"
+    #: The name the newest record is anchored under in the store ("": the audit file's absolute path). Replicas
+    #: that share a store but each keep their own audit file need distinct names only if their paths match.
+    anchor: str = ""
+
+
 class PluginsConfig(Strict):
     auth: str = "apikey"
     policies: list[str] = msgspec.field(default_factory=lambda: ["scope"])
@@ -136,6 +160,8 @@ class PluginsConfig(Strict):
     approver: str = "queue"
     audit: list[str] = msgspec.field(default_factory=lambda: ["file"])
     routes: list[str] = msgspec.field(default_factory=list)
+    #: Tracers that receive every tools/call and tools/list as a trace (`qaqnuz_tracers`, e.g. "otel").
+    tracing: list[str] = msgspec.field(default_factory=list)
 
 
 class PackConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -185,6 +211,7 @@ class Config(msgspec.Struct, kw_only=True, frozen=True):
     brands: dict[str, BrandConfig]
     approvals: ApprovalsConfig
     plugins: PluginsConfig
+    audit: AuditConfig = msgspec.field(default_factory=AuditConfig)
     plugin_settings: dict[str, dict[str, Any]]
     packs: dict[str, PackConfig]
     path: str | None = None
@@ -329,7 +356,7 @@ def _blame_env(problem: str, overridden: Mapping[str, str]) -> str:
     return problem
 
 
-TOP_LEVEL = ("server", "plans", "brands", "approvals", "plugins", "packs")
+TOP_LEVEL = ("server", "plans", "brands", "approvals", "audit", "plugins", "packs")
 
 
 def validate(data: dict[str, Any], problems: list[str], *, source: str = "<config>", base_dir: str = ".") -> Config:
@@ -345,6 +372,7 @@ def validate(data: dict[str, Any], problems: list[str], *, source: str = "<confi
 
     server = _table(data, "server", ServerConfig, "[server]", problems) or ServerConfig()
     approvals = _table(data, "approvals", ApprovalsConfig, "[approvals]", problems) or ApprovalsConfig()
+    audit = _table(data, "audit", AuditConfig, "[audit]", problems) or AuditConfig()
 
     raw_plugins = data.get("plugins", {})
     if not isinstance(raw_plugins, dict):
@@ -493,11 +521,17 @@ def validate(data: dict[str, Any], problems: list[str], *, source: str = "<confi
         problems.append(f"[server] key_prefix: {server.key_prefix!r} must look like 'qx_live_'")
     if server.log_level.lower() not in {"debug", "info", "warning", "error"}:
         problems.append("[server] log_level: one of debug, info, warning, error")
+    if server.log_format not in ("text", "json"):
+        problems.append(f'[server] log_format: {server.log_format!r}; write "text" or "json"')
+    if server.metrics_tool_limit < 0:
+        problems.append("[server] metrics_tool_limit: must be 0 or more")
+    audit = _checked_audit(audit, problems)
     return Config(
         server=server,
         plans=plans,
         brands={name: brand for name, brand in brands.items() if brand.plan in plans},
         approvals=approvals,
+        audit=audit,
         plugins=plugins,
         plugin_settings=plugin_settings,
         packs=packs,
@@ -506,6 +540,39 @@ def validate(data: dict[str, Any], problems: list[str], *, source: str = "<confi
         broken_packs=tuple(broken_packs),
         store_secret=store_secret,
     )
+
+
+_SIZE_RE = re.compile(r"^\s*(\d+)\s*(B|KB|MB|GB|KiB|MiB|GiB)?\s*$")
+_SIZE_UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+
+
+def parse_size(text: str | int) -> int:
+    """'100MiB', '1GB', '512KiB' or a bare number of bytes, as bytes."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        if text < 0:
+            raise ValueError("a size cannot be negative")
+        return text
+    match = _SIZE_RE.match(str(text))
+    if not match:
+        raise ValueError(f"{text!r} is not a size; write e.g. '100MiB', '1GiB', '500MB' or '0' (never)")
+    return int(match.group(1)) * _SIZE_UNITS[match.group(2) or "B"]
+
+
+def _checked_audit(audit: AuditConfig, problems: list[str]) -> AuditConfig:
+    """Report every bad `[audit]` value (a config with any is not used, so the values are returned as read)."""
+    if audit.fsync not in ("batch", "every"):
+        problems.append(f'[audit] fsync: {audit.fsync!r}; write "batch" (flush every fsync_interval) or "every"')
+    if audit.on_error not in ("fail", "continue"):
+        problems.append(f'[audit] on_error: {audit.on_error!r}; write "fail" (refuse calls) or "continue"')
+    _check(_positive_duration, audit.fsync_interval, "[audit] fsync_interval", problems)
+    _check(parse_size, audit.rotate_size, "[audit] rotate_size", problems)
+    if audit.rotate_every:
+        try:
+            if parse_duration(audit.rotate_every) < 60:
+                problems.append(f"[audit] rotate_every: {audit.rotate_every!r} is too short; use at least 1m")
+        except ValueError as exc:
+            problems.append(f"[audit] rotate_every: {exc}")
+    return audit
 
 
 def store_credentials(url: str) -> list[str]:

@@ -80,6 +80,7 @@ APPROVAL_UNAVAILABLE = "Approvals are temporarily unavailable, so this call cann
 DEPENDENCY_FAILED = "A service this tool depends on failed or timed out. Please retry with backoff."
 TERMINAL_FAILED = "The tool failed. This is a permanent error; retrying the same call will not help."
 AUTH_FAILED = "Unauthorized: the API key is missing, invalid, expired or revoked."
+AUDIT_UNAVAILABLE = "The audit log cannot be written right now, so no call can run. Please retry shortly."
 TOO_MANY_PENDING = "Too many approval requests from this key are waiting for a decision. Retry once some are decided."
 
 

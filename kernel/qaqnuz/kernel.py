@@ -55,7 +55,7 @@ class Kernel:
         self.version = __version__
         self.plugins = plugins if plugins is not None else Plugins()
         self.secret = secret if secret is not None else load_secret(config)
-        self.metrics = Metrics(__version__)
+        self.metrics = Metrics(__version__, tool_limit=config.server.metrics_tool_limit)
         self.redactor = Redactor()
         self.redactor.guard([logging.getLogger(), logging.getLogger("qaqnuz")])
         self._config = config
@@ -87,6 +87,7 @@ class Kernel:
             self.redactor.add,
             offline,
             notify_failed=self.metrics.approval_notify_errors.inc,
+            upstream=self.metrics.upstream,
         )
         self._listeners: list[ChangeListener] = []
         self._retiring: list[tuple[float, Runtime]] = []  # (when to close, a runtime a reload replaced)
@@ -196,6 +197,7 @@ class Kernel:
         self.metrics.tools_registered.set(len(self.registry.snapshot.tools))
         await self.sink.refresh_pending()
         self.sink.publish_quotas()
+        self._audit_at_start()
         log.info(
             "kernel ready: %d tools from %d packs, %d brands",
             len(self.registry.snapshot.tools),
@@ -215,12 +217,31 @@ class Kernel:
         sync_every = parse_duration(self.config.server.sync_interval)
         flush_every = parse_duration(self.config.server.last_used_flush)
         next_flush = time.monotonic() + flush_every
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self._anchor_audit)
+            while True:
+                await anyio.sleep(sync_every)
+                await self.tick()
+                if time.monotonic() >= next_flush:
+                    await self.flush()
+                    next_flush = time.monotonic() + flush_every
+
+    async def _anchor_audit(self) -> None:
+        """Every `[audit] fsync_interval`: the audit file to disk (in a thread) and its newest record anchored
+        in the store, so the serving loop never waits on the disk for a call (`fsync = "batch"`)."""
+        interval = parse_duration(self.config.audit.fsync_interval)
         while True:
-            await anyio.sleep(sync_every)
-            await self.tick()
-            if time.monotonic() >= next_flush:
-                await self.flush()
-                next_flush = time.monotonic() + flush_every
+            await anyio.sleep(interval)
+            self.audit.resume()
+            await self.audit.anchor(self.store)
+
+    def _audit_at_start(self) -> None:
+        """Try the audit sinks now, not at the first call, and say loudly, once, if a failing sink will not
+        stop calls."""
+        self.audit.probe()
+        if self.config.audit.on_error == "continue":
+            log.warning('[audit] on_error = "continue": calls are served even when audit records cannot be '
+                        "written; each lost record is counted in qaqnuz_audit_errors_total")  # fmt: skip
 
     async def tick(self) -> None:
         """One sync period: reload the config if its file changed, sync every pack, expire approvals."""
@@ -295,6 +316,7 @@ class Kernel:
         longest = max((entry.tool.timeout_s for entry in served.tools.values()), default=0.0)
         self._retiring.append((time.monotonic() + min(longest + 5.0, 300.0), previous))
         self.sink.publish_quotas()
+        self.metrics.set_tool_limit(config.server.metrics_tool_limit)
         self.metrics.config_reloads.labels("applied").inc()
         log.info("config reloaded from %s", path)
         return True
@@ -377,6 +399,7 @@ class Kernel:
         except Exception as exc:
             log.warning("readiness: limiter not ready (%s)", type(exc).__name__)
         checks["registry"] = self.registry.snapshot.version > 0
+        checks["audit"] = not self.audit.refusing
         return checks
 
 
@@ -426,7 +449,17 @@ class KernelHost:
         return await self._kernel.pipeline.call_tool(principal, name, arguments, transport=transport, channel=channel)
 
     async def readiness(self) -> dict[str, bool]:
-        return await self._kernel.readiness()
+        checks = await self._kernel.readiness()
+        self._kernel.metrics.readiness(checks)  # what a probe saw, for alerts (`qaqnuz_ready{check}`)
+        return checks
+
+    def session_opened(self, transport: str) -> None:
+        """Count an MCP session (or legacy connection) now open on `transport` (`qaqnuz_sessions_open`);
+        each call is matched by one `session_closed` when it ends, however it ends."""
+        self._kernel.metrics.session_opened(transport)
+
+    def session_closed(self, transport: str) -> None:
+        self._kernel.metrics.session_closed(transport)
 
     def on_change(self, listener: ChangeListener) -> Callable[[], None]:
         return self._kernel.add_change_listener(listener)
@@ -458,6 +491,8 @@ _RESTART_ONLY = (
     # a new limiter starts with empty windows (a burst over every limit), and workers need a shared one
     ("[plugins] limiter", lambda c: c.plugins.limiter),
     ("[plugins] audit", lambda c: c.plugins.audit),
+    ("[audit]", lambda c: c.audit),
+    ("[server] log_format", lambda c: c.server.log_format),
     ("[plugins] routes", lambda c: c.plugins.routes),
     ("[plugins.<store>, audit sink or route>]", lambda c: _startup_tables(c)),
 )

@@ -36,7 +36,9 @@ def b62(number: int, width: int) -> str:
 
 
 def random_b62(length: int) -> str:
-    return "".join(secrets.choice(ALPHABET) for _ in range(length))
+    """`length` uniform random base-62 characters: one draw below 62**length, written in base 62 (a draw per
+    character cost ~28 µs for 16, too much for an id made on every request)."""
+    return b62(secrets.randbelow(62**length), length)
 
 
 def checksum(text: str) -> str:

@@ -22,7 +22,7 @@ import anyio
 import attrs
 
 from qaqnuz import envelope as env
-from qaqnuz import masking
+from qaqnuz import masking, requestid
 from qaqnuz.audit import canonical_json
 from qaqnuz.callcontext import CallContext
 from qaqnuz.envelope import ErrorClass, Outcome
@@ -34,10 +34,12 @@ from qaqnuz.records import (
     ApprovalStatus,
     Caller,
     CallRequest,
+    CallTrace,
     Channel,
     Decision,
     Principal,
     SideEffect,
+    StepSpan,
     ToolList,
     ToolResult,
 )
@@ -49,6 +51,8 @@ log = logging.getLogger("qaqnuz.pipeline")
 _CACHE_LIMIT = 10_000
 #: How long a caller over the pending-approvals cap should wait before retrying.
 PENDING_CAP_RETRY_MS = 60_000
+#: How long a caller refused because the audit log cannot be written should wait before retrying.
+AUDIT_RETRY_MS = 1000
 #: The `type` of each MCP content block a `ToolResult` may carry.
 CONTENT_BLOCK_TYPES = frozenset({"text", "image", "audio", "resource", "resource_link"})
 
@@ -121,9 +125,26 @@ class Pipeline:
             self._visible_cache[key] = cached
         return cached
 
-    def list_tools(self, principal: Principal) -> ToolList:
+    def list_tools(self, principal: Principal, *, transport: str = "") -> ToolList:
         runtime, snapshot = self.current()
-        return self.visible(principal, runtime, snapshot)
+        if not runtime.tracers:
+            return self.visible(principal, runtime, snapshot)
+        wall, start = time.time_ns(), time.perf_counter_ns()
+        listed = self.visible(principal, runtime, snapshot)
+        end = time.perf_counter_ns()
+        done = wall + end - start
+        steps = (StepSpan("visibility", wall, done),)
+        trace = CallTrace("tools/list", None, principal.brand, principal.role, transport, wall, done, steps, "listed",
+                          request_id=requestid.current())  # fmt: skip
+        self._trace(runtime, trace)
+        return listed
+
+    def _trace(self, runtime: Runtime, trace: CallTrace) -> None:
+        for tracer in runtime.tracers:
+            try:
+                tracer.record(trace)
+            except Exception as exc:  # tracing never fails a call
+                log.warning("tracer %s failed (%s)", type(tracer).__name__, type(exc).__name__)
 
     # -- tools/call ------------------------------------------------------------------------------------
     async def call_tool(
@@ -135,36 +156,40 @@ class Pipeline:
         transport: str = "",
         channel: Channel | None = None,
     ) -> Outcome:
-        started = time.perf_counter()
+        started = time.perf_counter_ns()
         # One runtime and one catalogue for the whole call, even if a reload lands mid-call.
         runtime, snapshot = self.current()
+        wall = time.time_ns() if runtime.tracers else 0
         entry = snapshot.tools.get(name)
         arguments = arguments if arguments is not None else {}
-        call = _Call(digest="", channel=channel)
+        call = _Call(digest="", channel=channel, transport=transport)
         try:
             outcome = await self._govern(runtime, snapshot, principal, entry, arguments, call)
         except anyio.get_cancelled_exc_class():
-            self._finish(principal, name, entry, call, started, transport, None)
+            self._finish(runtime, principal, name, entry, call, started, wall, None)
             raise
         except Exception as exc:  # a bug in the kernel itself: fail closed
             incident = new_incident_id()
             log.error("internal error in the governed path (incident %s)", incident, exc_info=exc)
             outcome = _fail("internal", ErrorClass.TERMINAL, env.TERMINAL_FAILED, incident_id=incident)
-        self._finish(principal, name, entry, call, started, transport, outcome)
+        self._finish(runtime, principal, name, entry, call, started, wall, outcome)
         return outcome
 
     def _finish(
         self,
+        runtime: Runtime,
         principal: Principal,
         name: str,
         entry: RegisteredTool | None,
         call: _Call,
-        started: float,
-        transport: str,
+        started: int,
+        wall: int,
         outcome: Outcome | None,
     ) -> None:
-        """Metrics and the audit line; a cancelled call (outcome None) is recorded too."""
-        elapsed = time.perf_counter() - started
+        """Metrics, the audit line and the trace; a cancelled call (outcome None) is recorded too."""
+        ended = time.perf_counter_ns()
+        elapsed = (ended - started) / 1e9
+        transport = call.transport
         # Only registered names reach the audit line or a label: a client-chosen name is unbounded.
         tool_label = name if entry is not None else "(unknown)"
         incident: str | None = None
@@ -187,7 +212,13 @@ class Pipeline:
             approval_id=approval_id,
             incident_id=incident,
             transport=transport or None,
+            call_id=call.call_id,
         )
+        if runtime.tracers:
+            steps = call.steps(wall, started, ended)
+            self._trace(runtime, CallTrace("tools/call", tool_label, principal.brand, principal.role, transport, wall,
+                                           wall + ended - started, steps, result, error_class, requestid.current(),
+                                           incident, approval_id))  # fmt: skip
 
     async def _govern(
         self,
@@ -199,16 +230,20 @@ class Pipeline:
         call: _Call,
     ) -> Outcome:
         sink = self.sink
+        # 0. the audit log: while it cannot be written (`[audit] on_error = "fail"`), nothing runs unseen
+        if sink.audit_refusing():
+            call.mark("audit")
+            return _fail("audit", ErrorClass.RETRYABLE, env.AUDIT_UNAVAILABLE, retry_after_ms=AUDIT_RETRY_MS)
         try:
             call.digest = args_digest(arguments) if isinstance(arguments, Mapping) else ""
         except Exception:  # not JSON-encodable, or nested too deep
             call.digest = ""
         # 1. entitlement
-        call.step = "entitlement"
+        call.mark("entitlement")
         if not runtime.entitled(principal.brand):
             return _fail("entitlement", ErrorClass.PERMISSION, env.NOT_ENTITLED)
         # 2. rate limit, both dimensions, fail closed: only an explicit True admits
-        call.step = "rate_limit"
+        call.mark("rate_limit")
         key_limit, brand_limit = runtime.limits(principal.brand)
         try:
             admission = await runtime.limiter.admit(principal.key_id, key_limit, principal.brand, brand_limit)
@@ -228,12 +263,12 @@ class Pipeline:
             wait = admission.retry_after_ms if isinstance(admission.retry_after_ms, int) else 1000
             return _fail("rate_limit", ErrorClass.RETRYABLE, env.RATE_LIMITED, retry_after_ms=wait)
         # 3. visibility: the same (cached) answer list_tools gives; one generic answer for every reason
-        call.step = "visibility"
+        call.mark("visibility")
         if entry is None or entry.tool.name not in self.visible(principal, runtime, snapshot).names:
             return _fail("visibility", ErrorClass.PERMISSION, env.NOT_PERMITTED)
         tool = entry.tool
         # 4. input validation (validator compiled once per definition)
-        call.step = "validation"
+        call.mark("validation")
         if not isinstance(arguments, Mapping) or not call.digest:
             return _fail("validation", ErrorClass.VALIDATION, "Invalid arguments at $: expected a JSON object.")
         problem = entry.validator.problem(arguments)
@@ -244,7 +279,7 @@ class Pipeline:
             principal, tool, arguments, call.digest, settings, runtime.ceiling(principal.brand, principal.role)
         )
         # 5. policy: every policy must allow explicitly; none installed is a deny; an exception is a deny
-        call.step = "policy"
+        call.mark("policy")
         if not runtime.policies:
             return _fail("policy", ErrorClass.PERMISSION, env.POLICY_DENIED)
         for policy in runtime.policies:
@@ -259,13 +294,26 @@ class Pipeline:
                 return _fail("policy", ErrorClass.PERMISSION, env.POLICY_DENIED)
         # 6. approval gate: bound to the exact call and to this definition of the tool
         if settings.approval:
-            call.step = "approval"
+            call.mark("approval")
             gate = await self._approval(runtime, principal, entry, arguments, call.digest)
             if isinstance(gate, Outcome):
                 return gate
             call.approval_id = gate
-        # 7. execution with the tool's timeout, as this brand's instance of the pack runs it
-        call.step = "execution"
+        # 7. write-ahead: a tool that changes something gets a durable `intent` record before it runs, so a
+        # crash between running it and recording its outcome leaves the call visible (`unknown outcome`)
+        if tool.side_effect is not SideEffect.READ or settings.approval:
+            call.mark("intent")
+            call.call_id = "call_" + random_b62(16)
+            written = await sink.intent(
+                brand=principal.brand, key_id=principal.key_id, role=principal.role, tool=tool.name,
+                args_hash=call.digest, step="execution", outcome="intent", approval_id=call.approval_id,
+                transport=call.transport or None, call_id=call.call_id,
+            )  # fmt: skip
+            if not written:
+                return _fail("audit", ErrorClass.RETRYABLE, env.AUDIT_UNAVAILABLE, retry_after_ms=AUDIT_RETRY_MS,
+                             approval_id=call.approval_id)  # fmt: skip
+        # 8. execution with the tool's timeout, as this brand's instance of the pack runs it
+        call.mark("execution")
         runnable = snapshot.brand_tools.get((principal.brand, tool.name), tool)
         return await self._execute(principal, runnable, arguments, call)
 
@@ -404,6 +452,21 @@ class _Call:
     step: str = ""
     approval_id: str | None = None
     channel: Channel | None = None
+    transport: str = ""
+    #: Set when the call has an `intent` record: its outcome record carries the same id.
+    call_id: str | None = None
+    #: (step, perf_counter_ns when it began) in order: a tracer's child spans, built after the call.
+    marks: list[tuple[str, int]] = attrs.Factory(list)
+
+    def mark(self, step: str) -> None:
+        self.step = step
+        self.marks.append((step, time.perf_counter_ns()))
+
+    def steps(self, start_wall_ns: int, start_ns: int, end_ns: int) -> tuple[StepSpan, ...]:
+        """The marks as spans on the wall clock, each ending where the next began."""
+        shift = start_wall_ns - start_ns
+        ends = [at for _, at in self.marks[1:]] + [end_ns]
+        return tuple(StepSpan(step, at + shift, end + shift) for (step, at), end in zip(self.marks, ends, strict=True))
 
 
 def _is_block(block: Any) -> bool:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING, Any
 
-from qaqnuz.audit import ChainCheck
+from qaqnuz.audit import ChainCheck, chain_key
 from qaqnuz.calllog import CallPage, CallQuery, read_calls
 from qaqnuz.config import parse_duration
 from qaqnuz.explain import explain_brand
@@ -108,7 +108,7 @@ class KernelView:
             return {"file": None, "lines": 0, "intact": None, "problems": ["the file audit sink is not configured"]}
         with self._chain_lock:
             if self._chain is None or str(self._chain.path) != path:
-                self._chain = ChainCheck(path)
+                self._chain = ChainCheck(path, chain_key(self._kernel.secret))
             lines, problems = self._chain.check()
         if problems == [f"{path}: no such audit file"]:
             return {"file": path, "lines": 0, "intact": True, "problems": []}

@@ -10,12 +10,14 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import anyio
 import attrs
 
-from qaqnuz.config import SCOPE_RE, Config, parse_duration
+from qaqnuz import requestid
+from qaqnuz.config import SCOPE_RE, AuditConfig, Config, parse_duration
 from qaqnuz.errors import UsageError
 from qaqnuz.keys import KEY_ID_RE, hash_matches, key_hash, new_key, parse_key
 from qaqnuz.records import ApprovalRequest, ApprovalStatus, AuditSink
@@ -23,6 +25,7 @@ from qaqnuz.store import (
     CONSOLE_ROLES,
     ApprovalNotFound,
     ApprovalNotPending,
+    AuditAnchor,
     ConsoleUser,
     KeyCapReached,
     KeyNotActive,
@@ -43,7 +46,11 @@ class Auditor:
     written together at the end of it (or earlier: the transport calls `settle` before any answer leaves
     the process): each write to a file costs a lock, a size check and a system call, and under load several
     calls finish in the same pass, so they share one. Records made anywhere else (the CLI, another thread,
-    another loop, a transport that did not ask) are written at once.
+    another loop, a transport that did not ask) are written at once, and so is a call's `intent`
+    (`write_now`): it must be in the file before the tool runs.
+
+    While the last write to some sink failed, `refusing` is True under `[audit] on_error = "fail"`: the
+    governed path then refuses calls (retryable), and each refused call's own record is the next attempt.
     """
 
     def __init__(
@@ -51,22 +58,40 @@ class Auditor:
         sinks: Sequence[tuple[str, AuditSink]],
         clock: Callable[[], float],
         on_error: Callable[[], None] | None = None,
+        settings: AuditConfig | None = None,
     ) -> None:
+        settings = settings or AuditConfig()
         self.sinks = tuple(sinks)
         self.clock = clock
         self.on_error = on_error
+        #: Whether writes wait for the disk (`fsync = "every"`): then an intent is written off the loop.
+        self.blocking = settings.fsync == "every"
+        self._refuse_on_error = settings.on_error == "fail"
+        self._failing = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._held: list[dict[str, Any]] = []
+
+    @property
+    def refusing(self) -> bool:
+        """Whether calls must be refused: the last write failed and `on_error = "fail"`."""
+        return self._failing and self._refuse_on_error
 
     def hold_on(self, loop: asyncio.AbstractEventLoop | None) -> None:
         """Hold the records made on `loop` until the end of its current pass (None: write each at once)."""
         self.settle()
         self._loop = loop
 
-    def record(self, **fields: Any) -> None:
-        """One record, without its empty fields, to every sink."""
+    def _stamp(self, fields: Mapping[str, Any]) -> dict[str, Any]:
         record = {k: v for k, v in fields.items() if v is not None}
         record["time"] = round(self.clock(), 6)
+        request_id = requestid.current()
+        if request_id is not None:
+            record["request_id"] = request_id
+        return record
+
+    def record(self, **fields: Any) -> None:
+        """One record, without its empty fields, to every sink."""
+        record = self._stamp(fields)
         loop = self._loop
         if loop is not None and asyncio._get_running_loop() is loop:
             if not self._held:
@@ -75,6 +100,16 @@ class Auditor:
             return
         self._write([record])
 
+    def write_now(self, fields: Mapping[str, Any], *, settle: bool = True) -> bool:
+        """Write one record at once, after what is held (`settle=False` from another thread, which must not
+        touch the loop's held records). False when a sink could not take it and calls must not go on."""
+        record = self._stamp(fields)
+        records = [record]
+        if settle and self._held:  # what is held goes first, in the same write
+            records, self._held = [*self._held, record], []
+        failed = self._write(records)
+        return not (failed and self._refuse_on_error)
+
     def settle(self) -> None:
         """Write the records held so far (a transport calls it before an answer leaves the process, so no
         answer is ever seen before its audit line)."""
@@ -82,7 +117,9 @@ class Auditor:
             held, self._held = self._held, []
             self._write(held)
 
-    def _write(self, records: list[dict[str, Any]]) -> None:
+    def _write(self, records: list[dict[str, Any]]) -> bool:
+        """Every record to every sink; True if some sink lost some of them."""
+        any_failed = False
         for name, sink in self.sinks:
             write_many = getattr(sink, "write_many", None)
             if write_many is not None and len(records) > 1:
@@ -100,7 +137,16 @@ class Auditor:
                     lost.append(record)
                     failure = exc
             if failure is not None:
+                any_failed = True
                 self._failed(name, failure, lost)
+        if any_failed != self._failing:
+            self._failing = any_failed
+            if any_failed and self._refuse_on_error:
+                log.error("AUDIT LOG UNWRITABLE: refusing every call until a record can be written again "
+                          '([audit] on_error = "fail")')  # fmt: skip
+            elif not any_failed:
+                log.warning("audit records are written again")
+        return any_failed
 
     def _failed(self, sink: str, exc: Exception, records: list[dict[str, Any]]) -> None:
         if self.on_error is not None:
@@ -109,6 +155,62 @@ class Auditor:
         steps = ", ".join(sorted({str(r.get("step")) for r in records}))
         log.error("AUDIT WRITE FAILED to sink %s (%s): %d record(s) lost (%s)", sink, type(exc).__name__,
                   len(records), steps)  # fmt: skip
+
+    def probe(self) -> None:
+        """Try each sink that can be tried without writing (`probe()`): a server that cannot write its audit
+        log says so at start, and under `on_error = "fail"` refuses calls from the first one."""
+        for name, sink in self.sinks:
+            probe = getattr(sink, "probe", None)
+            if probe is None:
+                continue
+            try:
+                probe()
+            except Exception as exc:
+                log.error("AUDIT SINK %s CANNOT BE WRITTEN (%s: %s)", name, type(exc).__name__,
+                          getattr(exc, "strerror", None) or "see the sink's settings")  # fmt: skip
+                if not self._failing:
+                    self._failing = True
+                    if self._refuse_on_error:
+                        log.error('AUDIT LOG UNWRITABLE: refusing every call until a record can be written '
+                                  '([audit] on_error = "fail")')  # fmt: skip
+
+    def flush(self) -> list[AuditAnchor]:
+        """Make what the sinks hold durable (`flush()` of each sink that has one) and return the newest
+        position of each that reports one, to anchor in the store. Runs off the loop: it waits on the disk."""
+        anchors: list[AuditAnchor] = []
+        for name, sink in self.sinks:
+            flush = getattr(sink, "flush", None)
+            if flush is None:
+                continue
+            try:
+                anchor = flush()
+            except Exception as exc:
+                if self.on_error is not None:
+                    self.on_error()
+                log.error("AUDIT FLUSH FAILED for sink %s (%s): records may not be on disk", name,
+                          type(exc).__name__)  # fmt: skip
+                self._failing = True  # as for a failed write: nothing is anchored that may not be on disk
+                return []
+            if isinstance(anchor, AuditAnchor):
+                anchors.append(anchor)
+        return anchors
+
+    def resume(self) -> None:
+        """While refusing, try to write again (a record saying so): calls are what make records, and a
+        refusing server gets none once its readiness takes it out of rotation."""
+        if self._failing:
+            self._write([self._stamp({"step": "audit", "outcome": "resumed"})])
+
+    async def anchor(self, store: Store, *, in_thread: bool = True) -> None:
+        """Flush (in a thread, unless the caller runs without an event loop: a command on an inline store) and
+        anchor each sink's newest record in the store; a failure is logged."""
+        anchors = await anyio.to_thread.run_sync(self.flush) if in_thread else self.flush()
+        for anchor in anchors:
+            try:
+                await store.anchor_audit(anchor)
+            except Exception as exc:
+                log.error("anchoring the audit log in the store failed (%s); a cut tail may go unnoticed until "
+                          "the next anchor", type(exc).__name__)  # fmt: skip
 
     def close(self) -> None:
         """Write what is held and close the sinks; anything recorded after this is written at once (a loop

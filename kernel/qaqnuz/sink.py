@@ -8,10 +8,13 @@ are batched in memory and written by `flush` (every `[server] last_used_flush`, 
 from __future__ import annotations
 
 import calendar
+import functools
 import logging
 import time
 from collections.abc import Callable
 from typing import Any
+
+import anyio
 
 from qaqnuz.config import Config
 from qaqnuz.metrics import Metrics
@@ -46,6 +49,18 @@ class Bookkeeper:
     def record(self, **fields: Any) -> None:
         """One audit record to every sink (failures are counted and logged by the auditor)."""
         self.audit.record(**fields)
+
+    async def intent(self, **fields: Any) -> bool:
+        """The write-ahead record of a call about to change something, written before it runs (and flushed
+        to disk first under `[audit] fsync = "every"`, off the serving loop). False: it could not be written
+        and `[audit] on_error = "fail"`, so the call must not run."""
+        if self.audit.blocking:
+            return await anyio.to_thread.run_sync(functools.partial(self.audit.write_now, fields, settle=False))
+        return self.audit.write_now(fields)
+
+    def audit_refusing(self) -> bool:
+        """Whether calls are refused because the audit log cannot be written (`[audit] on_error = "fail"`)."""
+        return self.audit.refusing
 
     def call_done(self, brand: str, tool: str, outcome: str, error_class: str, seconds: float) -> None:
         try:

@@ -82,6 +82,22 @@ class ConsoleUser:
                 "password": self.password_hash is not None}  # fmt: skip
 
 
+@attrs.frozen
+class AuditAnchor:
+    """The newest audit record known to be on disk, kept in the store so that cutting records off the end of
+    the audit log is detected: the log must still hold record `seq` with this `hash`, ending at byte `offset`
+    of the file named `file` (a base name in the audit file's folder; rotated files keep their names).
+
+    `name` says which chain: the audit file's absolute path unless `[audit] anchor` names it."""
+
+    name: str
+    seq: int
+    hash: str
+    file: str
+    offset: int
+    time: float
+
+
 @runtime_checkable
 class Store(Protocol):
     """Keys, approvals, usage. Every method may raise `StoreError`; the kernel treats that as a denial."""
@@ -169,6 +185,16 @@ class Store(Protocol):
 
     async def delete_console_user(self, name: str) -> bool:
         """Whether a user of that name was there to delete."""
+        ...
+
+    # -- audit anchor ------------------------------------------------------------------------------------
+    async def anchor_audit(self, anchor: AuditAnchor) -> bool:
+        """Keep `anchor` as its chain's newest, atomically, only if the one stored under `anchor.name` has a
+        lower `seq` (or there is none); True if it was stored. Several processes anchor the same chain."""
+        ...
+
+    async def audit_anchor(self, name: str) -> AuditAnchor | None:
+        """The anchor stored under `name`, if any."""
         ...
 
     # -- lifecycle ---------------------------------------------------------------------------------------
@@ -300,6 +326,7 @@ __all__ = [
     "CONSOLE_USER_COLUMNS",
     "ApprovalNotFound",
     "ApprovalNotPending",
+    "AuditAnchor",
     "ConsoleUser",
     "KeyCapReached",
     "KeyNotActive",

@@ -29,6 +29,7 @@ from qaqnuz.records import ApprovalCall, ApprovalStatus
 from qaqnuz.store import (
     ApprovalNotFound,
     ApprovalNotPending,
+    AuditAnchor,
     ConsoleUser,
     KeyCapReached,
     KeyNotActive,
@@ -57,6 +58,10 @@ def key(
     }
     fields.update(kw)
     return KeyRecord(**fields)
+
+
+def anchor(seq: int, name: str = "/var/log/qaqnuz/audit.jsonl") -> AuditAnchor:
+    return AuditAnchor(name=name, seq=seq, hash=f"{seq:064x}", file="audit.jsonl", offset=seq * 200, time=NOW + seq)
 
 
 def call(args_hash: str = "a" * 64, *, key_id: str = "k1", brand: str = "acme", digest: str = "d1", cap: int = 20,
@@ -309,3 +314,39 @@ class StoreContract:
         assert await store.delete_console_user("bob") is True
         assert await store.delete_console_user("bob") is False
         assert [u.name for u in await store.list_console_users()] == ["alice", "carol"]
+
+    # -- audit anchor ------------------------------------------------------------------------------------
+    async def test_an_anchor_round_trips_and_none_is_stored_at_first(self, store: Store) -> None:
+        assert await store.audit_anchor("/var/log/qaqnuz/audit.jsonl") is None
+        first = attrs.evolve(anchor(7), file="audit-20270101T000000.jsonl", offset=2**40, time=NOW + 0.125)
+        assert await store.anchor_audit(first) is True
+        assert await store.audit_anchor(first.name) == first
+
+    async def test_an_anchor_never_moves_back(self, store: Store) -> None:
+        assert await store.anchor_audit(anchor(10)) is True
+        assert await store.anchor_audit(anchor(9)) is False
+        assert await store.anchor_audit(attrs.evolve(anchor(10), hash="f" * 64, offset=1)) is False
+        assert await store.audit_anchor(anchor(10).name) == anchor(10)
+        assert await store.anchor_audit(anchor(11)) is True
+        assert await store.audit_anchor(anchor(11).name) == anchor(11)
+
+    async def test_anchors_of_different_chains_are_independent(self, store: Store) -> None:
+        assert await store.anchor_audit(anchor(5, "replica-a")) is True
+        assert await store.anchor_audit(anchor(2, "replica-b")) is True
+        assert await store.anchor_audit(anchor(3, "replica-a")) is False
+        assert await store.audit_anchor("replica-a") == anchor(5, "replica-a")
+        assert await store.audit_anchor("replica-b") == anchor(2, "replica-b")
+        assert await store.audit_anchor("replica-c") is None
+
+    async def test_concurrent_anchors_leave_the_highest(self, store: Store) -> None:
+        stored: list[int] = []
+
+        async def put(seq: int) -> None:
+            if await store.anchor_audit(anchor(seq)):
+                stored.append(seq)
+
+        async with anyio.create_task_group() as tg:
+            for seq in (7, 19, 3, 12, 0, 15, 1, 18, 4, 9, 2, 16, 11, 5, 14, 8, 17, 6, 13, 10):
+                tg.start_soon(put, seq)
+        assert await store.audit_anchor(anchor(0).name) == anchor(19)
+        assert 19 in stored

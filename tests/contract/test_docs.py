@@ -20,6 +20,7 @@ def test_every_config_key_is_documented():
         config.PlanConfig,
         config.BrandConfig,
         config.ApprovalsConfig,
+        config.AuditConfig,
         config.ToolSettingsConfig,
         config.LimitsConfig,
     ]
@@ -45,6 +46,7 @@ def test_every_command_is_documented_with_help():
 def _settings_structs() -> list[tuple[Path, list[type]]]:
     from qaqnuz.packkit import InputParam
     from qaqnuz_console.settings import ConsoleSettings, OidcSettings
+    from qaqnuz_otel.settings import OtelSettings
     from qaqnuz_pack_conformance import ConformanceSettings
     from qaqnuz_pack_http.settings import AuthConfig, HttpSettings, HttpToolConfig
     from qaqnuz_pack_sql.pack import SqlSettings, SqlToolConfig
@@ -53,6 +55,7 @@ def _settings_structs() -> list[tuple[Path, list[type]]]:
 
     return [
         (ROOT / "plugins/console/README.md", [ConsoleSettings, OidcSettings]),
+        (ROOT / "plugins/otel/README.md", [OtelSettings]),
         (ROOT / "plugins/pack-sql/README.md", [SqlSettings, SqlToolConfig, InputParam]),
         (ROOT / "plugins/pack-http/README.md", [HttpSettings, AuthConfig, HttpToolConfig, InputParam]),
         (ROOT / "contrib/pack-weather/README.md", [WeatherSettings]),

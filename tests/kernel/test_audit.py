@@ -1,4 +1,6 @@
-"""The audit log: hash-chained JSON lines; a removed or edited line is detected; never argument values."""
+"""The audit log: HMAC-chained JSON lines; a removed, edited or re-chained line is detected; never argument values.
+
+The tamper cases across rotation and against the store's anchor are in test_audit_chain.py."""
 
 from __future__ import annotations
 
@@ -13,14 +15,21 @@ from pathlib import Path
 import pytest
 
 from kit import kit_config
-from qaqnuz.audit import AuditLog, verify
+from qaqnuz.audit import AuditLog, chain_key
+from qaqnuz.audit import verify as verify_log
 from qaqnuz.testing import connect, start_kernel, write_config
 
 QAQNUZ = Path(sys.executable).parent / "qaqnuz"
+KEY = chain_key(b"k" * 48)
 
 
-def write_records(path: Path, n: int) -> None:
-    log = AuditLog(path)
+def verify(path: Path, key: bytes = KEY) -> tuple[int, list[str]]:
+    verdict = verify_log(path, key)
+    return verdict.count, verdict.problems
+
+
+def write_records(path: Path, n: int, key: bytes = KEY) -> None:
+    log = AuditLog(path, key)
     for i in range(n):
         log.write({"time": 1000.0 + i, "brand": "acme", "tool": "echo", "step": "execution", "outcome": "executed"})
 
@@ -48,8 +57,8 @@ def test_removed_middle_line_breaks_the_chain(tmp_path) -> None:
     count, problems = verify(path)
     assert count == 4
     assert len(problems) == 1
-    assert problems[0].startswith("line 3:")
-    assert "chain broken" in problems[0]
+    assert problems[0].startswith("audit.jsonl:3:")
+    assert "records 3 to 3 are missing" in problems[0]
 
 
 def test_reordered_lines_break_the_chain(tmp_path) -> None:
@@ -59,7 +68,8 @@ def test_reordered_lines_break_the_chain(tmp_path) -> None:
     text[1], text[2] = text[2], text[1]
     path.write_text("".join(text))
     _, problems = verify(path)
-    assert any("chain broken" in p for p in problems)
+    assert problems and problems[0].startswith("audit.jsonl:2:") and "out of order" not in problems[0]
+    assert any("out of order" in p for p in problems)
 
 
 def test_edited_field_is_reported_as_edited(tmp_path) -> None:
@@ -72,12 +82,13 @@ def test_edited_field_is_reported_as_edited(tmp_path) -> None:
     count, problems = verify(path)
     assert count == 5
     assert len(problems) == 1
-    assert problems[0].startswith("line 2:")
+    assert problems[0].startswith("audit.jsonl:2:")
     assert "edited" in problems[0]
 
 
 def test_edited_line_with_recomputed_hash_still_breaks_the_chain(tmp_path) -> None:
-    # A forger who rehashes the edited line cannot fix the next line's `prev` without rewriting the tail.
+    # Even a forger holding the key who rehashes the edited line cannot fix the next line's `prev` without
+    # rewriting the tail.
     from qaqnuz.audit import chain_hash
 
     path = tmp_path / "audit.jsonl"
@@ -86,17 +97,17 @@ def test_edited_line_with_recomputed_hash_still_breaks_the_chain(tmp_path) -> No
     record = json.loads(text[1])
     record.pop("hash")
     record["outcome"] = "denied"
-    record["hash"] = chain_hash(record["prev"], record)
-    text[1] = json.dumps(record, separators=(",", ":"), sort_keys=True) + "\n"
+    digest = chain_hash(KEY, record["prev"], record)
+    text[1] = json.dumps(record, separators=(",", ":"), sort_keys=True)[:-1] + f',"hash":"{digest}"}}\n'
     path.write_text("".join(text))
     _, problems = verify(path)
-    assert [p.split(":")[0] for p in problems] == ["line 3"]
+    assert [p.split(":")[1] for p in problems] == ["3"]
     assert "chain broken" in problems[0]
 
 
 def test_two_writers_on_one_file_keep_one_chain(tmp_path) -> None:
     path = tmp_path / "audit.jsonl"
-    server, cli = AuditLog(path), AuditLog(path)
+    server, cli = AuditLog(path, KEY), AuditLog(path, KEY)
     order = [server, server, cli, server, cli, cli, server]
     for i, writer in enumerate(order):
         writer.write({"time": float(i), "writer": "server" if writer is server else "cli", "step": "x"})
@@ -109,8 +120,8 @@ def test_two_processes_appending_at_once_keep_one_chain(tmp_path) -> None:
     script = textwrap.dedent(
         """
         import sys
-        from qaqnuz.audit import AuditLog
-        log = AuditLog(sys.argv[1])
+        from qaqnuz.audit import AuditLog, chain_key
+        log = AuditLog(sys.argv[1], chain_key(b'k' * 48))
         for i in range(150):
             log.write({"time": float(i), "writer": sys.argv[2], "step": "x"})
         """
@@ -122,19 +133,26 @@ def test_two_processes_appending_at_once_keep_one_chain(tmp_path) -> None:
 
 
 def test_cli_audit_verify_exit_codes(tmp_path) -> None:
+    cfg = write_config(tmp_path, kit_config())
+    key = chain_key((tmp_path / "qaqnuz.secret").read_bytes().strip())
     path = tmp_path / "audit.jsonl"
-    write_records(path, 4)
-    ok = subprocess.run([str(QAQNUZ), "audit", "verify", "--file", str(path)], capture_output=True, text=True)
+    write_records(path, 4, key)
+    command = [str(QAQNUZ), "audit", "verify", "--config", str(cfg), "--file", str(path)]
+    ok = subprocess.run(command, capture_output=True, text=True)
     assert ok.returncode == 0, ok.stderr
-    assert "4 lines" in ok.stderr
+    assert "4 records in 1 file(s)" in ok.stderr
     text = lines(path)
     del text[1]
     path.write_text("".join(text))
-    bad = subprocess.run([str(QAQNUZ), "audit", "verify", "--file", str(path)], capture_output=True, text=True)
+    bad = subprocess.run(command, capture_output=True, text=True)
     assert bad.returncode == 1
-    assert "line 2" in bad.stderr
-    assert "chain broken" in bad.stderr
+    assert "first bad record: audit.jsonl:2: records 2 to 2 are missing" in bad.stderr
     assert bad.stdout == ""
+    other = write_config(tmp_path / "other", kit_config())  # another server's secret: nothing verifies
+    foreign = subprocess.run(
+        [*command[:3], "--config", str(other), "--file", str(path)], capture_output=True, text=True
+    )
+    assert foreign.returncode == 1 and "under this server's secret" in foreign.stderr
 
 
 @pytest.mark.anyio
@@ -174,15 +192,18 @@ async def test_calls_are_audited_without_argument_values(tmp_path, mode) -> None
         assert line.get("error_class") == error_class
         assert isinstance(line["time"], float)
         assert line["latency_ms"] >= 0
-    assert verify(audit_file) == (len(raw.splitlines()), [])
+    assert verify(audit_file, chain_key((tmp_path / "qaqnuz.secret").read_bytes().strip())) == (
+        len(raw.splitlines()),
+        [],
+    )
 
 
 def test_a_very_long_last_line_still_chains_after_a_reopen(tmp_path):
     path = tmp_path / "audit.jsonl"
-    first = AuditLog(path)
+    first = AuditLog(path, KEY)
     first.write({"step": "approval", "reason": "r" * 200_000})  # far longer than one read chunk
     first.close()
-    second = AuditLog(path)  # a new writer (a restart, or the CLI) must chain from that whole line
+    second = AuditLog(path, KEY)  # a new writer (a restart, or the CLI) must chain from that whole line
     second.write({"step": "key"})
     second.close()
     count, problems = verify(path)
@@ -270,7 +291,7 @@ async def test_a_record_the_file_cannot_take_costs_only_itself(tmp_path) -> None
 
     errors: list[int] = []
     path = tmp_path / "audit.jsonl"
-    auditor = Auditor([("file", FileSink(str(path)))], lambda: 1.0, lambda: errors.append(1))
+    auditor = Auditor([("file", FileSink(AuditLog(path, KEY)))], lambda: 1.0, lambda: errors.append(1))
     auditor.hold_on(asyncio.get_running_loop())
     auditor.record(step="execution", n=0)
     auditor.record(step="execution", n=1, key_id="bad\udc80")  # not encodable as UTF-8
@@ -282,7 +303,7 @@ async def test_a_record_the_file_cannot_take_costs_only_itself(tmp_path) -> None
 
 def test_a_batch_chains_like_single_lines_between_two_writers(tmp_path) -> None:
     path = tmp_path / "audit.jsonl"
-    server, cli = AuditLog(path), AuditLog(path)
+    server, cli = AuditLog(path, KEY), AuditLog(path, KEY)
     hashes = server.write_many([{"time": 1.0, "n": 1}, {"time": 2.0, "n": 2}])
     cli.write({"time": 3.0, "n": 3})
     hashes += server.write_many([{"time": 4.0, "n": 4}, {"time": 5.0, "n": 5}, {"time": 6.0, "n": 6}])

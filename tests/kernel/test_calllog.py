@@ -10,10 +10,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from qaqnuz.audit import AuditLog, ChainCheck, verify
+from qaqnuz.audit import AuditLog, ChainCheck, chain_key
+from qaqnuz.audit import verify as verify_log
 from qaqnuz.calllog import CallQuery, read_calls
 
 T0 = 1_800_000_000.0
+
+KEY = chain_key(b"c" * 48)
+
+
+def verify(path: Path) -> tuple[int, list[str]]:
+    verdict = verify_log(path, KEY)
+    return verdict.count, verdict.problems
 
 
 def call(i: int, *, brand: str = "acme", tool: str = "echo", outcome: str = "executed", key: str = "k1") -> dict:
@@ -22,7 +30,7 @@ def call(i: int, *, brand: str = "acme", tool: str = "echo", outcome: str = "exe
 
 
 def write(path: Path, records: list[dict]) -> None:
-    log = AuditLog(path)
+    log = AuditLog(path, KEY)
     for record in records:
         log.write(record)
     log.close()
@@ -102,7 +110,7 @@ def test_paging_any_file_yields_exactly_the_matching_calls(brands: list[str], li
 def test_the_chain_is_checked_incrementally_and_an_edit_is_found(tmp_path: Path) -> None:
     path = tmp_path / "audit.jsonl"
     write(path, [call(i) for i in range(5)])
-    check = ChainCheck(path)
+    check = ChainCheck(path, KEY)
     assert check.check() == (5, [])
     write(path, [call(i) for i in range(5, 8)])  # appended by another writer: picked up where it stopped
     assert check.check() == (8, [])
@@ -111,8 +119,8 @@ def test_the_chain_is_checked_incrementally_and_an_edit_is_found(tmp_path: Path)
     edited["outcome"] = "denied"
     lines[2] = json.dumps(edited, separators=(",", ":"))
     path.write_text("\n".join(lines) + "\n")  # replaced (same size or not): checked again from the start
-    count, problems = ChainCheck(path).check()
-    assert count == 8 and problems and "line 3" in problems[0]
+    count, problems = ChainCheck(path, KEY).check()
+    assert count == 8 and problems and "audit.jsonl:3:" in problems[0]
     assert verify(path)[1] == problems
 
 
@@ -122,5 +130,5 @@ def test_a_last_line_without_its_newline_is_left_for_later(tmp_path: Path, lines
     write(path, [call(i) for i in range(lines)])
     with path.open("ab") as handle:
         handle.write(b'{"partial":')
-    assert ChainCheck(path).check() == (lines, [])
+    assert ChainCheck(path, KEY).check() == (lines, [])
     assert verify(path)[0] == lines + 1 and verify(path)[1]  # the whole-file check reports it

@@ -254,7 +254,7 @@ async def test_the_default_limiter_keeps_its_windows_in_a_private_file_beside_th
         async with connect(kernel, key) as client:
             assert not (await client.call_tool("echo", {"message": "1"})).is_error
         assert limits.exists() and limits.stat().st_mode & 0o777 == 0o600
-        assert await kernel.readiness() == {"store": True, "limiter": True, "registry": True}
+        assert await kernel.readiness() == {"store": True, "limiter": True, "registry": True, "audit": True}
     finally:
         await kernel.aclose()
     # a second kernel on the same files (a restart, another process) sees the same window

@@ -29,6 +29,7 @@ from qaqnuz.store import (
     KEY_COLUMNS,
     ApprovalNotFound,
     ApprovalNotPending,
+    AuditAnchor,
     ConsoleUser,
     KeyCapReached,
     KeyNotActive,
@@ -82,6 +83,14 @@ CREATE TABLE IF NOT EXISTS console_users (
     created_at REAL NOT NULL,
     sessions_after REAL NOT NULL DEFAULT 0
 );
+CREATE TABLE IF NOT EXISTS audit_anchors (
+    name TEXT PRIMARY KEY,
+    seq INTEGER NOT NULL,
+    hash TEXT NOT NULL,
+    file TEXT NOT NULL,
+    "offset" INTEGER NOT NULL,
+    time REAL NOT NULL
+);
 CREATE TABLE IF NOT EXISTS usage (
     brand TEXT NOT NULL,
     month TEXT NOT NULL,
@@ -103,6 +112,7 @@ CREATE INDEX IF NOT EXISTS approvals_key ON approvals (key_id, status, closed);
 """
 _KEY_CACHE = 10_000
 _APPROVAL_FIELDS = APPROVAL_COLUMNS
+_ANCHOR_COLUMNS = 'name, seq, hash, file, "offset", time'
 _LIVE = "(status = 'pending' AND expires_at <= :now) OR (status = 'approved' AND valid_until <= :now)"
 
 
@@ -413,6 +423,23 @@ class SqliteStore:
         )
         return {brand: int(n) for brand, n in rows}
 
+    # -- audit anchor ----------------------------------------------------------------------------------
+    async def anchor_audit(self, anchor: AuditAnchor) -> bool:
+        """One conditional upsert: SQLite applies it whole, so an older anchor written late by another
+        process can never replace a newer one."""
+        with self._tx() as db:
+            cursor = db.execute(
+                f"INSERT INTO audit_anchors ({_ANCHOR_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, file = excluded.file, "
+                '"offset" = excluded."offset", time = excluded.time WHERE excluded.seq > audit_anchors.seq',
+                (anchor.name, anchor.seq, anchor.hash, anchor.file, anchor.offset, anchor.time),
+            )
+            return cursor.rowcount > 0
+
+    async def audit_anchor(self, name: str) -> AuditAnchor | None:
+        rows = self._query(f"SELECT {_ANCHOR_COLUMNS} FROM audit_anchors WHERE name = ?", (name,))
+        return _anchor_from_row(rows[0]) if rows else None
+
 
 def _insert_key(db: sqlite3.Connection, record: KeyRecord) -> None:
     db.execute(
@@ -427,6 +454,13 @@ def _insert_key(db: sqlite3.Connection, record: KeyRecord) -> None:
             record.created_at,
             record.expires_at,
         ),
+    )
+
+
+def _anchor_from_row(row: Sequence[Any]) -> AuditAnchor:
+    name, seq, hash_, file, offset, time = row
+    return AuditAnchor(
+        name=str(name), seq=int(seq), hash=str(hash_), file=str(file), offset=int(offset), time=float(time)
     )
 
 

@@ -35,17 +35,70 @@ def _path(args: argparse.Namespace, ctx: CommandContext) -> str:
     return config.resolve(config.server.audit_file)
 
 
+def verify_arguments(parser: argparse.ArgumentParser) -> None:
+    arguments(parser)
+    parser.add_argument(
+        "--no-anchor",
+        action="store_true",
+        help="check the chain alone, without the store's anchor (a cut tail then goes unnoticed)",
+    )
+
+
+#: How many problems `verify` prints; the first is the first bad record, the count says how many in all.
+_PROBLEMS_PRINTED = 20
+
+
 def verify(args: argparse.Namespace, ctx: CommandContext) -> int:
     from qaqnuz.audit import verify as verify_chain
+    from qaqnuz.store import AuditAnchor
 
-    path = _path(args, ctx)
-    count, problems = verify_chain(path)
-    for problem in problems:
-        ctx.err(f"{path}: {problem}")
-    if problems:
-        ctx.err(f"{path}: {len(problems)} problem(s) in {count} lines; the log was altered")
+    config = ctx.config(args)
+    path = str(args.file) if args.file else config.resolve(config.server.audit_file)
+    admin = ctx.admin(config)
+    key = admin.chain_key
+    # the server's anchor, whichever copy of its log is checked (`--file`)
+    name = config.audit.anchor or os.path.abspath(config.resolve(config.server.audit_file))
+
+    async def read_anchor() -> AuditAnchor | None:
+        try:
+            return None if args.no_anchor else await admin.store.audit_anchor(name)
+        finally:
+            await admin.aclose()
+
+    try:
+        anchor = ctx.run(read_anchor, inline=admin.inline)
+    except Exception as exc:
+        ctx.err(f"cannot read the audit anchor from the store ({type(exc).__name__}); check [server] store, or "
+                f"add --no-anchor to check the chain alone")  # fmt: skip
         return 1
-    ctx.err(f"{path}: OK, {count} lines, hash chain intact")
+    verdict = verify_chain(path, key, anchor)
+    if not verdict.files:
+        if anchor is None:
+            ctx.err(f"{path}: no such audit file; give it with --file, or check [server] audit_file")
+        else:
+            ctx.err(f"{path}: no audit file, but the store's anchor says record {anchor.seq} was written: the log "
+                    f"was removed")  # fmt: skip
+        return 1
+    for intent in verdict.unknown:
+        ctx.err(f"unknown outcome: {intent} (an intent with no outcome: still running, or the server stopped "
+                f"while it ran)")  # fmt: skip
+    if verdict.problems:
+        ctx.err(f"first bad record: {verdict.problems[0]}")
+        for problem in verdict.problems[1:_PROBLEMS_PRINTED]:
+            ctx.err(f"  then: {problem}")
+        ctx.err(f"{path}: {len(verdict.problems)} problem(s) in {verdict.count} records across "
+                f"{len(verdict.files)} file(s); the log was altered")  # fmt: skip
+        return 1
+    if anchor is None and not args.no_anchor and verdict.count:
+        ctx.err(f"warning: no anchor in the store under {name!r}: a cut tail cannot be detected (a log written "
+                f"before anchoring, another store, or the anchor removed)")  # fmt: skip
+    anchored = (
+        "the store's anchor was not read (--no-anchor)" if args.no_anchor
+        else "no anchor in the store" if anchor is None
+        else f"reaches the store's anchor (record {anchor.seq})"
+    )  # fmt: skip
+    unknown = f"; {len(verdict.unknown)} call(s) with unknown outcome" if verdict.unknown else ""
+    ctx.err(f"{path}: OK, {verdict.count} records in {len(verdict.files)} file(s), chain intact, {anchored}{unknown}")
     return 0
 
 
@@ -140,9 +193,13 @@ def tail(args: argparse.Namespace, ctx: CommandContext) -> int:
         shown = {k: v for k, v in record.items() if k not in ("prev", "hash")}
         ctx.out(json.dumps(shown, sort_keys=True) if args.json else "  ".join(_line(shown)))
 
+    from qaqnuz.audit import rotated_files
+
+    older = sum(f.stat().st_size for f in rotated_files(path))
     size = path.stat().st_size if path.exists() else 0
     if args.lines:
-        page = read_calls(path, CallQuery(calls_only=False, limit=args.lines, before=size, max_scan=1 << 62))
+        query = CallQuery(calls_only=False, limit=args.lines, before=older + size, max_scan=1 << 62)
+        page = read_calls(path, query)
         for record in reversed(page.calls):
             show(record)
     if not args.follow:
@@ -155,32 +212,50 @@ def tail(args: argparse.Namespace, ctx: CommandContext) -> int:
 
 
 def _follow(path: Path, offset: int, show: Any, interval: float) -> None:
-    """Print each complete line appended after `offset`; start over at the beginning of a file that was
-    replaced (rotated) or cut short."""
-    inode = _inode(path)
+    """Print each complete line appended after `offset`. The file stays open, so when it is rotated the
+    lines written to it before the rename are still read, then the new live file from its start; a file
+    cut short is read again from its start."""
+    handle = path.open("rb") if path.exists() else None
     pending = b""
-    while True:
-        current = _inode(path)
-        if current != inode:
-            inode, offset, pending = current, 0, b""
-        if current is not None:
-            with path.open("rb") as handle:
-                size = os.fstat(handle.fileno()).st_size
-                if size < offset:
-                    offset, pending = 0, b""
-                handle.seek(offset)
-                data = handle.read()
-            offset += len(data)
-            lines = (pending + data).split(b"\n")
-            pending = lines.pop()
-            for line in lines:
-                try:
-                    record = json.loads(line)
-                except ValueError:
-                    continue
-                if isinstance(record, dict):
-                    show(record)
-        time.sleep(interval)
+
+    def drain(current: Any) -> None:
+        nonlocal pending
+        data = current.read()
+        lines = (pending + data).split(b"\n")
+        pending = lines.pop()
+        for line in lines:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                show(record)
+
+    if handle is not None:
+        handle.seek(offset)
+    try:
+        while True:
+            inode = _inode(path)
+            if handle is not None and inode != _inode_of(handle):
+                drain(handle)  # what was written before the rotation
+                handle.close()
+                handle, pending = None, b""
+            if handle is None and inode is not None:
+                handle = path.open("rb")
+            if handle is not None:
+                if os.fstat(handle.fileno()).st_size < handle.tell():
+                    handle.seek(0)
+                    pending = b""
+                drain(handle)
+            time.sleep(interval)
+    finally:
+        if handle is not None:
+            handle.close()
+
+
+def _inode_of(handle: Any) -> tuple[int, int]:
+    st = os.fstat(handle.fileno())
+    return st.st_dev, st.st_ino
 
 
 def _inode(path: Path) -> tuple[int, int] | None:
@@ -193,7 +268,12 @@ def _inode(path: Path) -> tuple[int, int] | None:
 
 COMMANDS = [
     Command("audit", "audit log tools"),
-    Command("audit verify", "check the audit log's hash chain", verify, arguments),
+    Command(
+        "audit verify",
+        "check the audit log's chain across rotated files, its anchor in the store, and list unknown outcomes",
+        verify,
+        verify_arguments,
+    ),
     Command(
         "audit search",
         "find audit records by brand, key, tool, outcome and time, newest first",

@@ -37,7 +37,9 @@ async def test_migrate_applies_each_version_once_and_records_it(make_store, qaqn
         "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables WHERE tablename LIKE 'qaqnuz%'",
         database_of(pg_database),
     )
-    assert tables == "qaqnuz_approvals,qaqnuz_console_users,qaqnuz_keys,qaqnuz_schema_migrations,qaqnuz_usage"
+    assert tables == (
+        "qaqnuz_approvals,qaqnuz_audit_anchors,qaqnuz_console_users,qaqnuz_keys,qaqnuz_schema_migrations,qaqnuz_usage"
+    )
 
 
 async def test_the_first_operation_migrates(make_store, qaqnuz_postgres, pg_database) -> None:

@@ -141,7 +141,7 @@ async def test_redis_killed_mid_run_refuses_every_call_and_the_same_server_recov
             is_error, content = await _call(client)
             assert not is_error, content
     assert pack.executions == ran_while_down + 11
-    assert await kernel.readiness() == {"store": True, "limiter": True, "registry": True}
+    assert await kernel.readiness() == {"store": True, "limiter": True, "registry": True, "audit": True}
 
 
 @pytest.mark.anyio

@@ -20,6 +20,7 @@ from qaqnuz import (
     ApprovalNotPending,
     ApprovalRequest,
     ApprovalStatus,
+    AuditAnchor,
     ConsoleUser,
     KeyCapReached,
     KeyNotActive,
@@ -251,6 +252,20 @@ class JsonStore:
     async def delete_console_user(self, name: str) -> bool:
         with self._data() as data:
             return data.get("console_users", {}).pop(name, None) is not None
+
+    async def anchor_audit(self, anchor: AuditAnchor) -> bool:
+        with self._data() as data:
+            anchors = data.setdefault("audit_anchors", {})
+            stored = anchors.get(anchor.name)
+            if stored is not None and stored["seq"] >= anchor.seq:
+                return False
+            anchors[anchor.name] = attrs.asdict(anchor)
+            return True
+
+    async def audit_anchor(self, name: str) -> AuditAnchor | None:
+        with self._data(write=False) as data:
+            row = data.get("audit_anchors", {}).get(name)
+        return AuditAnchor(**row) if row else None
 
     async def pending_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}

@@ -118,9 +118,21 @@ CREATE TABLE qaqnuz_console_users (
 );
 """
 
+V3 = """
+CREATE TABLE qaqnuz_audit_anchors (
+    name text PRIMARY KEY,
+    seq bigint NOT NULL,
+    hash text NOT NULL,
+    file text NOT NULL,
+    "offset" bigint NOT NULL,
+    time double precision NOT NULL
+);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "0001_keys_approvals_usage", V1),
     Migration(2, "0002_console_users", V2),
+    Migration(3, "0003_audit_anchors", V3),
 )
 
 

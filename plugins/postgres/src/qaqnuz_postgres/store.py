@@ -49,6 +49,7 @@ from qaqnuz import (
     ApprovalNotPending,
     ApprovalRequest,
     ApprovalStatus,
+    AuditAnchor,
     ConfigError,
     ConsoleUser,
     KeyCapReached,
@@ -80,6 +81,7 @@ MIGRATE_TIMEOUT = 30.0
 _KEY_FIELDS = KEY_COLUMNS
 _APPROVAL_FIELDS = APPROVAL_COLUMNS
 _ACTIVE = "revoked_at IS NULL AND (expires_at IS NULL OR expires_at > %s)"
+_ANCHOR_FIELDS = 'name, seq, hash, file, "offset", time'
 _EXPIRED = "(status = 'pending' AND expires_at <= %(now)s) OR (status = 'approved' AND valid_until <= %(now)s)"
 _PASS_THROUGH = (StoreError, PendingCapReached)  # our own answers, raised inside an operation on purpose
 
@@ -690,6 +692,28 @@ class PostgresStore:
             "SELECT brand, count(*) FROM qaqnuz_approvals WHERE status = 'pending' AND NOT closed GROUP BY brand"
         )
         return {brand: int(n) for brand, n in rows}
+
+    # -- audit anchor ----------------------------------------------------------------------------------
+    async def anchor_audit(self, anchor: AuditAnchor) -> bool:
+        """One conditional upsert: PostgreSQL re-checks the condition on a row another replica just wrote, so
+        of two anchors racing for a chain the higher `seq` stays, whichever commits last."""
+        async with self._connection() as conn:
+            cur = await conn.execute(
+                f"INSERT INTO qaqnuz_audit_anchors ({_ANCHOR_FIELDS}) VALUES (%s, %s, %s, %s, %s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET seq = excluded.seq, hash = excluded.hash, file = excluded.file, "
+                '"offset" = excluded."offset", time = excluded.time WHERE excluded.seq > qaqnuz_audit_anchors.seq',
+                [anchor.name, anchor.seq, anchor.hash, anchor.file, anchor.offset, anchor.time],
+            )
+            return bool(cur.rowcount == 1)
+
+    async def audit_anchor(self, name: str) -> AuditAnchor | None:
+        rows = await self._rows(f"SELECT {_ANCHOR_FIELDS} FROM qaqnuz_audit_anchors WHERE name = %s", [name])
+        if not rows:
+            return None
+        name_, seq, hash_, file, offset, time = rows[0]
+        return AuditAnchor(
+            name=str(name_), seq=int(seq), hash=str(hash_), file=str(file), offset=int(offset), time=float(time)
+        )
 
 
 #: What a failed connection attempt was, by the words libpq and the server use (English messages); fixed texts
