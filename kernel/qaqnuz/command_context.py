@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 
+from qaqnuz import logformat
 from qaqnuz.config import Config, default_config_path, load_config
 from qaqnuz.secrets import Redactor
 
@@ -26,18 +27,21 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _MASK = Redactor()
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+LOG_FORMAT = logformat.LOG_FORMAT
 
 
-def setup_logging(level: str = "info") -> None:
-    """Logs to stderr through a redactor that masks anything shaped like an API key (tracebacks too)."""
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+def setup_logging(level: str = "info", log_format: str = "text") -> None:
+    """Logs to stderr through a redactor that masks anything shaped like an API key (tracebacks too), then a
+    formatter (`[server] log_format`) that escapes whatever a client put in a record, stamped with the
+    request id. uvicorn's and the SDK's loggers are bridged onto this handler by the HTTP transport; any
+    other library's warning, which Python would print raw through its last-resort handler, comes here too."""
+    handler = logformat.handler(log_format, sys.stderr)
     handler.addFilter(Redactor())
     root = logging.getLogger("qaqnuz")
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     root.propagate = False
+    logging.lastResort = handler
 
 
 @attrs.frozen
@@ -123,8 +127,8 @@ class CommandContext:
         sys.stderr.flush()
 
     @staticmethod
-    def setup_logging(level: str = "info") -> None:
-        setup_logging(level)
+    def setup_logging(level: str = "info", log_format: str = "text") -> None:
+        setup_logging(level, log_format)
 
     # A plugin's command prints the way the built-in ones do (it may not import `qaqnuz.commands`).
     @staticmethod

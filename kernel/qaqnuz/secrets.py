@@ -17,6 +17,7 @@ from pathlib import Path
 import msgspec
 
 from qaqnuz.errors import ConfigError
+from qaqnuz.logformat import extras
 
 MASK = "[redacted]"
 
@@ -79,7 +80,8 @@ KEY_PATTERN = re.compile(r"\b([a-z][a-z0-9]{0,15}_(?:[a-z0-9]{1,16}_)?)([0-9A-Za
 
 class Redactor(logging.Filter):
     """Masks every secret value a kernel resolved, and anything shaped like an API key, in every log
-    record that passes a handler it guards, tracebacks included (they are formatted, then masked)."""
+    record that passes a handler it guards, tracebacks and string extras included (tracebacks are formatted,
+    then masked). A handler filter, so it runs before the handler's formatter escapes or encodes anything."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -110,6 +112,9 @@ class Redactor(logging.Filter):
             record.exc_text = self.mask(record.exc_text)
         if record.stack_info:
             record.stack_info = self.mask(record.stack_info)
+        for key, value in extras(record).items():  # the JSON format writes them as fields of their own
+            if isinstance(value, str):
+                setattr(record, key, self.mask(value))
         return True
 
     def guard(self, loggers: Iterable[logging.Logger]) -> None:

@@ -9,7 +9,7 @@ import socket
 import time
 from typing import Any
 
-from qaqnuz.audit import verify
+from qaqnuz.audit import chain_key, verify
 
 MODERN = "2026-07-28"
 META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
@@ -167,7 +167,7 @@ def test_the_audit_line_is_written_before_the_answer_leaves(http_server):
             assert status == 200
             executed = [json.loads(line) for line in audit.read_text().splitlines()]
             assert sum(1 for r in executed if r.get("tool") == "echo" and r.get("step") == "execution") == i + 1
-    assert verify(audit)[1] == []
+    assert verify(audit, chain_key((server.folder / "qaqnuz.secret").read_bytes().strip())).problems == []
 
 
 def test_uvicorn_still_has_what_the_connection_level_answers_rely_on():
@@ -229,3 +229,22 @@ def test_a_stalled_body_gets_408_with_the_usual_headers_and_a_large_one_goes_to_
         status, _, body = read_response(sock, bytearray())
     assert status == 200 and json.loads(body)["id"] == 2
     assert counters(server) == (0, 1)  # answered by the fast path, through the ASGI stack
+
+
+def test_a_direct_answer_carries_its_request_id_to_the_client_the_access_line_and_the_audit_record(http_server, caplog):
+    import logging
+
+    server = http_server()
+    key = server.mint()
+    audit = server.folder / "qaqnuz-audit.jsonl"
+    with caplog.at_level(logging.INFO, logger="qaqnuz.http.access"), connect(server) as sock:
+        buffer = bytearray()
+        sock.sendall(request(server, key, call_body(1, "one")))
+        status, headers, _ = read_response(sock, buffer)
+    assert status == 200 and server.transport.built.direct.answered == 1
+    request_id = headers["x-request-id"]
+    (line,) = [r for r in caplog.records if r.name == "qaqnuz.http.access"]
+    assert line.request_id == request_id and line.method == "tools/call" and line.tool == "echo"
+    assert line.route == "POST /mcp" and line.status == 200 and line.client.startswith("127.0.0.1:")
+    executed = [json.loads(text) for text in audit.read_text().splitlines()]
+    assert [r.get("request_id") for r in executed if r.get("step") == "execution"] == [request_id]

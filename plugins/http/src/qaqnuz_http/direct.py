@@ -35,14 +35,14 @@ from typing import Any
 
 from starlette.types import Message, Scope
 
-from qaqnuz import Host, Principal
+from qaqnuz import Host, Principal, requestid
+from qaqnuz_http.access import ACCESS_FIELDS, REQUEST_ID_HEADER, SCOPE_REQUEST_ID, RouteNames, log_access
 from qaqnuz_http.coalesce import held_writes_protocol
 from qaqnuz_http.fastpath import FastPath
 from qaqnuz_http.guard import (
     ClientAddress,
     FailureLimit,
     Tracker,
-    access_log,
     authenticate,
     host_allowed,
     secure_headers,
@@ -92,6 +92,7 @@ class DirectAnswers:
         self.tracker = tracker
         self.failure_limit = failure_limit
         self._hosts_seen: dict[bytes, bool] = {}  # Host -> allowed (a client sends the same one every time)
+        self.routes = RouteNames(paths)
         self.answered = 0  # fast-path answers written here (what a test tells the two paths apart by)
         self.refused = 0  # authentication refusals written here
 
@@ -147,17 +148,11 @@ class DirectAnswers:
         return _reply(collected)
 
     def logged(self, scope: Scope, reply: Reply, started: float, key_id: str) -> Reply:
-        """The reply, with `Front`'s access-log line written for it."""
+        """The reply with its `X-Request-Id`, and `Front`'s access line written for it."""
         if self.access_log_on:
-            access_log.info(
-                "%s %s %d %.1fms key=%s",
-                scope["method"],
-                scope["path"],
-                reply[0],
-                (time.monotonic() - started) * 1000,
-                key_id,
-            )
-        return reply
+            log_access(scope, reply[0], started, key_id, ACCESS_FIELDS.get() or {}, self.routes)
+        status, headers, body = reply
+        return status, [*headers, (REQUEST_ID_HEADER, scope[SCOPE_REQUEST_ID].encode("ascii"))], body
 
     def _host_ok(self, headers: dict[bytes, bytes]) -> bool:
         host = headers.get(b"host")
@@ -266,6 +261,11 @@ def direct_protocol(direct: DirectAnswers) -> type[asyncio.Protocol]:
 
         async def _direct_or_app(self, cycle: Any, app: Callable[..., Any]) -> None:
             started = time.monotonic()
+            # This task is the request's outermost layer here: its id and access fields are set as `Front`
+            # sets them, and `Front` keeps the id if the request is handed on to the app (the scope says so).
+            request_id = cycle.scope[SCOPE_REQUEST_ID] = requestid.new_request_id()
+            requestid.begin(request_id)
+            ACCESS_FIELDS.set({})
             try:
                 reply = await _direct(cycle, direct, started)
             except Exception as exc:  # answered as the ASGI path would: logged, 500, connection closed

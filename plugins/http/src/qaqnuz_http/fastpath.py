@@ -35,6 +35,7 @@ from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSI
 from starlette.types import Scope, Send
 
 from qaqnuz import FastAnswers, FastRequest, Host, Principal
+from qaqnuz_http.access import ACCESS_FIELDS, note_request
 from qaqnuz_http.scopeheaders import headers_of
 
 log = logging.getLogger("qaqnuz.http")
@@ -112,6 +113,7 @@ class FastPath:
             return False  # the SDK checks those headers against the schema
         if not self.answers.takes(principal, request):
             return False
+        note_request(ACCESS_FIELDS.get(), request.method, request.params, lambda: self._visible(principal))
         payload = await self.answers.answer(principal, request, modern=modern)
         await send(
             {
@@ -125,6 +127,9 @@ class FastPath:
         if log.isEnabledFor(logging.DEBUG):
             log.debug("%s answered on the fast path (%s)", request.method, version or "session")
         return True
+
+    def _visible(self, principal: Principal) -> frozenset[str]:
+        return self.answers.host.list_tools(principal).names
 
     def _session(self, principal: Principal, session_id: str) -> Any | None:
         """The SDK's transport for this session if it is open and was opened with this same credential."""

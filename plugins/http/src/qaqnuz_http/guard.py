@@ -23,11 +23,12 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from qaqnuz import CredentialsUnavailable, Host, Principal, looks_like_key
+from qaqnuz import CredentialsUnavailable, Host, Principal, looks_like_key, requestid
+from qaqnuz_http.access import ACCESS_FIELDS, REQUEST_ID_HEADER, SCOPE_REQUEST_ID, RouteNames, log_access
+from qaqnuz_http.access import access_log as access_log
 from qaqnuz_http.fastpath import FastPath, access_token
 from qaqnuz_http.scopeheaders import SCOPE_HEADERS, headers_of
 
-access_log = logging.getLogger("qaqnuz.http.access")
 log = logging.getLogger("qaqnuz.http")
 
 #: Where the credential of an authenticated request waits for the Binding to authenticate it again.
@@ -36,7 +37,7 @@ SCOPE_CREDENTIAL = "qaqnuz.credential"
 SCOPE_PRINCIPAL = "qaqnuz.principal"
 #: The `?token=` value, taken out of the query string by `Front`.
 SCOPE_QUERY_TOKEN = "qaqnuz.query_token"  # noqa: S105 - a scope key, not a secret
-#: A dict shared by every layer of one request; the access log reads `key_id` from it.
+#: A dict shared by every layer of one request (also `access.ACCESS_FIELDS`); the access line reads it.
 SCOPE_LOG = "qaqnuz.log"
 
 AUTH_FAILED_BODY = json.dumps(
@@ -206,7 +207,8 @@ class ClientAddress:
 
 
 class Front:
-    """Every HTTP request: take `token` out of the query, add no-store headers, log one redacted line."""
+    """Every HTTP request: give it its request id (`X-Request-Id`), take `token` out of the query, add no-store
+    headers, log one access line (`access.py`)."""
 
     def __init__(
         self,
@@ -224,17 +226,27 @@ class Front:
         self.access_log_on = access_log_on
         self.allowed_origins = allowed_origins
         self.allowed_hosts = allowed_hosts
+        self.routes = RouteNames.of(app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         scope = dict(scope)
+        # Outermost, so the access line, the kernel's log lines and the audit records of this request (in
+        # any task it starts: the SDK hands each message on with the sender's context) all carry it.
+        request_id = scope.get(SCOPE_REQUEST_ID)  # set when the direct path handed this request on
+        begun = None
+        if not isinstance(request_id, str):
+            request_id = scope[SCOPE_REQUEST_ID] = requestid.new_request_id()
+            begun = requestid.begin(request_id)
+        id_header = (REQUEST_ID_HEADER, request_id.encode("ascii"))
         _strip_query_token(scope)
         if self.client_address is not None:
             self.client_address.rewrite(scope)
         info: dict[str, Any] = {}
         scope[SCOPE_LOG] = info
+        fields = ACCESS_FIELDS.set(info)
         started = time.monotonic()
         status = 0
 
@@ -242,7 +254,7 @@ class Front:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message = {**message, "headers": secure_headers(message.get("headers", ()))}
+                message = {**message, "headers": [*secure_headers(message.get("headers", ())), id_header]}
             await send(message)
 
         try:
@@ -260,14 +272,10 @@ class Front:
                 await (direct or self.app)(scope, receive, send_wrapped)
         finally:
             if self.access_log_on:
-                access_log.info(
-                    "%s %s %d %.1fms key=%s",
-                    _printable(str(scope.get("method", "?"))),
-                    _printable(str(scope.get("path", "?"))),
-                    status,
-                    (time.monotonic() - started) * 1000,
-                    info.get("key_id", "-"),
-                )
+                log_access(scope, status, started, info.get("key_id", "-"), info, self.routes)
+            ACCESS_FIELDS.reset(fields)
+            if begun is not None:
+                requestid.end(begun)
 
 
 def _printable(text: str, limit: int = 200) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 import msgspec
 
-from qaqnuz import CredentialsUnavailable, FastAnswers, FastRequest, Host, Principal
+from qaqnuz import CredentialsUnavailable, FastAnswers, FastRequest, Host, Principal, requestid
 from qaqnuz_stdio.pipes import Lines, Output
 
 log = logging.getLogger("qaqnuz.stdio")
@@ -191,6 +191,25 @@ class FastPath:
             task = self._running.get(message.params.get("requestId"))
             if task is not None:
                 task.cancel()
+
+
+class RequestIds:
+    """Lines as read, each made the current request (`qaqnuz.requestid`) as it is read: one JSON-RPC message,
+    one request id. The reader task's context then carries it to whatever handles the line: a fast-path call
+    (spawned from it) or the SDK's handler (the SDK hands each message on with the reader's context), so the
+    decision, tool and audit lines of one message share an id. A line's id lasts until the next line."""
+
+    def __init__(self, lines: Lines) -> None:
+        self._lines = lines
+
+    def __aiter__(self) -> RequestIds:
+        self._lines = self._lines.__aiter__()
+        return self
+
+    async def __anext__(self) -> str:
+        line = await self._lines.__anext__()
+        requestid.begin()
+        return line
 
 
 class Intercept:
