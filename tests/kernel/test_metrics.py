@@ -49,7 +49,9 @@ async def test_calls_update_counters_and_labels_stay_bounded(tmp_path):
         assert samples[("qaqnuz_rate_limit_rejections_total", (("dimension", "key"),))] == 1.0
         assert samples[("qaqnuz_auth_failures_total", (("transport", "memory"),))] == 1.0
         assert samples[("qaqnuz_tools_registered", ())] == 13.0  # the testkit tools
-        assert samples[("qaqnuz_tool_call_duration_seconds_count", (("brand", "acme"),))] == 3.0
+        duration = "qaqnuz_tool_call_duration_seconds_count"
+        assert samples[(duration, (("brand", "acme"), ("tool", "echo")))] == 2.0
+        assert samples[(duration, (("brand", "acme"), ("tool", "(unknown)")))] == 1.0
         assert ("qaqnuz_build_info", (("version", "0.1.0"),)) in samples
         for needle in (key, "canary-value-123", "no_such_tool_xyz", "bogus"):
             assert needle not in text

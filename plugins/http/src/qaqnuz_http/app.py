@@ -7,7 +7,7 @@ import contextlib
 import hmac
 import ipaddress
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 import qaqnuz
 from qaqnuz import Host, UsageError
+from qaqnuz_http.access import ACCESS_FIELDS, note_request
 from qaqnuz_http.direct import DirectAnswers
 from qaqnuz_http.fastpath import FastPath
 from qaqnuz_http.guard import (
@@ -62,12 +63,86 @@ def _credential(ctx: Any) -> Any:
     return request.scope.get(SCOPE_PRINCIPAL) if request is not None else None
 
 
+class SessionCount:
+    """Tells the host when an MCP session opens and closes on one transport (`qaqnuz_sessions_open`).
+
+    A host without the methods (an older kernel, a test double) counts nothing rather than failing."""
+
+    def __init__(self, host: Host, transport: str) -> None:
+        self._opened: Callable[[str], None] | None = getattr(host, "session_opened", None)
+        self._closed: Callable[[str], None] | None = getattr(host, "session_closed", None)
+        self.transport = transport
+
+    def opened(self) -> None:
+        if self._opened is not None:
+            self._opened(self.transport)
+
+    def closed(self) -> None:
+        if self._closed is not None:
+            self._closed(self.transport)
+
+
+class CountedSessions(dict[str, Any]):
+    """The SDK session manager's table of session-era sessions, counting what enters and leaves it.
+
+    The table is the one place every session passes through, however it ends (DELETE, idle timeout, a
+    crash, a refused opening request, shutdown): the manager offers no hook of its own. It relies on the same
+    `mcp` 2.3.0 table the fast path reads; if an upgrade moves it, sessions are simply not counted."""
+
+    def __init__(self, count: SessionCount) -> None:
+        super().__init__()
+        self._count = count
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        new = key not in self
+        super().__setitem__(key, value)
+        if new:
+            self._count.opened()
+
+    def __delitem__(self, key: str) -> None:
+        super().__delitem__(key)
+        self._count.closed()
+
+    def pop(self, key: str, *default: Any) -> Any:
+        if key in self:
+            value = super().pop(key)
+            self._count.closed()
+            return value
+        return super().pop(key, *default)
+
+    def clear(self) -> None:
+        open_now = len(self)
+        super().clear()
+        for _ in range(open_now):
+            self._count.closed()
+
+
+def _access_fields(host: Host) -> Any:
+    """An `mcp` Server middleware: what the SDK parsed (the MCP method, a tools/call's tool) for the access
+    line of the HTTP request that carried the message (it runs in a copy of that request's context)."""
+
+    async def middleware(ctx: Any, call_next: Callable[[Any], Any]) -> Any:
+        fields = ACCESS_FIELDS.get()
+        if fields is not None:
+            principal = _credential(ctx)
+            note_request(
+                fields,
+                getattr(ctx, "method", None),
+                getattr(ctx, "params", None),
+                (lambda: host.list_tools(principal).names) if principal is not None else (),
+            )
+        return await call_next(ctx)
+
+    return middleware
+
+
 class SseEndpoint:
     """GET /sse: one legacy HTTP+SSE connection (handshake era only)."""
 
-    def __init__(self, sse: SseServerTransport, server: Any) -> None:
+    def __init__(self, sse: SseServerTransport, server: Any, count: SessionCount | None = None) -> None:
         self.sse = sse
         self.server = server
+        self.count = count
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         tokens = scope.get(SCOPE_QUERY_TOKEN)
@@ -77,7 +152,13 @@ class SseEndpoint:
             send = _announce_with_token(send, tokens[0].value)
         try:
             async with self.sse.connect_sse(scope, receive, send) as (read_stream, write_stream):
-                await self.server.run(read_stream, write_stream, self.server.create_initialization_options())
+                if self.count is not None:
+                    self.count.opened()
+                try:
+                    await self.server.run(read_stream, write_stream, self.server.create_initialization_options())
+                finally:
+                    if self.count is not None:
+                        self.count.closed()
         except ValueError:  # the SDK's Host/Origin check refused the request and has answered it
             return
 
@@ -129,6 +210,7 @@ def build_app(host: Host, settings: HttpSettings, limits: Limits, *, metrics_tok
     binding = qaqnuz.Binding(host, _credential, transport="http")
     tracker = Tracker()
     binding.server.middleware.append(tracker.middleware)
+    binding.server.middleware.append(_access_fields(host))
     security = TransportSecuritySettings(
         enable_dns_rebinding_protection=True,
         allowed_hosts=expand(settings.allowed_hosts),
@@ -143,6 +225,8 @@ def build_app(host: Host, settings: HttpSettings, limits: Limits, *, metrics_tok
         max_request_body_size=settings.max_body_bytes,
         max_sessions=settings.max_sessions,
     )
+    if isinstance(getattr(session_manager, "_server_instances", None), dict) and not session_manager._server_instances:
+        session_manager._server_instances = CountedSessions(SessionCount(host, "http"))
     sse = SseServerTransport(MESSAGES_PATH, security_settings=security, max_request_body_size=settings.max_body_bytes)
 
     failures = FailureLimit(settings.auth_failures_per_minute) if settings.auth_failures_per_minute else None
@@ -184,7 +268,7 @@ def build_app(host: Host, settings: HttpSettings, limits: Limits, *, metrics_tok
     routes: list[BaseRoute] = [
         Route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"]),
         Route("/mcp/v1", mcp_endpoint, methods=["GET", "POST", "DELETE"]),
-        Route("/sse", guard(SseEndpoint(sse, binding.server)), methods=["GET"]),
+        Route("/sse", guard(SseEndpoint(sse, binding.server, SessionCount(host, "sse"))), methods=["GET"]),
         Mount(MESSAGES_PATH.rstrip("/"), app=guard(sse.handle_post_message)),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),

@@ -15,7 +15,7 @@ from typing import Any
 import anyio
 import uvicorn
 
-from qaqnuz import Host, UsageError
+from qaqnuz import Host, UsageError, listen_socket
 from qaqnuz_http.app import Built, build_app
 from qaqnuz_http.coalesce import held_writes_protocol
 from qaqnuz_http.direct import direct_protocol, direct_support
@@ -163,20 +163,7 @@ async def _until(condition: Callable[[], bool]) -> None:
 
 
 def _bind(host: str, port: int) -> socket.socket:
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        sock = socket.socket(family, kind, proto)
-    except OSError as exc:
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(address)
-        sock.listen(2048)
-    except OSError as exc:
-        sock.close()
-        raise UsageError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.set_inheritable(True)
-    return sock
+    return listen_socket(host, port, backlog=2048, inheritable=True)  # workers share it
 
 
 def _bridge_logging() -> Any:

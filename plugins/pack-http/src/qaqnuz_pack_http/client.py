@@ -9,7 +9,7 @@ from __future__ import annotations
 import email.utils
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -105,6 +105,7 @@ class Upstream:
         max_connections: int = 10,
         logger: logging.Logger | None = None,
         resolver: Resolver | None = None,
+        observe: Callable[[float, str | None], None] | None = None,
     ) -> None:
         self.base = httpx.URL(base_url)
         if self.base.scheme not in ("http", "https") or not self.base.host:
@@ -120,6 +121,8 @@ class Upstream:
         )
         self.backend = GuardedBackend(allow_private=allow_private, resolver=resolver)
         self.log = logger or logging.getLogger("qaqnuz_pack_http")
+        #: (seconds, error kind or None) for every request sent (the pack's `ctx.upstream`).
+        self.observe = observe
         self._client: httpx.AsyncClient | None = None
 
     # -- lifecycle -------------------------------------------------------------------------------------
@@ -206,7 +209,7 @@ class Upstream:
                 status = response.status_code
                 if 200 <= status < 300:
                     body = await self._read(response)
-                    self._log(method, tool, status, started)
+                    self._log(method, tool, status, started, error=None)
                     return self._payload(response, body)
             finally:
                 await response.aclose()
@@ -214,20 +217,20 @@ class Upstream:
             self._log(method, tool, "refused", started)
             raise TerminalError("refused an internal address", public=REFUSED_ADDRESS) from None
         except _Oversized:
-            self._log(method, tool, status, started, "response over max_response_bytes")
+            self._log(method, tool, status, started, "response over max_response_bytes", error="other")
             raise TerminalError("response over the cap", public=OVERSIZED) from None
         except httpx.TimeoutException as exc:
-            self._log(method, tool, "timeout", started)
+            self._log(method, tool, "timeout", started, error="timeout")
             raise DependencyError(f"upstream {type(exc).__name__}") from None
         except (httpx.ConnectError, httpx.RemoteProtocolError) as exc:
-            self._log(method, tool, "connect-error", started)
+            self._log(method, tool, "connect-error", started, error="connect")
             if isinstance(exc, httpx.ConnectError):
                 raise _Retry(None) from None
             raise DependencyError(f"upstream {type(exc).__name__}") from None
         except httpx.HTTPError as exc:  # TLS, protocol and transport failures
-            self._log(method, tool, "transport-error", started)
+            self._log(method, tool, "transport-error", started, error="other")
             raise DependencyError(f"upstream {type(exc).__name__}") from None
-        self._log(method, tool, status, started)
+        self._log(method, tool, status, started, error="status")
         if status in RETRY_STATUSES:
             raise _Retry(_retry_after(response.headers.get("Retry-After")))
         if status >= 500 or status in DEPENDENCY_STATUSES:
@@ -263,10 +266,16 @@ class Upstream:
                 raise DependencyError("upstream sent invalid JSON") from None
         return {"text": body.decode(response.encoding or "utf-8", errors="replace")}
 
-    def _log(self, method: str, tool: str, status: int | str, started: float, note: str = "") -> None:
-        """Method, tool, status and elapsed time only: never the URL, query, headers or body."""
-        elapsed = (time.monotonic() - started) * 1000
-        self.log.info("%s %s -> %s in %.0fms%s", method, tool, status, elapsed, f" ({note})" if note else "")
+    def _log(
+        self, method: str, tool: str, status: int | str, started: float, note: str = "", *, error: str | None = ""
+    ) -> None:
+        """Method, tool, status and elapsed time only: never the URL, query, headers or body. Each request
+        that reached the network is also observed (`error`: its failure's kind, None for a success; "" for
+        one refused before it left, which is not the upstream's latency)."""
+        seconds = time.monotonic() - started
+        self.log.info("%s %s -> %s in %.0fms%s", method, tool, status, seconds * 1000, f" ({note})" if note else "")
+        if self.observe is not None and error != "":
+            self.observe(seconds, error)
 
 
 def _retry_after(value: str | None) -> float | None:

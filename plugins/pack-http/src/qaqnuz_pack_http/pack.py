@@ -276,6 +276,7 @@ class HttpPack:
             max_retry_wait=durations.get("max_retry_wait", 5.0),
             max_connections=settings.max_connections,
             logger=ctx.logger,
+            observe=ctx.upstream,
         )
         try:
             unique_names(settings.tools, where)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import attrs
 from qaqnuz import (
     CALLER_NAMES,
     ConfigError,
+    DependencyError,
     SecretRef,
     SideEffect,
     TerminalError,
@@ -24,7 +26,7 @@ from qaqnuz import (
     unique_names,
 )
 
-from .backends import Limits, PostgresBackend, SqliteBackend
+from .backends import TIMED_OUT, Limits, PostgresBackend, SqliteBackend
 from .settings import SqlSettings, SqlToolConfig
 from .sqltext import SqlTextError, Statement, prepare
 
@@ -117,6 +119,8 @@ class _Handler:
     read: bool
     one: bool
     caller_names: frozenset[str]
+    #: The pack's `ctx.upstream`: every statement's time and failure kind (`qaqnuz_upstream_*{pack}`).
+    observe: Callable[[float, str | None], None] | None = None
 
     async def __call__(self, arguments: Mapping[str, Any]) -> Any:
         params = {name: arguments.get(name, self.defaults.get(name)) for name in self.statement.names}
@@ -126,7 +130,26 @@ class _Handler:
                 raise TerminalError("no call context", public=NO_CALLER)
             who = call.caller.values()
             params.update({name: who[name] for name in self.caller_names})
-        return await self.backend.run(self.statement, params, read=self.read, one=self.one)
+        if self.observe is None:
+            return await self.backend.run(self.statement, params, read=self.read, one=self.one)
+        started = time.monotonic()
+        try:
+            result = await self.backend.run(self.statement, params, read=self.read, one=self.one)
+        except Exception as exc:
+            self.observe(time.monotonic() - started, _failure_kind(exc))
+            raise
+        self.observe(time.monotonic() - started, None)
+        return result
+
+
+def _failure_kind(exc: Exception) -> str:
+    """The metric's word for a failed statement: the backends already sorted timeouts and an unreachable
+    database (transient) from statements the database refused."""
+    if isinstance(exc, DependencyError):
+        return "timeout" if exc.public == TIMED_OUT else "connect"
+    if isinstance(exc, TerminalError):
+        return "query"
+    return "other"
 
 
 def build(settings: SqlSettings, ctx: ToolPackContext) -> SqlPack:
@@ -156,7 +179,7 @@ def build(settings: SqlSettings, ctx: ToolPackContext) -> SqlPack:
     for index, tool in enumerate(settings.tools):
         at = f"{where} tools[{index}]"
         try:
-            tools.append(_tool(tool, at, backend, dialect))
+            tools.append(_tool(tool, at, backend, dialect, ctx.upstream))
         except ConfigError as exc:
             problems.extend(exc.problems)
     if problems:
@@ -164,7 +187,9 @@ def build(settings: SqlSettings, ctx: ToolPackContext) -> SqlPack:
     return SqlPack(tools, backend)
 
 
-def _tool(tool: SqlToolConfig, at: str, backend: Any, dialect: Any) -> Tool:
+def _tool(
+    tool: SqlToolConfig, at: str, backend: Any, dialect: Any, observe: Callable[[float, str | None], None] | None = None
+) -> Tool:
     problems: list[str] = []
     try:
         statement = prepare(tool.sql, dialect)
@@ -198,5 +223,5 @@ def _tool(tool: SqlToolConfig, at: str, backend: Any, dialect: Any) -> Tool:
         name: spec["default"] for name, spec in properties.items() if isinstance(spec, dict) and "default" in spec
     }
     caller = frozenset(statement.names) & CALLER_NAMES
-    handler = _Handler(backend, statement, defaults, read, tool.one, caller)
+    handler = _Handler(backend, statement, defaults, read, tool.one, caller, observe)
     return tool_from_config(tool, handler, at, binds_brand="brand" in caller)

@@ -20,7 +20,7 @@ from mcp.server.stdio import stdio_server
 import qaqnuz
 from qaqnuz import Host, UsageError
 from qaqnuz_stdio import pipes
-from qaqnuz_stdio.fastpath import Calls, FastPath, Intercept, WatchedOutput
+from qaqnuz_stdio.fastpath import Calls, FastPath, Intercept, RequestIds, WatchedOutput
 from qaqnuz_stdio.settings import StdioSettings
 
 log = logging.getLogger("qaqnuz.stdio")
@@ -47,7 +47,13 @@ class StdioTransport:
             )
         binding = qaqnuz.Binding(host, lambda ctx: key, transport="stdio")
         server = binding.server
+        # `qaqnuz_sessions_open{transport="stdio"}` is 1 while the client is connected (a host without the
+        # methods, such as a test double, counts nothing).
+        opened = getattr(host, "session_opened", None)
+        closed = getattr(host, "session_closed", None)
         devnull = os.open(os.devnull, os.O_RDONLY)
+        if opened is not None and closed is not None:
+            opened("stdio")
         try:
             with pipes.claimed(0, devnull) as stdin_fd, pipes.claimed(1, 2) as stdout_fd:
                 os.close(devnull)
@@ -62,11 +68,11 @@ class StdioTransport:
                         calls = Calls()  # fast-path calls: EOF lets them finish; a failed one stops serving
                         with anyio.CancelScope() as serving:
                             calls.on_failure = serving.cancel
-                            stdin: Any = lines
+                            stdin: Any = RequestIds(lines)  # one request id per JSON-RPC message
                             stdout: Any = output
                             if self.settings.fast_path:
                                 self.fast = FastPath(host, key, output, calls)
-                                stdin, stdout = Intercept(lines, self.fast), WatchedOutput(output, self.fast)
+                                stdin, stdout = Intercept(stdin, self.fast), WatchedOutput(output, self.fast)
                             try:
                                 async with stdio_server(stdin=stdin, stdout=stdout) as (read_stream, write_stream):
                                     await server.run(read_stream, write_stream, server.create_initialization_options())
@@ -91,6 +97,8 @@ class StdioTransport:
             if devnull >= 0:
                 os.close(devnull)
             binding.close()
+            if opened is not None and closed is not None:
+                closed("stdio")
 
 
 async def _stop_on_signal(scope: anyio.CancelScope) -> None:
