@@ -25,6 +25,7 @@ from qaqnuz.contexts import (
     ServerView,
     StoreContext,
     ToolPackContext,
+    TracerContext,
     TransportContext,
     WebRouteContext,
 )
@@ -43,6 +44,7 @@ from qaqnuz.errors import (
 )
 from qaqnuz.hookspecs import hookimpl
 from qaqnuz.keys import looks_like_key
+from qaqnuz.listening import listen_socket
 from qaqnuz.packkit import InputParam, ToolConfig, input_schema, tool_from_config, unique_names
 from qaqnuz.records import (
     CALLER_NAMES,
@@ -55,6 +57,7 @@ from qaqnuz.records import (
     AuthProvider,
     Caller,
     CallRequest,
+    CallTrace,
     Channel,
     Command,
     Decision,
@@ -69,11 +72,13 @@ from qaqnuz.records import (
     RateLimiter,
     SideEffect,
     Stability,
+    StepSpan,
     Tool,
     ToolList,
     ToolProvider,
     ToolResult,
     ToolSettings,
+    Tracer,
     Transport,
     WebRoute,
 )
@@ -86,6 +91,7 @@ from qaqnuz.store import (
     KEY_COLUMNS,
     ApprovalNotFound,
     ApprovalNotPending,
+    AuditAnchor,
     ConsoleUser,
     KeyCapReached,
     KeyNotActive,
@@ -151,6 +157,7 @@ __all__ = [
     "ApprovalStatus",
     "Approver",
     "ApproverContext",
+    "AuditAnchor",
     "AuditSink",
     "AuditSinkContext",
     "AuthContext",
@@ -160,6 +167,7 @@ __all__ = [
     "CallPage",
     "CallQuery",
     "CallRequest",
+    "CallTrace",
     "Caller",
     "Channel",
     "Command",
@@ -198,6 +206,7 @@ __all__ = [
     "ServerView",
     "SideEffect",
     "Stability",
+    "StepSpan",
     "Store",
     "StoreContext",
     "StoreError",
@@ -210,6 +219,8 @@ __all__ = [
     "ToolProvider",
     "ToolResult",
     "ToolSettings",
+    "Tracer",
+    "TracerContext",
     "Transport",
     "TransportContext",
     "UsageError",
@@ -227,6 +238,7 @@ __all__ = [
     "hookimpl",
     "input_schema",
     "key_from_row",
+    "listen_socket",
     "looks_like_key",
     "mcp_remote_command",
     "opened_request",

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import attrs
 
+from qaqnuz.config import AuditConfig
 from qaqnuz.secrets import Secret, SecretRef, resolve
 
 if TYPE_CHECKING:
@@ -79,12 +80,36 @@ class ToolPackContext(Context):
     `brand` is set when the instance serves one brand's per-brand settings
     (`[brands.<brand>.packs.<pack>]`). `offline` is true when the kernel only needs the tool definitions
     (`qaqnuz tools list`): do not connect anywhere, and treat a secret that cannot be resolved as absent
-    (`secret` then returns an empty `Secret`) rather than failing.
+    (`secret` then returns an empty `Secret`) rather than failing. `upstream(seconds, error)` feeds the
+    pack's upstream latency and error metrics (`qaqnuz_upstream_duration_seconds{pack}`,
+    `qaqnuz_upstream_errors_total{pack,error}`).
     """
 
     secrets: SecretResolver = attrs.field(repr=False)
     brand: str | None = None
     offline: bool = False
+    #: The kernel's upstream metrics, (pack, seconds, error); packs call `upstream(...)` instead.
+    upstream_sink: Callable[[str, float, str | None], None] | None = attrs.field(repr=False, default=None)
+
+    @property
+    def pack(self) -> str:
+        """The pack's name in config (`[packs.<pack>]`), for a brand's instance too: the only name its metrics
+        carry, so a label never depends on anything a caller sent."""
+        return self.section.rpartition(".")[2]
+
+    def upstream(self, seconds: float, error: str | None = None) -> None:
+        """Report one request to the pack's upstream (an HTTP request, a query): how long it took and, if it
+        failed, what kind of failure: "timeout", "connect", "status" (an HTTP error status), "query" (the
+        database refused the statement) or "other". Never pass a message: it can carry a URL or a
+        credential, and the vocabulary keeps the label bounded. Safe to call anywhere: it never raises, and
+        does nothing when the pack was built without a kernel (tests, `qaqnuz tools list`)."""
+        sink = self.upstream_sink
+        if sink is None or self.offline:
+            return
+        try:
+            sink(self.pack, seconds, error)
+        except Exception as exc:  # bookkeeping never fails a call
+            self.logger.debug("recording upstream metrics failed (%s)", type(exc).__name__)
 
     def secret(self, ref: SecretRef, where: str) -> Secret:
         if self.offline:
@@ -133,6 +158,19 @@ class PolicyContext(Context):
 
 
 @attrs.frozen(kw_only=True)
+class TracerContext(Context):
+    """A tracer's context: `server_name` (`[server] name`) and `version` name the service it traces;
+    `secret(ref, where)` resolves a credential of its settings (an exporter's header), masked in the logs."""
+
+    server_name: str
+    version: str
+    secrets: SecretResolver = attrs.field(repr=False)
+
+    def secret(self, ref: SecretRef, where: str) -> Secret:
+        return self.secrets(ref, where)
+
+
+@attrs.frozen(kw_only=True)
 class LimiterContext(Context):
     """A rate limiter's context: its location, logger and clock; `limiter_file`: where the built-in
     `sqlite` limiter keeps its windows (absolute; `[server] limiter_file`, by default beside the store); and
@@ -176,9 +214,13 @@ class TransportContext(Context):
 
 @attrs.frozen(kw_only=True)
 class AuditSinkContext(Context):
-    """An audit sink's context: `audit_file` is `[server] audit_file`, already absolute."""
+    """An audit sink's context: `audit_file` is `[server] audit_file`, already absolute; `audit` is the
+    `[audit]` table (durability, rotation, anchor name); `chain_key` is the HMAC key records are chained
+    under, derived from the server secret (`qaqnuz.audit.chain_key`), never the secret itself."""
 
     audit_file: str
+    audit: AuditConfig = attrs.field(factory=AuditConfig)
+    chain_key: bytes = attrs.field(repr=False, default=b"")
 
 
 class ServerView(Protocol):
@@ -252,6 +294,7 @@ __all__ = [
     "ServerView",
     "StoreContext",
     "ToolPackContext",
+    "TracerContext",
     "TransportContext",
     "WebRouteContext",
 ]

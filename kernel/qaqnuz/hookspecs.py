@@ -158,6 +158,22 @@ def qaqnuz_audit_sinks() -> list[Provider]:
 
 
 @hookspec
+def qaqnuz_tracers() -> list[Provider]:
+    """Register tracers: where each MCP request's trace goes (OpenTelemetry, for one).
+
+    Called once per kernel build. Return providers whose factory, given `(settings, TracerContext)`, builds a
+    `Tracer`; every tracer named in `[plugins] tracing = [...]` gets a `CallTrace` of each tools/call and
+    tools/list after its answer is known, with one step per governance step. Nothing is traced by default.
+
+    Example::
+
+        @hookimpl
+        def qaqnuz_tracers():
+            return [Provider("otel", build_otel_tracer, "OpenTelemetry traces over OTLP.", OtelSettings)]
+    """
+
+
+@hookspec
 def qaqnuz_commands() -> list[Command]:
     """Register `qaqnuz` subcommands.
 

@@ -49,6 +49,7 @@ HOOK_FOR_KIND: dict[ProviderKind, str] = {
     ProviderKind.TOOLS: "qaqnuz_tool_providers",
     ProviderKind.STORE: "qaqnuz_stores",
     ProviderKind.AUDIT: "qaqnuz_audit_sinks",
+    ProviderKind.TRACER: "qaqnuz_tracers",
 }
 COMMANDS_HOOK = "qaqnuz_commands"
 WEB_ROUTES_HOOK = "qaqnuz_web_routes"
@@ -65,6 +66,7 @@ FIRST_PARTY: dict[tuple[str, str], tuple[str, str]] = {
     ("store", "postgresql"): ("qaqnuz-postgres", "postgres"),
     ("store", "postgres"): ("qaqnuz-postgres", "postgres"),
     ("command", "demo"): ("qaqnuz-demo", "demo"),
+    ("tracer", "otel"): ("qaqnuz-otel", "otel"),
 }
 
 

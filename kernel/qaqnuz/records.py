@@ -31,6 +31,7 @@ class ProviderKind(enum.StrEnum):
     TOOLS = "tools"
     STORE = "store"
     AUDIT = "audit"
+    TRACER = "tracer"
 
 
 class NoSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -384,6 +385,50 @@ class ToolProvider(Protocol):
     async def list_tools(self) -> Sequence[Tool]: ...
 
 
+@attrs.frozen
+class StepSpan:
+    """One governance step of a call (entitlement, rate_limit, visibility, validation, policy, approval, audit,
+    execution) with its wall-clock start and end in nanoseconds since the epoch."""
+
+    name: str
+    start_ns: int
+    end_ns: int
+
+
+@attrs.frozen
+class CallTrace:
+    """One MCP request as the governed path saw it, handed to every tracer once its answer is known.
+
+    Built after the fact from timestamps the path takes anyway, so a server without a tracer pays nothing
+    for tracing and one with a tracer never waits on it. It holds no argument, no key and no client value:
+    `tool` is a registered tool's name ("(unknown)" for any other), `brand` and `role` come from config."""
+
+    method: str  # "tools/call" or "tools/list"
+    tool: str | None
+    brand: str
+    role: str
+    transport: str
+    start_ns: int
+    end_ns: int
+    steps: tuple[StepSpan, ...]
+    outcome: str
+    error_class: str = ""
+    request_id: str | None = None
+    incident_id: str | None = None
+    approval_id: str | None = None
+
+
+@runtime_checkable
+class Tracer(Protocol):
+    """Receives every tools/call and tools/list as a `CallTrace` (`[plugins] tracing = [...]`).
+
+    `record` runs on the serving loop after the call: it must not block or wait for the network; hand the
+    trace to a background exporter. An exception is logged and ignored: tracing never fails a call. A tracer
+    may define `async def aclose()` (flush and stop its exporter)."""
+
+    def record(self, trace: CallTrace) -> None: ...
+
+
 @runtime_checkable
 class AuditSink(Protocol):
     """Receives every audit record (a flat JSON-able mapping) in order. `write` must not drop a record
@@ -500,6 +545,7 @@ __all__ = [
     "AuditSink",
     "AuthProvider",
     "CallRequest",
+    "CallTrace",
     "Caller",
     "Channel",
     "Command",
@@ -515,12 +561,14 @@ __all__ = [
     "RateLimiter",
     "SideEffect",
     "Stability",
+    "StepSpan",
     "Tool",
     "ToolHandler",
     "ToolList",
     "ToolProvider",
     "ToolResult",
     "ToolSettings",
+    "Tracer",
     "Transport",
     "WebRoute",
 ]

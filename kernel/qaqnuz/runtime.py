@@ -27,6 +27,7 @@ from qaqnuz.contexts import (
     SecretResolver,
     ServerView,
     ToolPackContext,
+    TracerContext,
     TransportContext,
     WebRouteContext,
 )
@@ -42,6 +43,7 @@ from qaqnuz.records import (
     RateLimiter,
     ToolProvider,
     ToolSettings,
+    Tracer,
 )
 from qaqnuz.services import ApprovalService, ConsoleUserService, KeyService
 from qaqnuz.store import Store
@@ -60,6 +62,8 @@ class Runtime:
     policies: tuple[Policy, ...]
     limiter: RateLimiter
     approver: Approver
+    #: `[plugins] tracing`: empty unless configured (then the governed path builds a trace per request).
+    tracers: tuple[Tracer, ...]
     packs: Mapping[str, ToolProvider]
     #: (pack, brand) -> the instance built from the pack's settings plus `[brands.<brand>.packs.<pack>]`.
     brand_packs: Mapping[tuple[str, str], ToolProvider]
@@ -94,7 +98,7 @@ class Runtime:
 
     def stateful(self) -> list[Any]:
         """The instances that may hold connections or state, to close when they are no longer used."""
-        return [*self.packs.values(), *self.brand_packs.values(), self.limiter, self.approver]
+        return [*self.packs.values(), *self.brand_packs.values(), self.limiter, self.approver, *self.tracers]
 
 
 @attrs.frozen
@@ -109,6 +113,8 @@ class Builder:
     offline: bool = False
     #: Counts an approver's failure to notify the humans (the kernel's `qaqnuz_approval_notify_errors_total`).
     notify_failed: Callable[[], None] = attrs.field(repr=False, default=lambda: None)
+    #: Records a pack's upstream request: (pack name, seconds, error kind or None) (`qaqnuz_upstream_*`).
+    upstream: Callable[[str, float, str | None], None] | None = attrs.field(repr=False, default=None)
 
     def _logger(self, name: str) -> logging.Logger:
         return logging.getLogger(f"qaqnuz.provider.{name}")
@@ -203,6 +209,15 @@ class Builder:
                 notify_failed=self.notify_failed,
             ),
         )
+        from qaqnuz.version import __version__
+
+        def tracer_context(name: str) -> Callable[[str], TracerContext]:
+            return lambda section: TracerContext(
+                section=section, logger=self._logger(name), base_dir=base_dir, clock=clock,
+                server_name=config.server.name, version=__version__, secrets=SecretResolver(config.base_dir, self.mask),
+            )  # fmt: skip
+
+        tracers = tuple(plugin(ProviderKind.TRACER, name, "tracing", tracer_context(name)) for name in sel.tracing)
         problems.extend(self.check_plugin_tables(config))
 
         secrets = SecretResolver(config.base_dir, self.mask)
@@ -218,6 +233,7 @@ class Builder:
                 secrets=secrets,
                 brand=brand,
                 offline=self.offline,
+                upstream_sink=self.upstream,
             )
 
         for pack, pc in config.packs.items():
@@ -266,6 +282,7 @@ class Builder:
             policies=tuple(p for p in policies if p is not None),
             limiter=limiter,
             approver=approver,
+            tracers=tuple(t for t in tracers if t is not None),
             packs=packs,
             brand_packs=brand_packs,
             provider_keys=keys,

@@ -17,6 +17,7 @@ PINNED = {
     "qaqnuz_tool_providers": "() -> 'list[Provider]'",
     "qaqnuz_stores": "() -> 'list[Provider]'",
     "qaqnuz_audit_sinks": "() -> 'list[Provider]'",
+    "qaqnuz_tracers": "() -> 'list[Provider]'",
     "qaqnuz_commands": "() -> 'list[Command]'",
     "qaqnuz_web_routes": "() -> 'list[WebRoute]'",
 }
