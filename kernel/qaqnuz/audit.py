@@ -136,7 +136,6 @@ class AuditLog:
         self._file_started: float | None = None  # time of the live file's first record (rotation by age)
         self._tip: tuple[str, int, int, str] | None = None  # (file, end offset, seq, hash) of our newest record
         self._anchored_seq = -1
-        self._torn = False  # the file's last line has no newline yet: the next write starts with one
 
     # -- files -------------------------------------------------------------------------------------------
     def _open(self) -> int:
@@ -194,10 +193,16 @@ class AuditLog:
             try:
                 fd = self._open()
                 size = os.fstat(fd).st_size
+                removed = 0
                 if size != self._known_size:  # another process appended (or rotated) since our last line
+                    size, removed = _drop_torn_tail(fd, size)
                     self._read_tail(fd, size)
                 if size and self._due(size):
                     fd, size = self._rotate(fd), 0
+                if removed:  # said in the chain itself, before what this write brings
+                    note = {"time": round(self._clock(), 6), "step": "audit", "outcome": "torn_tail_removed",
+                            "bytes": removed}  # fmt: skip
+                    records = [note, *records]
                 digests: list[str] = []
                 lines: list[bytes] = []
                 prev, seq = self._last_hash, self._last_seq
@@ -209,8 +214,6 @@ class AuditLog:
                     prev = self._mac.hex(prev.encode("ascii") + b"\n" + encoded)
                     lines.append(b'%s,"hash":"%s"}\n' % (encoded[:-1], prev.encode("ascii")))
                     digests.append(prev)
-                if self._torn:  # the last line was cut short (a crash, a full disk): it stays alone, and damaged
-                    lines.insert(0, b"\n")
                 data = lines[0] if len(lines) == 1 else b"".join(lines)
                 view = memoryview(data)
                 try:
@@ -219,7 +222,6 @@ class AuditLog:
                 except BaseException:
                     self._known_size = -1  # part of it may be there: read the tail again before the next write
                     raise
-                self._torn = False
                 if self._fsync_every:
                     os.fsync(fd)
                 if size == 0:
@@ -227,7 +229,7 @@ class AuditLog:
                 self._last_hash, self._last_seq = prev, seq
                 self._known_size = size + len(data)
                 self._tip = (self.path.name, self._known_size, seq, prev)
-                return digests
+                return digests[1:] if removed else digests
             finally:
                 fcntl.flock(lock_fd, fcntl.LOCK_UN)
 
@@ -255,10 +257,9 @@ class AuditLog:
         and when the live file began."""
         if size > 0:
             self._last_hash, self._last_seq = _tail(fd, size)
-            self._torn = os.pread(fd, 1, size - 1) != b"\n"
             self._file_started = _first_time(fd) if self._rotate_every else None
             return
-        self._file_started, self._torn = None, False
+        self._file_started = None
         older = rotated_files(self.path)
         if not older:
             self._last_hash, self._last_seq = GENESIS, 0
@@ -285,6 +286,27 @@ class AuditLog:
             return None
         self._anchored_seq = seq
         return AuditAnchor(name=self.anchor_name, seq=seq, hash=digest, file=name, offset=offset, time=self._clock())
+
+
+def _drop_torn_tail(fd: int, size: int) -> tuple[int, int]:
+    """Cut a last line that has no newline: a write the process was killed in the middle of (the kernel may
+    stop a write to a file between two pages when a SIGKILL arrives). Its record never took effect: an
+    answer leaves only after its record is written, and a tool runs only after its intent is. Returns (the
+    size left, bytes removed); the writer then says so in the chain (`torn_tail_removed`)."""
+    if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return size, 0
+    end = size
+    while end > 0:
+        start = max(0, end - _TAIL_WINDOW)
+        cut = os.pread(fd, end - start, start).rfind(b"\n")
+        if cut >= 0:
+            keep = start + cut + 1
+            break
+        end = start
+    else:
+        keep = 0
+    os.ftruncate(fd, keep)
+    return keep, size - keep
 
 
 def _record_time(record: Mapping[str, Any], clock: Callable[[], float]) -> float:
@@ -364,8 +386,9 @@ class ChainCheck:
     Rotated files keep their inode when renamed, so a rotation does not start the check over; a file that
     was replaced, removed or cut short does.
 
-    `final=True` (a one-off `verify`) also checks a last line that has no newline yet. `watch_seq` remembers
-    where the record with that `seq` is (the store's anchor)."""
+    A last line without its newline is never checked: in a rotated file it is damage (reported), in the live
+    file a write under way or one a crash cut short; `final=True` (a one-off `verify`) notes its size.
+    `watch_seq` remembers where the record with that `seq` is (the store's anchor)."""
 
     def __init__(self, path: str | Path, key: bytes, *, final: bool = False, watch_seq: int | None = None) -> None:
         self.path = Path(path)
@@ -384,6 +407,8 @@ class ChainCheck:
         self.open_intents: dict[str, str] = {}
         #: (file, end offset, hash) of the record `watch_seq` names, once seen.
         self.watched: tuple[str, int, str] | None = None
+        #: Bytes after the live file's last newline (`final` only): a write cut short, not yet a record.
+        self.torn = 0
 
     def check(self) -> tuple[int, list[str]]:
         """(records checked so far, problems found so far) after reading what was appended since last time."""
@@ -409,7 +434,7 @@ class ChainCheck:
                 self.files.append(_FileProgress(inode, file.name))
             progress = self.files[index]
             progress.name = file.name  # the live file's progress carries over to its rotated name
-            self._read(file, progress, complete=self._final or index < len(present) - 1)
+            self._read(file, progress, complete=index < len(present) - 1)
         return self.count, list(self.problems)
 
     def _read(self, file: Path, progress: _FileProgress, *, complete: bool) -> None:
@@ -420,7 +445,10 @@ class ChainCheck:
         with handle:
             handle.seek(progress.offset)
             for raw in handle:
-                if not raw.endswith(b"\n") and not complete:  # a line still being written: taken next time
+                if not raw.endswith(b"\n") and not complete:
+                    # a line still being written, or the end of one a crash cut short (the next write removes it)
+                    if self._final:
+                        self.torn = len(raw)
                     break
                 progress.offset += len(raw)
                 progress.lines += 1
@@ -482,6 +510,9 @@ class Verdict:
     problems: list[str]
     unknown: list[str]
     files: list[str]
+    #: Bytes of an unfinished last line in the live file (a write a crash cut short; the next write removes
+    #: it and records that it did). Not a record, so not a problem.
+    torn: int = 0
 
     @property
     def intact(self) -> bool:
@@ -504,4 +535,4 @@ def verify(path: str | Path, key: bytes, anchor: AuditAnchor | None = None) -> V
                 f"{check.watched[0]}: record {anchor.seq} is not the one the store anchored: the end of the log "
                 f"was cut and written again"
             )
-    return Verdict(count, problems, list(check.open_intents.values()), [p.name for p in check.files])
+    return Verdict(count, problems, list(check.open_intents.values()), [p.name for p in check.files], check.torn)

@@ -233,7 +233,8 @@ class Kernel:
         while True:
             await anyio.sleep(interval)
             self.audit.resume()
-            await self.audit.anchor(self.store)
+            if not await self.audit.anchor(self.store):
+                self.metrics.store_errors.labels("anchor").inc()
 
     def _audit_at_start(self) -> None:
         """Try the audit sinks now, not at the first call, and say loudly, once, if a failing sink will not
@@ -261,6 +262,7 @@ class Kernel:
         try:
             await self.store.expire_approvals(self.clock())
         except Exception as exc:
+            self.metrics.store_errors.labels("expire").inc()
             log.error("expiring approvals failed (%s)", type(exc).__name__)
         await self.sink.refresh_pending()
         if changed or synced:
@@ -367,6 +369,7 @@ class Kernel:
         try:
             principal = await self.runtime.auth.authenticate(credential)
         except Exception as exc:
+            self.metrics.store_errors.labels("auth").inc()
             if not self._auth_down:  # once per outage: a dead store would otherwise log every request
                 self._auth_down = True
                 log.error("auth provider failed (%s); refusing requests as retryable until it answers",
@@ -391,6 +394,7 @@ class Kernel:
             await self.store.ping()
             checks["store"] = True
         except Exception as exc:
+            self.metrics.store_errors.labels("ping").inc()
             log.warning("readiness: store not answering (%s)", type(exc).__name__)
         limiter = self.runtime.limiter
         try:

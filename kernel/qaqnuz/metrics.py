@@ -117,6 +117,13 @@ class Metrics:
             registry=r,
         )
         self.audit_errors = Counter("qaqnuz_audit_errors", "Audit lines that could not be written.", registry=r)
+        self.store_errors = Counter(
+            "qaqnuz_store_errors",
+            "Store operations that failed, by operation (auth: a credential could not be checked, each a refusal; "
+            "flush, anchor, expire: retried next period; ping: a readiness probe).",
+            ["operation"],
+            registry=r,
+        )
         # A gauge rather than an Info: Info has no multiprocess mode. The sample is the same.
         self.build_info = Gauge(
             "qaqnuz_build_info", "Build information.", ["version"], registry=r, multiprocess_mode="livemax"

@@ -201,16 +201,19 @@ class Auditor:
         if self._failing:
             self._write([self._stamp({"step": "audit", "outcome": "resumed"})])
 
-    async def anchor(self, store: Store, *, in_thread: bool = True) -> None:
+    async def anchor(self, store: Store, *, in_thread: bool = True) -> bool:
         """Flush (in a thread, unless the caller runs without an event loop: a command on an inline store) and
-        anchor each sink's newest record in the store; a failure is logged."""
+        anchor each sink's newest record in the store; False (and logged) when the store refused one."""
         anchors = await anyio.to_thread.run_sync(self.flush) if in_thread else self.flush()
+        stored = True
         for anchor in anchors:
             try:
                 await store.anchor_audit(anchor)
             except Exception as exc:
+                stored = False
                 log.error("anchoring the audit log in the store failed (%s); a cut tail may go unnoticed until "
                           "the next anchor", type(exc).__name__)  # fmt: skip
+        return stored
 
     def close(self) -> None:
         """Write what is held and close the sinks; anything recorded after this is written at once (a loop

@@ -131,6 +131,7 @@ class Bookkeeper:
             # flushed, so the gauge follows them all (one flush period behind), not this process alone.
             self._monthly.clear()
         except Exception as exc:
+            self.metrics.store_errors.labels("flush").inc()
             log.error("flushing last-used times failed (%s); will retry", type(exc).__name__)
             for key_id, ts in last_used.items():
                 self._last_used[key_id] = max(ts, self._last_used.get(key_id, 0))

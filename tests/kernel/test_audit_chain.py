@@ -280,23 +280,35 @@ def test_an_emptied_or_removed_log_does_not_pass_against_its_anchor(tmp_path) ->
     assert removed.files == [] and any("cut off the end" in p for p in removed.problems)
 
 
-def test_a_line_cut_short_by_a_crash_stays_alone_and_the_chain_goes_on(tmp_path) -> None:
+def test_a_line_cut_short_by_a_crash_is_removed_by_the_next_writer_and_said_in_the_chain(tmp_path) -> None:
     path = tmp_path / "audit.jsonl"
     log = AuditLog(path, KEY)
     for i in range(3):
         log.write({"time": float(i), "step": "x"})
     log.close()
     with path.open("ab") as handle:
-        handle.write(b'{"time":3.0,"outcome":"inte')  # a write the crash cut short
+        handle.write(b'{"time":3.0,"outcome":"inte')  # a write SIGKILL stopped between two pages
+    before = verify(path, KEY)
+    assert (before.count, before.problems, before.torn) == (3, [], 27)  # not a record, so not a problem
     after = AuditLog(path, KEY)
     after.write({"time": 4.0, "tool": "pay", "outcome": "intent", "call_id": "call_z"})
     after.close()
-    lines = read(path)
-    assert len(lines) == 5 and lines[3] == '{"time":3.0,"outcome":"inte\n'
+    records = [json.loads(line) for line in read(path)]
+    assert [(r.get("outcome"), r["seq"]) for r in records] == [(None, 1), (None, 2), (None, 3),
+                                                                ("torn_tail_removed", 4), ("intent", 5)]  # fmt: skip
+    assert records[3]["bytes"] == 27 and records[3]["step"] == "audit"
     verdict = verify(path, KEY)
-    assert verdict.problems == [f"{path.name}:4: not a valid audit record (cut short by a crash or a full disk, "
-                                f"or not written by qaqnuz)"]  # fmt: skip
-    assert len(verdict.unknown) == 1 and "call_z" in verdict.unknown[0]  # the next record is not lost
+    assert verdict.problems == [] and verdict.torn == 0
+    assert len(verdict.unknown) == 1 and "call_z" in verdict.unknown[0]
+
+
+def test_a_line_cut_short_inside_a_rotated_file_is_damage(tmp_path) -> None:
+    path, _ = build(tmp_path)
+    older = rotated_files(path)[0]
+    lines = read(older)
+    write(older, [*lines[:-1], lines[-1][:40]])
+    problems = verify(path, KEY).problems
+    assert problems[0].startswith(f"{older.name}:{len(lines)}: not a valid audit record")
 
 
 @pytest.mark.parametrize(

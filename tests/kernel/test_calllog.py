@@ -131,4 +131,5 @@ def test_a_last_line_without_its_newline_is_left_for_later(tmp_path: Path, lines
     with path.open("ab") as handle:
         handle.write(b'{"partial":')
     assert ChainCheck(path, KEY).check() == (lines, [])
-    assert verify(path)[0] == lines + 1 and verify(path)[1]  # the whole-file check reports it
+    assert verify(path) == (lines, [])  # not a record yet (or a write a crash cut short): noted, not a problem
+    assert verify_log(path, KEY).torn == len(b'{"partial":')

@@ -225,6 +225,7 @@ async def test_auth_exception_is_a_retryable_refusal(governed, tmp_path, mode, c
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR and "auth provider failed" in r.getMessage()]
     assert len(errors) == 1
     assert sample(kernel, "qaqnuz_auth_failures_total", {"transport": "memory"}) >= 2
+    assert sample(kernel, "qaqnuz_store_errors_total", {"operation": "auth"}) >= 2  # counted every time
     assert any(r.get("step") == "auth" and r.get("outcome") == "denied" for r in audit_lines(tmp_path))
 
 

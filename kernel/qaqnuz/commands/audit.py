@@ -79,6 +79,9 @@ def verify(args: argparse.Namespace, ctx: CommandContext) -> int:
             ctx.err(f"{path}: no audit file, but the store's anchor says record {anchor.seq} was written: the log "
                     f"was removed")  # fmt: skip
         return 1
+    if verdict.torn:
+        ctx.err(f"note: the live file ends in {verdict.torn} bytes of an unfinished record (a write cut short by a "
+                f"crash, or one under way); the next write removes it and records that it did")  # fmt: skip
     for intent in verdict.unknown:
         ctx.err(f"unknown outcome: {intent} (an intent with no outcome: still running, or the server stopped "
                 f"while it ran)")  # fmt: skip
