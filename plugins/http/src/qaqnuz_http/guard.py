@@ -126,8 +126,11 @@ TOO_MANY_FAILURES_BODY = (
 class FailureLimit:
     """At most `limit` failed authentications per source address in a rolling minute (checklist 33).
 
-    Counted before the key lookup, so guessing keys costs no store read and writes no audit line once
-    the address is blocked. Memory is bounded: past `max_sources` addresses the oldest are forgotten.
+    Past it, a bad credential from that address is answered 429 with `Retry-After` instead of 401, but a
+    valid key is still served: every client behind one NAT or proxy shares an address, and one of them
+    guessing must not lock the others out. Guessing gains nothing from this (a key's secret has 256 random
+    bits, and a mistyped one fails its checksum before any lookup). Memory is bounded: the last `limit`
+    failures per address, and past `max_sources` addresses the oldest are forgotten.
     """
 
     window_s = 60.0
@@ -162,7 +165,7 @@ class FailureLimit:
         if log_ is None:
             if len(self._failures) >= self.max_sources:
                 self._failures.pop(next(iter(self._failures)))
-            log_ = self._failures[source] = collections.deque()
+            log_ = self._failures[source] = collections.deque(maxlen=self.limit)
         log_.append(now)
 
 
@@ -506,13 +509,8 @@ async def authenticate(
     elif query_tokens and query_token:
         credential = query_tokens[0].value
     source = (scope.get("client") or ("?", 0))[0]
-    if failure_limit is not None:
-        wait = failure_limit.blocked_for(source)
-        if wait:  # too many bad credentials from this address: refuse before any key lookup
-            await respond(
-                send, 429, TOO_MANY_FAILURES_BODY, b"application/json", ((b"retry-after", str(wait).encode()),)
-            )
-            return None
+    # Too many bad credentials from this address: another bad one is answered 429, a valid key is served.
+    wait = failure_limit.blocked_for(source) if failure_limit is not None else 0
     try:
         principal = await host.authenticate(credential, transport="http")
     except CredentialsUnavailable:  # refused, but not as a bad key: the client keeps it and retries
@@ -521,6 +519,11 @@ async def authenticate(
     if principal is None:
         if failure_limit is not None:
             failure_limit.failed(source)
+        if wait:
+            await respond(
+                send, 429, TOO_MANY_FAILURES_BODY, b"application/json", ((b"retry-after", str(wait).encode()),)
+            )
+            return None
         log.debug(
             "refused %s %s: credential %s",
             scope.get("method"),
