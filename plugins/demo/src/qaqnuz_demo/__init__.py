@@ -45,7 +45,7 @@ def run(args: argparse.Namespace, ctx: CommandContext) -> int:
     folder = Path(args.dir)
     created = demo.prepare(folder)
     config = ctx.config(argparse.Namespace(config=str(folder / demo.CONFIG_FILE)))
-    ctx.setup_logging(config.server.log_level)
+    ctx.setup_logging(config.server.log_level, config.server.log_format)
     kernel = ctx.kernel(config)
     transport = kernel.transport("http", {"host": args.host, "port": args.port}) if serve else None
 
