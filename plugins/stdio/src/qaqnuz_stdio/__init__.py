@@ -10,7 +10,7 @@ import sys
 from typing import TYPE_CHECKING
 
 import qaqnuz
-from qaqnuz import Provider, TransportContext, hookimpl
+from qaqnuz import ConfigError, Provider, TransportContext, hookimpl
 from qaqnuz_stdio.settings import StdioSettings
 
 if TYPE_CHECKING:
@@ -21,6 +21,8 @@ ENV_KEY = "QAQNUZ_API_KEY"
 
 
 def _factory(settings: StdioSettings, ctx: TransportContext) -> StdioTransport:
+    if settings.max_message_bytes < 1024:
+        raise ConfigError([f"{ctx.where} max_message_bytes: must be at least 1024"])
     from qaqnuz_stdio.transport import StdioTransport
 
     return StdioTransport(settings)

@@ -26,8 +26,7 @@ import anyio
 import anyio.from_thread
 import anyio.lowlevel
 
-#: Longest message line read from a pipe (the SDK's own reader has no limit; this one is only a bound).
-MAX_LINE_BYTES = 256 * 1024 * 1024
+from qaqnuz_stdio.faults import MessageTooLarge, bounded_line
 
 
 class Lines(Protocol):
@@ -54,16 +53,18 @@ def claimed(fd: int, diversion: int) -> Iterator[int]:
 
 
 class PipeLines:
-    """Lines from a pipe or socket, read on the event loop."""
+    """Lines from a pipe or socket, read on the event loop; a line over `limit` bytes is never held whole
+    (`faults.MessageTooLarge`)."""
 
-    def __init__(self, reader: asyncio.StreamReader) -> None:
+    def __init__(self, reader: asyncio.StreamReader, limit: int) -> None:
         self._reader = reader
+        self._limit = limit
 
     def __aiter__(self) -> PipeLines:
         return self
 
     async def __anext__(self) -> str:
-        line = await self._reader.readline()
+        line = await bounded_line(self._reader, self._limit)
         if not line:
             raise StopAsyncIteration
         return line.decode("utf-8", errors="replace")
@@ -72,8 +73,9 @@ class PipeLines:
 class ThreadLines:
     """Lines from a terminal or a file, read by a daemon thread (see the module docstring)."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, limit: int) -> None:
         self._file = os.fdopen(fd, "r", encoding="utf-8", errors="replace", closefd=False)
+        self._limit = limit
         self._send, self._receive = anyio.create_memory_object_stream[str](64)
         self._thread: threading.Thread | None = None
 
@@ -94,19 +96,22 @@ class ThreadLines:
 
     async def __anext__(self) -> str:
         try:
-            return await self._receive.receive()
+            line = await self._receive.receive()
         except anyio.EndOfStream:
             raise StopAsyncIteration from None
+        if len(line) > self._limit:  # a terminal or a file: read whole by then, but still not served
+            raise MessageTooLarge
+        return line
 
 
-async def open_lines(fd: int) -> Lines:
+async def open_lines(fd: int, limit: int) -> Lines:
     if not _streaming(fd):
-        return ThreadLines(fd)
+        return ThreadLines(fd, limit)
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=MAX_LINE_BYTES, loop=loop)
+    reader = asyncio.StreamReader(limit=limit, loop=loop)
     pipe = os.fdopen(os.dup(fd), "rb", 0)  # the loop closes its own duplicate; `fd` stays for the restore
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader, loop=loop), pipe)
-    return PipeLines(reader)
+    return PipeLines(reader, limit)
 
 
 class Output:

@@ -21,6 +21,7 @@ import qaqnuz
 from qaqnuz import Host, UsageError
 from qaqnuz_stdio import pipes
 from qaqnuz_stdio.fastpath import Calls, FastPath, Intercept, RequestIds, WatchedOutput
+from qaqnuz_stdio.faults import Checked
 from qaqnuz_stdio.settings import StdioSettings
 
 log = logging.getLogger("qaqnuz.stdio")
@@ -58,7 +59,7 @@ class StdioTransport:
             with pipes.claimed(0, devnull) as stdin_fd, pipes.claimed(1, 2) as stdout_fd:
                 os.close(devnull)
                 devnull = -1
-                lines = await pipes.open_lines(stdin_fd)
+                lines = await pipes.open_lines(stdin_fd, self.settings.max_message_bytes)
                 output = await pipes.Output.open(stdout_fd, host.settle_audit)
                 host.hold_audit()  # every write to stdout settles the held audit records first (Output)
                 try:
@@ -68,7 +69,8 @@ class StdioTransport:
                         calls = Calls()  # fast-path calls: EOF lets them finish; a failed one stops serving
                         with anyio.CancelScope() as serving:
                             calls.on_failure = serving.cancel
-                            stdin: Any = RequestIds(lines)  # one request id per JSON-RPC message
+                            # protocol faults answered here; one request id per JSON-RPC message
+                            stdin: Any = RequestIds(Checked(lines, output))
                             stdout: Any = output
                             if self.settings.fast_path:
                                 self.fast = FastPath(host, key, output, calls)
