@@ -8,8 +8,7 @@ access line to its decision and its audit record. A context variable: each reque
 from __future__ import annotations
 
 import contextvars
-
-from qaqnuz.keys import random_b62
+import secrets
 
 _current: contextvars.ContextVar[str | None] = contextvars.ContextVar("qaqnuz_request_id", default=None)
 
@@ -20,8 +19,9 @@ def current() -> str | None:
 
 
 def new_request_id() -> str:
-    """A fresh random id: 16 base-62 characters (no client value is ever used as an id)."""
-    return "req_" + random_b62(16)
+    """A fresh random id: 16 hex digits, 64 bits (no client value is ever used as an id). It correlates, it
+    guards nothing, and one is made for every request: `token_hex` costs under 1 µs, a base-62 draw about 6."""
+    return "req_" + secrets.token_hex(8)
 
 
 def begin(request_id: str | None = None) -> contextvars.Token[str | None]:
