@@ -101,6 +101,7 @@ from qaqnuz.store import (
     console_user_from_row,
     decided_request,
     key_from_row,
+    key_from_rows,
     opened_request,
 )
 
@@ -238,6 +239,7 @@ __all__ = [
     "hookimpl",
     "input_schema",
     "key_from_row",
+    "key_from_rows",
     "listen_socket",
     "looks_like_key",
     "mcp_remote_command",

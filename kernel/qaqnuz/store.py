@@ -107,7 +107,11 @@ class Store(Protocol):
         """Insert under the brand's active-key cap, atomically with the count (`KeyCapReached`)."""
         ...
 
-    async def get_key(self, key_id: str) -> KeyRecord | None: ...
+    async def get_key(self, key_id: str, *, fresh: bool = False) -> KeyRecord | None:
+        """One key, or None. `fresh` reads past any cache the store keeps, and a missing row costs what a
+        found one does (`key_from_rows`): authentication asks this way for a credential it has not verified
+        before, so how long a refusal takes does not tell a known key id from an unknown one."""
+        ...
 
     async def list_keys(self, brand: str | None = None) -> list[KeyRecord]:
         """Ordered by brand, then creation time."""
@@ -227,6 +231,31 @@ def console_user_from_row(row: Sequence[Any]) -> ConsoleUser:
         created_at=float(created_at),
         sessions_after=float(sessions_after),
     )
+
+
+#: The key id of the decoy row a lookup of an unknown id decodes instead (no real key id is empty).
+DECOY_KEY_ID = ""
+#: The decoy itself, shaped like a real row: the SQL stores select it when the id is unknown, so a lookup
+#: returns and decodes one row either way (see `Store.get_key`'s `fresh`).
+DECOY_KEY_ROW: tuple[Any, ...] = (
+    DECOY_KEY_ID,
+    "decoy",
+    "decoy",
+    "viewer",
+    '["decoy.read"]',
+    "0" * 64,
+    0.0,
+    None,
+    0.0,
+    None,
+)
+
+
+def key_from_rows(rows: Sequence[Sequence[Any]]) -> KeyRecord | None:
+    """The key of a one-row lookup, or None when it found no key (no row, or the decoy row); a row is
+    decoded either way."""
+    record = key_from_row(rows[0] if rows else DECOY_KEY_ROW)
+    return None if record.key_id == DECOY_KEY_ID else record
 
 
 def key_from_row(row: Sequence[Any]) -> KeyRecord:

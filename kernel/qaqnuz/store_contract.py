@@ -90,6 +90,18 @@ class StoreContract:
         assert await store.get_key("k1") == record
         assert await store.get_key("nope") is None
 
+    async def test_a_fresh_lookup_finds_what_a_cached_one_does_and_never_the_decoy(self, store: Store) -> None:
+        record = key("k1")
+        await store.insert_key(record, max_active=None, now=NOW)
+        assert await store.get_key("k1") == record  # now cached, where the store caches
+        assert await store.get_key("k1", fresh=True) == record
+        assert await store.get_key("nope", fresh=True) is None
+        assert await store.get_key("", fresh=True) is None and await store.get_key("") is None
+        assert [k.key_id for k in await store.list_keys()] == ["k1"]  # the decoy row is no key
+        await store.revoke_key("k1", NOW + 1)
+        fresh = await store.get_key("k1", fresh=True)
+        assert fresh is not None and fresh.revoked_at == NOW + 1
+
     async def test_keys_are_listed_by_brand_then_creation(self, store: Store) -> None:
         await store.insert_key(key("k2", "globex", created=NOW + 1), max_active=None, now=NOW)
         await store.insert_key(key("k3", "acme", created=NOW + 2), max_active=None, now=NOW)

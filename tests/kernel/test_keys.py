@@ -136,9 +136,9 @@ async def test_auth_rejects_bad_checksum_without_store_lookup_and_unknown_id_cos
         lookups: list[str] = []
         real_get = kernel.store.get_key
 
-        async def counted_get(key_id):
+        async def counted_get(key_id, *, fresh=False):
             lookups.append(key_id)
-            return await real_get(key_id)
+            return await real_get(key_id, fresh=fresh)
 
         monkeypatch.setattr(kernel.store, "get_key", counted_get)
         hmacs: list[str] = []

@@ -1,8 +1,9 @@
 """API-key authentication against the embedded store.
 
-Malformed keys and bad checksums are rejected before any store lookup; an unknown key id still costs one
-HMAC so a caller cannot time the difference. Every failure returns None: the transport turns that into
-one fixed response.
+Malformed keys and bad checksums are rejected before any store lookup. A credential not verified before is
+looked up past the store's cache, and an unknown key id still costs a decoded row and one HMAC, so how long a
+refusal takes does not tell a known key id from an unknown one (tests/kernel/test_auth_timing.py). Every
+failure returns None: the transport turns that into one fixed response.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class ApiKeyAuth:
         parsed = parse_key(credential, self.prefix)
         if parsed is None:
             return None
-        record = await self.store.get_key(parsed.key_id)
+        record = await self.store.get_key(parsed.key_id, fresh=True)  # see `Store.get_key`
         matched = hash_matches(self.secret, parsed.raw, record.hash if record else _DUMMY_HASH)
         if record is None or not matched or not record.active(self.clock()):
             return None

@@ -26,6 +26,7 @@ from qaqnuz.records import ApprovalCall, ApprovalRequest, ApprovalStatus, Provid
 from qaqnuz.store import (
     APPROVAL_COLUMNS,
     CONSOLE_USER_COLUMNS,
+    DECOY_KEY_ROW,
     KEY_COLUMNS,
     ApprovalNotFound,
     ApprovalNotPending,
@@ -38,6 +39,7 @@ from qaqnuz.store import (
     console_user_from_row,
     decided_request,
     key_from_row,
+    key_from_rows,
     opened_request,
 )
 
@@ -57,6 +59,18 @@ CREATE TABLE IF NOT EXISTS keys (
     last_used_at REAL
 );
 CREATE INDEX IF NOT EXISTS keys_brand ON keys (brand);
+CREATE TABLE IF NOT EXISTS key_decoy (
+    key_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    brand TEXT NOT NULL,
+    role TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    revoked_at REAL,
+    last_used_at REAL
+);
 CREATE TABLE IF NOT EXISTS approvals (
     approval_id TEXT PRIMARY KEY,
     brand TEXT NOT NULL,
@@ -111,6 +125,12 @@ CREATE INDEX IF NOT EXISTS approvals_call2 ON approvals (brand, key_id, tool, ar
 CREATE INDEX IF NOT EXISTS approvals_key ON approvals (key_id, status, closed);
 """
 _KEY_CACHE = 10_000
+#: A key by id, or else the decoy row from a table of the same shape: one index probe, one row read and one
+#: row decoded whether the id is known or not (see `Store.get_key`'s `fresh`).
+_KEY_LOOKUP = (
+    f"SELECT {KEY_COLUMNS} FROM keys WHERE key_id = ?1 "
+    f"UNION ALL SELECT {KEY_COLUMNS} FROM key_decoy WHERE key_id = '' LIMIT 1"
+)
 _APPROVAL_FIELDS = APPROVAL_COLUMNS
 _ANCHOR_COLUMNS = 'name, seq, hash, file, "offset", time'
 _LIVE = "(status = 'pending' AND expires_at <= :now) OR (status = 'approved' AND valid_until <= :now)"
@@ -143,6 +163,8 @@ class SqliteStore:
                 if column not in present:
                     self._db.execute(f"ALTER TABLE approvals ADD COLUMN {column} {definition}")
             self._db.executescript(_INDEXES)
+            if self._db.execute("SELECT COUNT(*) FROM key_decoy").fetchone()[0] == 0:
+                self._db.execute(f"INSERT INTO key_decoy ({KEY_COLUMNS}) VALUES ({', '.join('?' * 10)})", DECOY_KEY_ROW)
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store at {self.path} ({type(exc).__name__}: {exc})") from None
         finally:
@@ -206,11 +228,12 @@ class SqliteStore:
                     raise KeyCapReached(active, max_active)
             _insert_key(db, record)
 
-    async def get_key(self, key_id: str) -> KeyRecord | None:
+    async def get_key(self, key_id: str, *, fresh: bool = False) -> KeyRecord | None:
         """One key, from a cache that is dropped whenever the database may have changed: by another process
         (SQLite's `data_version` moves when another connection commits) or by this one's own key writes. So a
         revocation anywhere takes effect on the next lookup, and an unchanged database costs no SELECT.
-        SQLite is asked only when the WAL-index header shows a commit since it was last asked (see walwatch)."""
+        SQLite is asked only when the WAL-index header shows a commit since it was last asked (see walwatch).
+        `fresh` always asks SQLite (see `Store.get_key`)."""
         with self._lock:
             stamp = self._watch.stamp() if self._watch is not None else None
             if stamp is None or stamp != self._stamp:
@@ -222,11 +245,11 @@ class SqliteStore:
                     self._keys.clear()
                     self._data_version = version
                 self._stamp = stamp  # read before asking: a commit in between shows on the next look
-            if key_id in self._keys:
+            if not fresh and key_id in self._keys:
                 return self._keys[key_id]
-        rows = self._query(f"SELECT {KEY_COLUMNS} FROM keys WHERE key_id = ?", (key_id,))
-        record = key_from_row(rows[0]) if rows else None
-        if record is not None:  # only known ids: random ids must not fill the cache
+        record = key_from_rows(self._query(_KEY_LOOKUP, (key_id,)))
+        if record is not None and not fresh:  # not random ids (they would fill it), nor only one read's
+            # (a fresh read's refusal would take a cache write longer than an unknown id's)
             with self._lock:
                 if len(self._keys) >= _KEY_CACHE:
                     self._keys.clear()

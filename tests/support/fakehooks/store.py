@@ -65,7 +65,7 @@ class JsonStore:
                     raise KeyCapReached(active, max_active)
             data["keys"][record.key_id] = _key_row(record)
 
-    async def get_key(self, key_id: str) -> KeyRecord | None:
+    async def get_key(self, key_id: str, *, fresh: bool = False) -> KeyRecord | None:
         with self._data(write=False) as data:
             row = data["keys"].get(key_id)
         return _key(row) if row else None
