@@ -51,7 +51,7 @@ def decode(body: bytes | str) -> FastRequest | None:
     """The request, or None for anything that is not a plain tools/call or tools/list request."""
     try:
         message = _decoder.decode(body)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):  # not JSON, or nested too deeply for a plain request
         return None
     if not isinstance(message, dict) or message.get("jsonrpc") != "2.0" or set(message) - _MESSAGE_KEYS:
         return None

@@ -20,6 +20,7 @@ import mcp.types as mt
 from mcp.server import NotificationOptions, Server, ServerRequestContext
 from mcp.server.subscriptions import InMemorySubscriptionBus, ListenHandler, ToolsListChanged
 from mcp.shared.exceptions import MCPDeprecationWarning, MCPError
+from pydantic import ValidationError
 
 from qaqnuz import envelope as env
 from qaqnuz.callcontext import LEVELS, NO_ELICITATION, NO_SAMPLING
@@ -54,6 +55,28 @@ class GovernedServer(Server[Any]):
         )
 
 
+async def _generic_errors(ctx: Any, call_next: Callable[[Any], Any]) -> Any:
+    """An `mcp` Server middleware: a request's JSON-RPC error never carries what the caller sent nor an
+    exception's text (SPEC §3). The SDK puts the unknown method's name in "Method not found"'s data; any
+    exception other than the SDK's own errors (which carry fixed texts) becomes a plain internal error."""
+    try:
+        return await call_next(ctx)
+    except MCPError as exc:
+        if exc.error.code == mt.METHOD_NOT_FOUND and exc.error.data is not None:
+            raise MCPError(code=mt.METHOD_NOT_FOUND, message="Method not found") from None
+        raise
+    except ValidationError:
+        raise  # answered "Invalid request parameters" with empty data by the SDK
+    except Exception as exc:
+        log.error("%s failed (%s)", _method_name(ctx), type(exc).__name__)
+        raise MCPError(code=mt.INTERNAL_ERROR, message="Internal error") from None
+
+
+def _method_name(ctx: Any) -> str:
+    method = getattr(ctx, "method", None)
+    return method if isinstance(method, str) and method.isprintable() and len(method) <= 64 else "a request"
+
+
 class Binding:
     """One MCP server object for one host and one way of finding credentials.
 
@@ -73,6 +96,7 @@ class Binding:
             warnings.simplefilter("ignore", MCPDeprecationWarning)
             self.server = self._build_server(host)
         self.server.add_notification_handler("notifications/initialized", mt.NotificationParams, self._initialized)
+        self.server.middleware.insert(0, _generic_errors)  # outermost: it sees every request's failure
         self._unsubscribe = host.on_change(self.broadcast)
 
     def _build_server(self, host: Host) -> GovernedServer:

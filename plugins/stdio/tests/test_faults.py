@@ -112,3 +112,44 @@ async def test_a_real_server_answers_every_fault_and_goes_on_serving(tmp_path, f
     assert all(CANARY not in json.dumps(a) for a in answers)
     assert echoed["id"] == 10 and echoed["result"]["structuredContent"]["data"]["message"] == "still here"
     assert CANARY.encode() not in stderr  # nothing of the input is logged either
+
+
+async def test_the_malformed_battery_over_stdio(tmp_path) -> None:
+    """The 54-message battery (tests/support/malformed.py) in the session era: each message is followed by a
+    ping, and everything answered before the ping's answer belongs to the message. No answer carries parser
+    or pydantic text, an exception or the caller's input, and each is a well-formed JSON-RPC answer."""
+    from malformed import battery, check_message, leaks
+
+    cfg = write_config(tmp_path, kit_config())
+    kernel = await start_kernel(cfg, plugins=["stdio", "testkit_pack.plugin"])
+    key, _ = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="battery")
+    await kernel.aclose()
+    proc = subprocess.Popen(
+        [str(BIN / "qaqnuz-mcp")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        env=server_env(cfg, key),
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(json.dumps(INIT).encode() + b"\n")
+    proc.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
+    proc.stdin.flush()
+    assert "result" in json.loads(proc.stdout.readline())
+    problems: list[str] = []
+    answered = 0
+    for number, (name, body) in enumerate(battery(None)):
+        sync = f"sync-{number}"
+        proc.stdin.write(body + b"\n" + json.dumps({"jsonrpc": "2.0", "id": sync, "method": "ping"}).encode() + b"\n")
+        proc.stdin.flush()
+        while True:
+            line = proc.stdout.readline().decode()
+            assert line, f"{name}: the server closed stdout"
+            problems += [f"{name}: {leak}" for leak in leaks(line)]
+            message = json.loads(line)
+            if message.get("id") == sync:
+                assert "result" in message, f"{name}: the ping after it failed: {line}"
+                break
+            answered += 1
+            problems += [f"{name}: {problem}" for problem in check_message(message)]
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 0, stderr.decode()
+    assert problems == []
+    assert answered == 52  # every message but the battery's two notifications was answered

@@ -756,8 +756,8 @@ async def _json_body(request: Request) -> dict[str, Any]:
         raise ConsoleError("send a JSON object with Content-Type: application/json", 415)
     try:
         body = msgspec.json.decode(await request.body())
-    except msgspec.DecodeError:
-        raise ConsoleError("the body is not valid JSON", 400) from None
+    except (msgspec.DecodeError, RecursionError):
+        raise ConsoleError("the body is not valid JSON (or is nested too deeply)", 400) from None
     if not isinstance(body, dict):
         raise ConsoleError("send a JSON object", 400)
     return body

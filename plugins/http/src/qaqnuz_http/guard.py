@@ -24,6 +24,7 @@ from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from qaqnuz import CredentialsUnavailable, Host, Principal, looks_like_key, requestid
+from qaqnuz.rpcfaults import fault
 from qaqnuz_http.access import ACCESS_FIELDS, REQUEST_ID_HEADER, SCOPE_REQUEST_ID, RouteNames, log_access
 from qaqnuz_http.access import access_log as access_log
 from qaqnuz_http.fastpath import FastPath, access_token
@@ -405,6 +406,10 @@ class Guard:
                         return
                 finally:
                     self.tracker.in_flight -= 1
+            answer = fault(body)  # before the SDK, whose answers would quote its parser and pydantic
+            if answer is not None:
+                await respond(send, 400, answer, b"application/json")
+                return
             receive = _replay(body, receive)
 
         # The SDK's turn: it sees the principal (never the key) and no Authorization header.

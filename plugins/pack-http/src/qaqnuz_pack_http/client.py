@@ -262,8 +262,8 @@ class Upstream:
         if "json" in content_type:
             try:
                 return _decoder.decode(body)
-            except msgspec.DecodeError:
-                raise DependencyError("upstream sent invalid JSON") from None
+            except (msgspec.DecodeError, RecursionError):
+                raise DependencyError("upstream sent invalid JSON (or JSON nested too deeply)") from None
         return {"text": body.decode(response.encoding or "utf-8", errors="replace")}
 
     def _log(

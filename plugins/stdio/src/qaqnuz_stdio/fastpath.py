@@ -109,7 +109,7 @@ class FastPath:
         """Follow the client's side of the opening (its first request, and notifications/initialized)."""
         try:
             message = msgspec.json.decode(line, type=_Opening)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             return
         if message.method == "notifications/initialized" and message.id is None:
             self._initialized = True
@@ -128,7 +128,7 @@ class FastPath:
         """Follow the SDK's answer to the first request (only until it is seen)."""
         try:
             message = msgspec.json.decode(text, type=_Opening)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             return
         if message.id is not None and message.id == self._opening_id and message.method is None:
             self._opening_id = None
@@ -185,7 +185,7 @@ class FastPath:
     def _cancel(self, line: str) -> None:
         try:
             message = msgspec.json.decode(line, type=_Opening)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             return
         if message.method == "notifications/cancelled" and isinstance(message.params, dict):
             task = self._running.get(message.params.get("requestId"))

@@ -3,7 +3,8 @@
 `id: null` unless the message carried a usable id. A line longer than `max_message_bytes` is never buffered
 whole: it is dropped as it arrives and answered -32600.
 
-The answers are fixed texts: no parser message and nothing of the caller's input is ever echoed. Lines that
+The answers are `qaqnuz.rpcfaults`'s fixed texts: no parser message and nothing of the caller's input is
+ever echoed. Lines that
 pass go on to the fast path or the SDK unchanged.
 """
 
@@ -12,17 +13,10 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
-import msgspec
+from qaqnuz.rpcfaults import INVALID_REQUEST, error_body
+from qaqnuz.rpcfaults import fault as rpc_fault
 
-PARSE_ERROR = -32700
-INVALID_REQUEST = -32600
-NOT_JSON = "Parse error: the message is not valid JSON."
-NOT_JSON_RPC = 'Invalid request: not a JSON-RPC 2.0 message (an object with jsonrpc "2.0" and a method or a result).'
-BATCH = "Invalid request: JSON-RPC batches are not supported; send one message per line."
 TOO_LARGE = "Invalid request: the message is larger than the server accepts ([plugins.stdio] max_message_bytes)."
-
-_decoder = msgspec.json.Decoder()
-_encoder = msgspec.json.Encoder()
 
 
 class Sender(Protocol):
@@ -30,40 +24,13 @@ class Sender(Protocol):
 
 
 def error_line(code: int, message: str, request_id: Any = None) -> bytes:
-    body = {"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}}
-    return _encoder.encode(body) + b"\n"
-
-
-def _usable_id(message: dict[str, Any]) -> Any:
-    """The message's id if JSON-RPC allows it (a string or an integer), else None: a bad id is not repeated."""
-    value = message.get("id")
-    if isinstance(value, str) and len(value) <= 256:
-        return value
-    if type(value) is int and -(2**53) < value < 2**53:
-        return value
-    return None
+    return error_body(code, message, request_id) + b"\n"
 
 
 def fault(line: str) -> bytes | None:
-    """The error answer for a line that is not a JSON-RPC message, or None for one to pass on."""
-    try:
-        message = _decoder.decode(line)
-    except (msgspec.DecodeError, UnicodeEncodeError):
-        return error_line(PARSE_ERROR, NOT_JSON)
-    if isinstance(message, list):
-        return error_line(INVALID_REQUEST, BATCH)
-    if not isinstance(message, dict) or message.get("jsonrpc") != "2.0":
-        return error_line(INVALID_REQUEST, NOT_JSON_RPC, _usable_id(message) if isinstance(message, dict) else None)
-    method = message.get("method")
-    if method is not None:
-        if not isinstance(method, str) or ("params" in message and not isinstance(message["params"], dict)):
-            return error_line(INVALID_REQUEST, NOT_JSON_RPC, _usable_id(message))
-        if "id" in message and _usable_id(message) is None:  # null, a float, a bool, an object
-            return error_line(INVALID_REQUEST, NOT_JSON_RPC)
-        return None
-    if ("result" in message or "error" in message) and _usable_id(message) is not None:
-        return None  # a client's answer to a server request (sampling, elicitation)
-    return error_line(INVALID_REQUEST, NOT_JSON_RPC, _usable_id(message))
+    """The error line for a line that is not a JSON-RPC message (see `qaqnuz.rpcfaults`), or None."""
+    answer = rpc_fault(line)
+    return None if answer is None else answer + b"\n"
 
 
 class Checked:
