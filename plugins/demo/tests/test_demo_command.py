@@ -137,14 +137,19 @@ async def test_the_printed_key_works(twice):
     checked = qaqnuz("config", "check", "--config", str(folder / "qaqnuz.toml"))
     assert checked.returncode == 0, checked.stderr
     assert "3 tools" in checked.stderr
+    assert "LIKE pattern" not in checked.stderr  # the pack's warning about an argument joined into a pattern
     key = (folder / "demo.key").read_text().strip()
     env = {**ENV, "QAQNUZ_CONFIG": str(folder / "qaqnuz.toml"), "QAQNUZ_API_KEY": key}
     async with stdio_session(env) as client:
         names = sorted(t.name for t in (await client.list_tools()).tools)
         status = await client.call_tool("get_order_status", {"order_id": "ord_1001"})
+        found = await client.call_tool("search_contacts", {"query": "acme"})
+        wildcard = await client.call_tool("search_contacts", {"query": "%"})  # once every contact
     assert names == ["create_order", "get_order_status", "search_contacts"]
     assert status.is_error is False, status.structured_content
     assert status.structured_content["data"]["order_id"] == "ord_1001"
+    assert found.structured_content["data"], found.structured_content
+    assert wildcard.structured_content["ok"] is True and wildcard.structured_content["data"] == []
 
 
 def test_without_the_demo_plugin_the_command_says_what_to_install(tmp_path):

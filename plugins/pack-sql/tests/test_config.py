@@ -95,6 +95,44 @@ CASES = {
         "[packs.shop] tools[0] input.n: minimum/maximum apply to integer and number parameters only",
     ),
     "no tools": ("", "[packs.shop] tools: configure at least one"),
+    # `like`. The SQL says ESCAPE '\' (one backslash): twice in TOML's """ string, four times in Python's.
+    "unknown like mode": (
+        tool("SELECT id FROM orders WHERE id LIKE :order_id ESCAPE '\\\\'", extra='like = { order_id = "anywhere" }'),
+        '[packs.shop] tools[0] like.order_id: \'anywhere\' is not a like mode; use one of "contains", "prefix", '
+        '"suffix", "exact"',
+    ),
+    "like names no input": (
+        tool("SELECT id FROM orders WHERE id LIKE :order_id ESCAPE '\\\\'", extra='like = { id = "contains" }'),
+        "[packs.shop] tools[0] like.id: no input parameter 'id' (inputs: order_id)",
+    ),
+    "like on a number": (
+        tool(
+            "SELECT id FROM orders WHERE total LIKE :n ESCAPE '\\\\'",
+            input="{ n = { type = 'integer' } }",
+            extra='like = { n = "prefix" }',
+        ),
+        "[packs.shop] tools[0] like.n: the parameter's type is 'integer'; like applies to string parameters only",
+    ),
+    "like parameter unused": (
+        tool("SELECT id FROM orders", extra='like = { order_id = "contains" }'),
+        "[packs.shop] tools[0] like.order_id: the statement does not use :order_id; write `column LIKE :order_id "
+        "ESCAPE '\\'`",
+    ),
+    "like without ESCAPE": (
+        tool("SELECT id FROM orders WHERE id LIKE :order_id", extra='like = { order_id = "contains" }'),
+        "[packs.shop] tools[0] like.order_id: every use of :order_id must be a LIKE pattern followed by ESCAPE '\\'",
+    ),
+    "like with another escape": (
+        tool("SELECT id FROM orders WHERE id LIKE :order_id ESCAPE '!'", extra='like = { order_id = "contains" }'),
+        "[packs.shop] tools[0] like.order_id: every use of :order_id must be a LIKE pattern",
+    ),
+    "like parameter also compared": (
+        tool(
+            "SELECT id FROM orders WHERE id LIKE :order_id ESCAPE '\\\\' OR status = :order_id",
+            extra='like = { order_id = "exact" }',
+        ),
+        "[packs.shop] tools[0] like.order_id: every use of :order_id must be a LIKE pattern",
+    ),
 }
 
 

@@ -53,10 +53,15 @@ POSITIONS = {
     "create_order.currency": ("create_order", "currency", {"contact_id": 3, "total": 10}, False),
 }
 
-SEARCH = (
-    "SELECT id FROM contacts WHERE lower(name) LIKE '%' || lower(?) || '%' "
-    "OR lower(company) LIKE '%' || lower(?) || '%' ORDER BY name, id LIMIT ?"
-)
+CONTACTS = "SELECT id, name, company FROM contacts ORDER BY name, id"
+
+
+def literal_search(target, value: str, limit: int) -> list[int]:
+    """What `search_contacts` must find: the contacts whose name or company holds the value as text (its
+    `like = { query = "contains" }`), in the database's own order, computed here rather than by LIKE."""
+    needle = value.lower()
+    rows = target.rows(CONTACTS)
+    return [cid for cid, name, company in rows if needle in name.lower() or needle in company.lower()][:limit]
 
 
 @pytest.mark.parametrize("position", sorted(POSITIONS))
@@ -79,12 +84,11 @@ async def test_injection_strings_are_inert(shop_target, start_shop, qaqnuz_clien
             if tool == "get_order_status":
                 assert answer["data"] is None, value  # no row has that id: nothing extra comes back
             elif tool == "search_contacts":
-                # exactly what the same search gives with the value bound by the test itself: LIKE's own
-                # wildcards (% and _) still act as wildcards, nothing else in the value does anything
-                expected = shop_target.rows(SEARCH, (value, value, 50))
-                assert [row["contact_id"] for row in answer["data"]] == [r[0] for r in expected], value
-                if "%" not in value and "_" not in value:
-                    assert answer["data"] == [], value
+                # the value is only text: not SQL, and not a LIKE pattern either (its % and _ match
+                # themselves), so no contact, which holds none of these strings, comes back
+                expected = literal_search(shop_target, value, 50)
+                assert [row["contact_id"] for row in answer["data"]] == expected, value
+                assert answer["data"] == [], value
             else:
                 inserted += 1
                 assert answer["data"]["rowcount"] == 1, value

@@ -73,6 +73,20 @@ async def test_search_contacts_returns_rows_with_a_limit(shop_target, start_shop
     failure(too_many, "validation")
 
 
+async def test_search_contacts_matches_like_wildcards_as_text(shop_target, start_shop, qaqnuz_client):
+    """An argument `%` once matched every contact (LIKE read it as a wildcard); now `%`, `_` and `\\` find only
+    names or companies that hold them, and none does."""
+    kernel, key = await start_shop(shop_target)
+    texts = [name + company for name, company in shop_target.rows("SELECT name, company FROM contacts")]
+    assert texts and not any(ch in text for text in texts for ch in "%_\\")
+    async with qaqnuz_client(kernel, key) as client:
+        for query in ("%", "_", "\\", "%%", "a%", "_cme", "%cme corp"):
+            found = data(await client.call_tool("search_contacts", {"query": query, "limit": 50}))
+            assert found == [], query
+        partial = data(await client.call_tool("search_contacts", {"query": "cme co", "limit": 50}))
+    assert partial and all("cme co" in (row["name"] + " " + row["company"]).lower() for row in partial)
+
+
 async def test_create_order_inserts_one_row_and_returns_its_id(shop_target, start_shop, qaqnuz_client):
     kernel, key = await start_shop(shop_target)
     before = shop_target.counts()

@@ -73,11 +73,12 @@ name = "search_contacts"
 description = "Find customer contacts whose name or company contains the query (case-insensitive)."
 scope = "contacts.read"
 side_effect = "read"
+like = { query = "contains" }        # the query is matched as text: its % and _ are not wildcards
 sql = \"\"\"
 SELECT id AS contact_id, name, email, company
 FROM contacts
-WHERE lower(name) LIKE '%' || lower(:query) || '%'
-   OR lower(company) LIKE '%' || lower(:query) || '%'
+WHERE lower(name) LIKE lower(:query) ESCAPE '\\\\'
+   OR lower(company) LIKE lower(:query) ESCAPE '\\\\'
 ORDER BY name, id
 LIMIT :limit
 \"\"\"

@@ -1,8 +1,9 @@
 """qaqnuz-pack-sql: a tool pack where each configured tool is one parameterised SQL statement.
 
 Configure it as `[packs.<name>] type = "sql"` with a `dsn` (SQLite file or PostgreSQL) and a list of
-`[[packs.<name>.tools]]`, each with the shared tool fields (`qaqnuz.ToolConfig`) plus `sql` and `one`.
-Arguments are bound by the driver from validated input, never formatted into the SQL; `:brand`, `:key_id`,
+`[[packs.<name>.tools]]`, each with the shared tool fields (`qaqnuz.ToolConfig`) plus `sql`, `one` and
+`like`. Arguments are bound by the driver from validated input, never formatted into the SQL (a `like`
+parameter's `%` and `_` are escaped too, so it matches as text inside a LIKE pattern); `:brand`, `:key_id`,
 `:key_name` and `:role` are bound from the verified caller; read tools run in a read-only transaction;
 database errors become `dependency` or `terminal` with fixed texts.
 

@@ -28,7 +28,8 @@ from qaqnuz import (
 
 from .backends import TIMED_OUT, Limits, PostgresBackend, SqliteBackend
 from .settings import SqlSettings, SqlToolConfig
-from .sqltext import SqlTextError, Statement, prepare
+from .sqltext import SqlTextError, Statement, like_patterns, prepare
+from .values import LIKE_MODES, like_pattern
 
 __all__ = ["SqlPack", "SqlSettings", "SqlToolConfig", "build"]
 
@@ -119,11 +120,15 @@ class _Handler:
     read: bool
     one: bool
     caller_names: frozenset[str]
+    #: `like` parameters and their modes: bound as escaped LIKE patterns, matched literally.
+    like: Mapping[str, str] = attrs.field(factory=dict)
     #: The pack's `ctx.upstream`: every statement's time and failure kind (`qaqnuz_upstream_*{pack}`).
     observe: Callable[[float, str | None], None] | None = None
 
     async def __call__(self, arguments: Mapping[str, Any]) -> Any:
         params = {name: arguments.get(name, self.defaults.get(name)) for name in self.statement.names}
+        for name, mode in self.like.items():
+            params[name] = like_pattern(params[name], mode)
         if self.caller_names:
             call = current_call()
             if call is None:  # fail closed: never run a tenant-scoped statement without its tenant
@@ -176,19 +181,27 @@ def build(settings: SqlSettings, ctx: ToolPackContext) -> SqlPack:
         problems.extend(exc.problems)
     dialect = backend.dialect if backend is not None else "sqlite"
     tools: list[Tool] = []
+    warnings: list[str] = []
     for index, tool in enumerate(settings.tools):
         at = f"{where} tools[{index}]"
         try:
-            tools.append(_tool(tool, at, backend, dialect, ctx.upstream))
+            tools.append(_tool(tool, at, backend, dialect, ctx.upstream, warnings))
         except ConfigError as exc:
             problems.extend(exc.problems)
     if problems:
         raise ConfigError(problems)
+    for warning in warnings:  # logged, so `config check` and a starting server show them
+        ctx.logger.warning("%s", warning)
     return SqlPack(tools, backend)
 
 
 def _tool(
-    tool: SqlToolConfig, at: str, backend: Any, dialect: Any, observe: Callable[[float, str | None], None] | None = None
+    tool: SqlToolConfig,
+    at: str,
+    backend: Any,
+    dialect: Any,
+    observe: Callable[[float, str | None], None] | None = None,
+    warnings: list[str] | None = None,
 ) -> Tool:
     problems: list[str] = []
     try:
@@ -217,11 +230,71 @@ def _tool(
         )
     if tool.one and not read:
         problems.append(f"{at} one: applies to read tools only")
+    problems.extend(_like_problems(tool, at, statement, properties))
+    if warnings is not None:
+        warnings.extend(_like_warnings(tool, at, statement))
     if problems:
         raise ConfigError(problems)
     defaults = {
         name: spec["default"] for name, spec in properties.items() if isinstance(spec, dict) and "default" in spec
     }
     caller = frozenset(statement.names) & CALLER_NAMES
-    handler = _Handler(backend, statement, defaults, read, tool.one, caller, observe)
+    handler = _Handler(backend, statement, defaults, read, tool.one, caller, dict(tool.like), observe)
     return tool_from_config(tool, handler, at, binds_brand="brand" in caller)
+
+
+LIKE_FIX = "write `column LIKE :{name} ESCAPE '\\'` (functions such as lower(:{name}) around it are fine)"
+
+
+def _like_problems(tool: SqlToolConfig, at: str, statement: Statement, properties: Mapping[str, Any]) -> list[str]:
+    """`like` names string input parameters that the statement uses only as whole LIKE patterns escaped by a
+    backslash: the bound value is escaped and wrapped, so anywhere else (`= :q`, or no `ESCAPE '\\'`, where
+    SQLite would read `\\%` as two characters) it would silently match the wrong rows."""
+    problems: list[str] = []
+    patterns = like_patterns(statement)
+    escaped = {index for pattern in patterns if pattern.escape == "\\" for index in pattern.params}
+    modes = ", ".join(f'"{mode}"' for mode in LIKE_MODES)
+    for name, mode in tool.like.items():
+        where = f"{at} like.{name}"
+        if mode not in LIKE_MODES:
+            problems.append(f"{where}: {mode!r} is not a like mode; use one of {modes}")
+        if name not in properties:
+            known = ", ".join(sorted(properties)) or "none"
+            problems.append(f"{where}: no input parameter {name!r} (inputs: {known}); like names a string input")
+            continue
+        spec = properties[name]
+        kind = spec.get("type") if isinstance(spec, Mapping) else None
+        if kind is not None and kind != "string":
+            problems.append(f"{where}: the parameter's type is {kind!r}; like applies to string parameters only")
+        if name not in statement.names:
+            problems.append(f"{where}: the statement does not use :{name}; {LIKE_FIX.format(name=name)}")
+            continue
+        uses = [i for i, token in enumerate(statement.tokens) if token == ("param", name)]
+        if any(i not in escaped for i in uses):
+            problems.append(
+                f"{where}: every use of :{name} must be a LIKE pattern followed by ESCAPE '\\' (its value is "
+                f"bound with \\, % and _ escaped by a backslash); {LIKE_FIX.format(name=name)}, and in a TOML "
+                f'"..." or """...""" string write the backslash twice'
+            )
+    return problems
+
+
+def _like_warnings(tool: SqlToolConfig, at: str, statement: Statement) -> list[str]:
+    """An argument concatenated into a pattern with `%` literals (`LIKE '%' || :q || '%'`) is meant as text
+    but its own `%` and `_` stay wildcards: a caller's `%` matches every row. Worth a warning, not an error:
+    a statement may mean to take a pattern from its caller, and existing configs keep loading."""
+    tokens = statement.tokens
+    names: list[str] = []
+    for pattern in like_patterns(statement):
+        if not pattern.wildcard_literal:
+            continue
+        for index in pattern.params:
+            name = tokens[index][1]
+            if name not in tool.like and name not in CALLER_NAMES and name not in names:
+                names.append(name)
+    return [
+        f"{at} sql: :{name} is joined into a LIKE pattern with '%', so a caller's % and _ act as wildcards "
+        f"(an argument '%' matches every row); {LIKE_FIX.format(name=name)} and set like = {{ {name} = "
+        f'"contains" }} (or "prefix", "suffix", "exact") to match it literally'
+        for name in names
+    ]

@@ -12,6 +12,10 @@ class SqlToolConfig(ToolConfig, forbid_unknown_fields=True, kw_only=True):
 
     sql: str
     one: bool = False
+    #: Parameter name → "contains" | "prefix" | "suffix" | "exact": the argument is matched literally by
+    #: `LIKE :name ESCAPE '\'` (its `\`, `%` and `_` escaped, wildcards added only by the mode). A string,
+    #: not a Literal, so a wrong mode is reported by the pack with its fix.
+    like: dict[str, str] = {}
 
 
 class SqlSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):

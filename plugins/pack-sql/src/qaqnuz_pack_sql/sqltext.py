@@ -10,6 +10,9 @@ PostgreSQL, `E'..'` backslash escapes and `$tag$..$tag$` dollar quotes), quoted 
   reads `%` in the whole query text, inside literals and comments too.
 
 Values are never written into the text: the driver binds them.
+
+The scan also keeps the statement's tokens (comments and whitespace left out), so the pack can check at load
+how a parameter is used in a `LIKE` pattern (`like_patterns`) without a SQL parser.
 """
 
 from __future__ import annotations
@@ -28,6 +31,9 @@ _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_$]*")
 
 READ_KEYWORDS = frozenset({"SELECT", "WITH", "VALUES"})
 
+#: A token: ("word" | "ident" | "string" | "estring" | "param" | "punct", its source text; a param's name).
+Token = tuple[str, str]
+
 
 class SqlTextError(ValueError):
     """A statement the pack will not run; the message never repeats the SQL."""
@@ -38,6 +44,7 @@ class Statement:
     text: str  # what the driver receives
     names: tuple[str, ...]  # placeholder names, each once, in order of first use
     keyword: str  # the first keyword, upper case ("SELECT", "WITH", "INSERT", ...)
+    tokens: tuple[Token, ...] = ()  # the source's tokens, without comments and whitespace
 
     @property
     def is_query(self) -> bool:
@@ -54,6 +61,7 @@ def prepare(sql: str, dialect: Dialect) -> Statement:
     pg = dialect == "postgresql"
     out: list[str] = []
     names: list[str] = []
+    tokens: list[Token] = []
     keyword = ""
     i, n = 0, len(sql)
     ended = False  # a top-level ';' was seen: only whitespace and comments may follow
@@ -88,11 +96,15 @@ def prepare(sql: str, dialect: Dialect) -> Statement:
         if ch == "'":
             backslashes = pg and i > 0 and sql[i - 1] in "eE" and (i < 2 or not _ident_char(sql[i - 2]))
             end = _quoted_end(sql, i, "'", backslashes=backslashes)
+            if backslashes:
+                tokens.pop()  # the E that opened it: E'..' is one token
+            tokens.append(("estring" if backslashes else "string", sql[i:end]))
             emit(sql[i:end])
             i = end
             continue
         if ch == '"' or (not pg and ch == "`"):
             end = _quoted_end(sql, i, ch, backslashes=False)
+            tokens.append(("ident", sql[i:end]))
             emit(sql[i:end])
             i = end
             continue
@@ -100,6 +112,7 @@ def prepare(sql: str, dialect: Dialect) -> Statement:
             end = sql.find("]", i + 1)
             if end < 0:
                 raise SqlTextError("unterminated [identifier]")
+            tokens.append(("ident", sql[i : end + 1]))
             emit(sql[i : end + 1])
             i = end + 1
             continue
@@ -112,6 +125,7 @@ def prepare(sql: str, dialect: Dialect) -> Statement:
                     if close < 0:
                         raise SqlTextError("unterminated dollar-quoted string")
                     end = close + len(tag.group(0))
+                    tokens.append(("string", sql[i:end]))
                     emit(sql[i:end])
                     i = end
                     continue
@@ -119,11 +133,13 @@ def prepare(sql: str, dialect: Dialect) -> Statement:
                     raise SqlTextError("positional parameters ($1) are not supported; write :name")
             if not pg and _IDENT_START.match(nxt):
                 raise SqlTextError("'$name' parameters are not supported; write :name")
+            tokens.append(("punct", ch))
             emit(ch)
             i += 1
             continue
         if ch == ":":
             if nxt == ":":
+                tokens.append(("punct", "::"))
                 emit("::")
                 i += 2
                 continue
@@ -132,9 +148,11 @@ def prepare(sql: str, dialect: Dialect) -> Statement:
                 name = match.group(0)
                 if name not in names:
                     names.append(name)
+                tokens.append(("param", name))
                 out.append(f"%({name})s" if pg else f":{name}")
                 i = match.end()
                 continue
+            tokens.append(("punct", ch))
             emit(ch)
             i += 1
             continue
@@ -146,14 +164,16 @@ def prepare(sql: str, dialect: Dialect) -> Statement:
         if word:
             if not keyword:
                 keyword = word.group(0).upper()
+            tokens.append(("word", word.group(0)))
             emit(word.group(0))
             i = word.end()
             continue
+        tokens.append(("punct", ch))
         emit(ch)
         i += 1
     if not keyword:
         raise SqlTextError("empty statement")
-    return Statement(text="".join(out).strip(), names=tuple(names), keyword=keyword)
+    return Statement(text="".join(out).strip(), names=tuple(names), keyword=keyword, tokens=tuple(tokens))
 
 
 def _quoted_end(sql: str, start: int, quote: str, *, backslashes: bool) -> int:
@@ -189,3 +209,84 @@ def _block_comment_end(sql: str, start: int, *, nested: bool) -> int:
             continue
         i += 1
     raise SqlTextError("unterminated /* comment */")
+
+
+# -- LIKE patterns -------------------------------------------------------------------------------------------
+_LIKE = frozenset({"LIKE", "ILIKE"})
+#: Words that end a LIKE pattern's expression (outside parentheses): the next clause or operator begins.
+_PATTERN_ENDS = frozenset(
+    {
+        "ESCAPE", "AND", "OR", "NOT", "IS", "IN", "BETWEEN", "LIKE", "ILIKE", "GLOB", "MATCH", "REGEXP",
+        "SIMILAR", "CASE", "WHEN", "THEN", "ELSE", "END", "AS", "FROM", "WHERE", "ON", "USING", "JOIN", "INNER",
+        "LEFT", "RIGHT", "FULL", "CROSS", "NATURAL", "ORDER", "GROUP", "HAVING", "LIMIT", "OFFSET", "FETCH",
+        "FOR", "UNION", "INTERSECT", "EXCEPT", "RETURNING", "WINDOW", "ASC", "DESC", "NULLS", "SET", "VALUES",
+        "SELECT", "WITH",
+    }
+)  # fmt: skip
+#: Punctuation that keeps a pattern's expression going: concatenation, arithmetic, numbers, casts.
+_PATTERN_GOES_ON = frozenset("|+-*/%.0123456789") | {"::"}
+
+
+@dataclass(frozen=True)
+class LikePattern:
+    """The expression right of one `LIKE`/`ILIKE`, up to where it ends, and its `ESCAPE` character."""
+
+    params: tuple[int, ...]  # token indexes of the placeholders inside the pattern
+    escape: str | None  # the ESCAPE literal's value, or None without ESCAPE
+    wildcard_literal: bool  # a string literal inside the pattern holds `%` (as in `'%' || :q || '%'`)
+
+
+def literal_value(token: Token) -> str:
+    """The value of a string token (`'it''s'`, `E'\\\\'`, `$$..$$`), as the database reads it."""
+    kind, raw = token
+    if raw.startswith("$"):
+        tag = raw[: raw.index("$", 1) + 1]
+        return raw[len(tag) : -len(tag)]
+    body = raw[1:-1]
+    if kind == "estring":
+        body = re.sub(r"\\(.)", r"\1", body)
+    return body.replace("''", "'")
+
+
+def like_patterns(statement: Statement) -> tuple[LikePattern, ...]:
+    """Every LIKE pattern of the statement, found from its tokens.
+
+    Not a parser: a pattern runs from its `LIKE` to the first word that starts another clause or operator
+    (`ESCAPE`, `AND`, `ORDER` ...), comparison or comma outside its own parentheses. That is enough to tell
+    `lower(name) LIKE lower(:q) ESCAPE '\\'` (a bound pattern with its escape) from `'%' || :q || '%'` (a
+    pattern built around an argument whose own `%` and `_` stay wildcards).
+    """
+    tokens = statement.tokens
+    found: list[LikePattern] = []
+    for start, (kind, text) in enumerate(tokens):
+        if kind != "word" or text.upper() not in _LIKE:
+            continue
+        end, depth = start + 1, 0
+        while end < len(tokens):
+            kind, text = tokens[end]
+            if kind == "punct" and text == "(":
+                depth += 1
+            elif kind == "punct" and text == ")":
+                if depth == 0:
+                    break
+                depth -= 1
+            elif depth == 0 and (
+                (kind == "punct" and text not in _PATTERN_GOES_ON) or (kind == "word" and text.upper() in _PATTERN_ENDS)
+            ):
+                break
+            end += 1
+        escape = None
+        if end + 1 < len(tokens) and tokens[end][0] == "word" and tokens[end][1].upper() == "ESCAPE":
+            if tokens[end + 1][0] in ("string", "estring"):
+                escape = literal_value(tokens[end + 1])
+        inside = range(start + 1, end)
+        found.append(
+            LikePattern(
+                params=tuple(i for i in inside if tokens[i][0] == "param"),
+                escape=escape,
+                wildcard_literal=any(
+                    tokens[i][0] in ("string", "estring") and "%" in literal_value(tokens[i]) for i in inside
+                ),
+            )
+        )
+    return tuple(found)

@@ -1,4 +1,4 @@
-"""Row values made JSON-safe, and arguments made bindable."""
+"""Row values made JSON-safe, and arguments made bindable (and, for `like`, literal inside a LIKE pattern)."""
 
 from __future__ import annotations
 
@@ -48,3 +48,26 @@ def sqlite_param(value: Any) -> Any:
     if isinstance(value, dict | list):
         return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
     return value
+
+
+#: The `like` modes: where the escaped argument sits in the pattern.
+LIKE_MODES = ("contains", "prefix", "suffix", "exact")
+
+
+def like_pattern(value: Any, mode: str) -> Any:
+    """The LIKE pattern that matches `value` literally, for `LIKE :name ESCAPE '\\'`.
+
+    A caller's `%` or `_` would otherwise be a wildcard (`%` alone matches every row), so the backslash (the
+    escape character itself first), `%` and `_` are escaped, and only the mode adds wildcards. A value that is
+    not a string (a left-out optional argument's NULL) is bound unchanged.
+    """
+    if not isinstance(value, str):
+        return value
+    escaped = value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    if mode == "contains":
+        return f"%{escaped}%"
+    if mode == "prefix":
+        return f"{escaped}%"
+    if mode == "suffix":
+        return f"%{escaped}"
+    return escaped
