@@ -29,7 +29,7 @@ from qaqnuz.contexts import (
     TransportContext,
     WebRouteContext,
 )
-from qaqnuz.envelope import Outcome
+from qaqnuz.envelope import LIMITER_UNAVAILABLE, Outcome
 from qaqnuz.errors import (
     ConfigError,
     CredentialsUnavailable,
@@ -82,6 +82,9 @@ from qaqnuz.records import (
     Transport,
     WebRoute,
 )
+from qaqnuz.rpcfaults import error_body as rpc_error_body
+from qaqnuz.rpcfaults import fault as rpc_fault
+from qaqnuz.rpcfaults import usable_id as rpc_usable_id
 from qaqnuz.secrets import Secret, SecretRef
 from qaqnuz.services import USER_NAME_RE, approval_view
 from qaqnuz.store import (
@@ -148,6 +151,7 @@ __all__ = [
     "CONSOLE_ROLES",
     "CONSOLE_USER_COLUMNS",
     "KEY_COLUMNS",
+    "LIMITER_UNAVAILABLE",
     "MODERN_PROTOCOL",
     "USER_NAME_RE",
     "Admission",
@@ -246,6 +250,9 @@ __all__ = [
     "opened_request",
     "parse_duration",
     "parse_positive_duration",
+    "rpc_error_body",
+    "rpc_fault",
+    "rpc_usable_id",
     "run_cli",
     "tool_from_config",
     "unique_names",

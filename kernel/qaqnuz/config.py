@@ -90,6 +90,10 @@ class ServerConfig(Strict):
     #: At most this many tools get their own `tool` label on the per-tool duration histogram, per brand;
     #: calls of any other tool are counted under tool="(other)". 0: no per-tool duration at all.
     metrics_tool_limit: int = 200
+    #: Tool calls running at once in this process, over all keys, and for any one key: a call beyond either
+    #: is refused at once (retryable), so one client cannot hold every worker of the server.
+    max_in_flight: int = 256
+    max_in_flight_per_key: int = 16
 
 
 class LimitsConfig(Strict):
@@ -525,6 +529,9 @@ def validate(data: dict[str, Any], problems: list[str], *, source: str = "<confi
         problems.append(f'[server] log_format: {server.log_format!r}; write "text" or "json"')
     if server.metrics_tool_limit < 0:
         problems.append("[server] metrics_tool_limit: must be 0 or more")
+    for name in ("max_in_flight", "max_in_flight_per_key"):
+        if getattr(server, name) < 1:
+            problems.append(f"[server] {name}: must be at least 1")
     audit = _checked_audit(audit, problems)
     return Config(
         server=server,

@@ -75,6 +75,13 @@ NOT_PERMITTED = "This tool is not available to this key."
 NOT_ENTITLED = "This brand's plan does not include MCP access."
 POLICY_DENIED = "This call is not permitted by policy."
 RATE_LIMITED = "Rate limit exceeded. Please wait before sending more requests."
+KEY_BUSY = (
+    "Too many calls from this key are running at once (at most {limit}: [server] max_in_flight_per_key). "
+    "Retry when one has finished."
+)
+SERVER_BUSY = (
+    "The server is running as many calls at once as it allows ({limit}: [server] max_in_flight). Retry shortly."
+)
 LIMITER_UNAVAILABLE = "Rate limiting is temporarily unavailable. Please retry shortly."
 APPROVAL_UNAVAILABLE = "Approvals are temporarily unavailable, so this call cannot run. Please retry later."
 DEPENDENCY_FAILED = "A service this tool depends on failed or timed out. Please retry with backoff."

@@ -452,6 +452,11 @@ class KernelHost:
     ) -> Outcome:
         return await self._kernel.pipeline.call_tool(principal, name, arguments, transport=transport, channel=channel)
 
+    async def admit_session(self, principal: Principal) -> Outcome | None:
+        """A new session counted against the key's and brand's rate limits (see `Pipeline.admit_session`):
+        None when admitted, else the refusal to answer with."""
+        return await self._kernel.pipeline.admit_session(principal)
+
     async def readiness(self) -> dict[str, bool]:
         checks = await self._kernel.readiness()
         self._kernel.metrics.readiness(checks)  # what a probe saw, for alerts (`qaqnuz_ready{check}`)

@@ -95,6 +95,10 @@ def visibility(runtime: Runtime, snapshot: Snapshot, entry: RegisteredTool | Non
     return None
 
 
+#: How long a call refused for being one too many in flight is told to wait.
+BUSY_RETRY_MS = 250
+
+
 def _fail(step: str, cls: ErrorClass, message: str, *, outcome: str | None = None, **kw: Any) -> Outcome:
     failure = env.failure(cls, message, **kw)
     outcome = outcome or ("denied" if step != "execution" else "failed")
@@ -111,6 +115,8 @@ class Pipeline:
         self.current = current
         self.sink = sink
         self._visible_cache: dict[tuple[Any, ...], ToolList] = {}
+        self._running = 0  # calls in flight in this process
+        self._running_by_key: dict[str, int] = {}  # only keys with a call in flight
 
     # -- tools/list ------------------------------------------------------------------------------------
     def visible(self, principal: Principal, runtime: Runtime, snapshot: Snapshot) -> ToolList:
@@ -163,6 +169,14 @@ class Pipeline:
         entry = snapshot.tools.get(name)
         arguments = arguments if arguments is not None else {}
         call = _Call(digest="", channel=channel, transport=transport)
+        key_id = principal.key_id
+        busy = self._busy(runtime, key_id)
+        if busy is not None:
+            call.mark("concurrency")
+            self._finish(runtime, principal, name, entry, call, started, wall, busy)
+            return busy
+        self._running += 1
+        self._running_by_key[key_id] = self._running_by_key.get(key_id, 0) + 1
         try:
             outcome = await self._govern(runtime, snapshot, principal, entry, arguments, call)
         except anyio.get_cancelled_exc_class():
@@ -172,8 +186,34 @@ class Pipeline:
             incident = new_incident_id()
             log.error("internal error in the governed path (incident %s)", incident, exc_info=exc)
             outcome = _fail("internal", ErrorClass.TERMINAL, env.TERMINAL_FAILED, incident_id=incident)
+        finally:
+            self._running -= 1
+            left = self._running_by_key[key_id] - 1
+            if left:
+                self._running_by_key[key_id] = left
+            else:
+                del self._running_by_key[key_id]
         self._finish(runtime, principal, name, entry, call, started, wall, outcome)
         return outcome
+
+    def _busy(self, runtime: Runtime, key_id: str) -> Outcome | None:
+        """The refusal of a call beyond `[server] max_in_flight_per_key` or `max_in_flight`, or None."""
+        server = runtime.config.server
+        if self._running_by_key.get(key_id, 0) >= server.max_in_flight_per_key:
+            self.sink.rate_limited("in_flight_key")
+            message = env.KEY_BUSY.format(limit=server.max_in_flight_per_key)
+            return _fail("concurrency", ErrorClass.RETRYABLE, message, retry_after_ms=BUSY_RETRY_MS)
+        if self._running >= server.max_in_flight:
+            self.sink.rate_limited("in_flight")
+            message = env.SERVER_BUSY.format(limit=server.max_in_flight)
+            return _fail("concurrency", ErrorClass.RETRYABLE, message, retry_after_ms=BUSY_RETRY_MS)
+        return None
+
+    async def admit_session(self, principal: Principal) -> Outcome | None:
+        """A new session (an `initialize` on HTTP, a legacy SSE connection) counted against the key's and the
+        brand's rate limits like a call: None when admitted, else the refusal (fail closed)."""
+        runtime, _ = self.current()
+        return await self._rate_limit(runtime, principal)
 
     def _finish(
         self,
@@ -220,6 +260,29 @@ class Pipeline:
                                            wall + ended - started, steps, result, error_class, requestid.current(),
                                            incident, approval_id))  # fmt: skip
 
+    async def _rate_limit(self, runtime: Runtime, principal: Principal) -> Outcome | None:
+        """One unit from the key's and the brand's buckets: None when admitted, else the refusal."""
+        sink = self.sink
+        key_limit, brand_limit = runtime.limits(principal.brand)
+        try:
+            admission = await runtime.limiter.admit(principal.key_id, key_limit, principal.brand, brand_limit)
+            admitted = admission.admitted is True
+        except Exception as exc:
+            sink.limiter_error()
+            if isinstance(exc, LimiterUnavailable):  # the limiter logs its own outages once, not per call
+                wait = exc.retry_after_ms
+                log.debug("rate limiter unavailable; denying as retryable")
+            else:
+                wait = 1000
+                log.error("rate limiter failed (%s); denying", type(exc).__name__)
+            return _fail("rate_limit", ErrorClass.RETRYABLE, env.LIMITER_UNAVAILABLE, retry_after_ms=max(1, wait))
+        if not admitted:
+            dimension = admission.dimension if admission.dimension in ("key", "brand") else "key"
+            sink.rate_limited(dimension)
+            wait = admission.retry_after_ms if isinstance(admission.retry_after_ms, int) else 1000
+            return _fail("rate_limit", ErrorClass.RETRYABLE, env.RATE_LIMITED, retry_after_ms=wait)
+        return None
+
     async def _govern(
         self,
         runtime: Runtime,
@@ -244,24 +307,9 @@ class Pipeline:
             return _fail("entitlement", ErrorClass.PERMISSION, env.NOT_ENTITLED)
         # 2. rate limit, both dimensions, fail closed: only an explicit True admits
         call.mark("rate_limit")
-        key_limit, brand_limit = runtime.limits(principal.brand)
-        try:
-            admission = await runtime.limiter.admit(principal.key_id, key_limit, principal.brand, brand_limit)
-            admitted = admission.admitted is True
-        except Exception as exc:
-            sink.limiter_error()
-            if isinstance(exc, LimiterUnavailable):  # the limiter logs its own outages once, not per call
-                wait = exc.retry_after_ms
-                log.debug("rate limiter unavailable; denying as retryable")
-            else:
-                wait = 1000
-                log.error("rate limiter failed (%s); denying", type(exc).__name__)
-            return _fail("rate_limit", ErrorClass.RETRYABLE, env.LIMITER_UNAVAILABLE, retry_after_ms=max(1, wait))
-        if not admitted:
-            dimension = admission.dimension if admission.dimension in ("key", "brand") else "key"
-            sink.rate_limited(dimension)
-            wait = admission.retry_after_ms if isinstance(admission.retry_after_ms, int) else 1000
-            return _fail("rate_limit", ErrorClass.RETRYABLE, env.RATE_LIMITED, retry_after_ms=wait)
+        refused = await self._rate_limit(runtime, principal)
+        if refused is not None:
+            return refused
         # 3. visibility: the same (cached) answer list_tools gives; one generic answer for every reason
         call.mark("visibility")
         if entry is None or entry.tool.name not in self.visible(principal, runtime, snapshot).names:

@@ -15,6 +15,7 @@ import attrs
 from mcp.server.sse import SseServerTransport
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -41,6 +42,8 @@ from qaqnuz_http.guard import (
     credential_from_scope,
     expand,
 )
+from qaqnuz_http.scopeheaders import headers_of
+from qaqnuz_http.sessions import SessionQuota
 from qaqnuz_http.settings import HttpSettings, Limits
 
 log = logging.getLogger("qaqnuz.http")
@@ -89,32 +92,40 @@ class CountedSessions(dict[str, Any]):
     crash, a refused opening request, shutdown): the manager offers no hook of its own. It relies on the same
     `mcp` 2.3.0 table the fast path reads; if an upgrade moves it, sessions are simply not counted."""
 
-    def __init__(self, count: SessionCount) -> None:
+    def __init__(self, count: SessionCount, quota: SessionQuota | None = None) -> None:
         super().__init__()
         self._count = count
+        self._quota = quota
 
     def __setitem__(self, key: str, value: Any) -> None:
         new = key not in self
         super().__setitem__(key, value)
         if new:
             self._count.opened()
+            if self._quota is not None:
+                self._quota.registered(key)
+
+    def _ended(self, key: str) -> None:
+        self._count.closed()
+        if self._quota is not None:
+            self._quota.ended(key)
 
     def __delitem__(self, key: str) -> None:
         super().__delitem__(key)
-        self._count.closed()
+        self._ended(key)
 
     def pop(self, key: str, *default: Any) -> Any:
         if key in self:
             value = super().pop(key)
-            self._count.closed()
+            self._ended(key)
             return value
         return super().pop(key, *default)
 
     def clear(self) -> None:
-        open_now = len(self)
+        keys = list(self)
         super().clear()
-        for _ in range(open_now):
-            self._count.closed()
+        for key in keys:
+            self._ended(key)
 
 
 def _access_fields(host: Host) -> Any:
@@ -202,6 +213,20 @@ class MetricsGate:
         return None
 
 
+def opens_session(scope: Scope) -> bool:
+    """Whether the SDK opens a session for this request: a session-era request (no protocol version header, or
+    one of the handshake versions) without an `Mcp-Session-Id` (see its `_handle_stateful_request`)."""
+    headers, _ = headers_of(scope)
+    if b"mcp-session-id" in headers:
+        return False
+    version = headers.get(b"mcp-protocol-version")
+    return version is None or version.decode("latin-1") in HANDSHAKE_PROTOCOL_VERSIONS
+
+
+def _always(scope: Scope) -> bool:
+    return True
+
+
 #: Paths the transport serves itself; a web route may not be mounted on or under them.
 RESERVED_PATHS = ("/mcp", "/sse", "/messages", "/healthz", "/readyz", "/metrics")
 
@@ -225,8 +250,12 @@ def build_app(host: Host, settings: HttpSettings, limits: Limits, *, metrics_tok
         max_request_body_size=settings.max_body_bytes,
         max_sessions=settings.max_sessions,
     )
+    quota: SessionQuota | None = SessionQuota(settings.max_sessions_per_key, settings.max_sessions_per_brand)
     if isinstance(getattr(session_manager, "_server_instances", None), dict) and not session_manager._server_instances:
-        session_manager._server_instances = CountedSessions(SessionCount(host, "http"))
+        session_manager._server_instances = CountedSessions(SessionCount(host, "http"), quota)
+    else:  # an SDK that keeps its sessions elsewhere: the per-key and per-brand caps cannot be kept
+        log.warning("max_sessions_per_key and max_sessions_per_brand are not enforced: the SDK's session table moved")
+        quota = None
     sse = SseServerTransport(MESSAGES_PATH, security_settings=security, max_request_body_size=settings.max_body_bytes)
 
     failures = FailureLimit(settings.auth_failures_per_minute) if settings.auth_failures_per_minute else None
@@ -234,7 +263,7 @@ def build_app(host: Host, settings: HttpSettings, limits: Limits, *, metrics_tok
 
     fast = FastPath(host, session_manager) if settings.fast_path else None
 
-    def guard(app: ASGIApp, fast: FastPath | None = None) -> Guard:
+    def guard(app: ASGIApp, fast: FastPath | None = None, opens: Callable[[Scope], bool] | None = None) -> Guard:
         return Guard(
             app,
             host=host,
@@ -245,9 +274,11 @@ def build_app(host: Host, settings: HttpSettings, limits: Limits, *, metrics_tok
             tracker=tracker,
             failure_limit=failures,
             fast=fast,
+            sessions=quota if opens is not None else None,
+            opens=opens,
         )
 
-    mcp_endpoint = guard(StreamableHTTPASGIApp(session_manager), fast)
+    mcp_endpoint = guard(StreamableHTTPASGIApp(session_manager), fast, opens_session)
 
     async def healthz(request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -265,10 +296,11 @@ def build_app(host: Host, settings: HttpSettings, limits: Limits, *, metrics_tok
             return refusal
         return Response(generate_latest(host.metrics_registry), media_type=CONTENT_TYPE_LATEST)
 
+    sse_count = SessionCount(host, "sse")
     routes: list[BaseRoute] = [
         Route("/mcp", mcp_endpoint, methods=["GET", "POST", "DELETE"]),
         Route("/mcp/v1", mcp_endpoint, methods=["GET", "POST", "DELETE"]),
-        Route("/sse", guard(SseEndpoint(sse, binding.server, SessionCount(host, "sse"))), methods=["GET"]),
+        Route("/sse", guard(SseEndpoint(sse, binding.server, sse_count), opens=_always), methods=["GET"]),
         Mount(MESSAGES_PATH.rstrip("/"), app=guard(sse.handle_post_message)),
         Route("/healthz", healthz, methods=["GET"]),
         Route("/readyz", readyz, methods=["GET"]),

@@ -23,12 +23,21 @@ from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
 from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from qaqnuz import CredentialsUnavailable, Host, Principal, looks_like_key, requestid
-from qaqnuz.rpcfaults import fault
+from qaqnuz import (
+    LIMITER_UNAVAILABLE,
+    CredentialsUnavailable,
+    Host,
+    Principal,
+    looks_like_key,
+    requestid,
+    rpc_fault,
+    rpc_usable_id,
+)
 from qaqnuz_http.access import ACCESS_FIELDS, REQUEST_ID_HEADER, SCOPE_REQUEST_ID, RouteNames, log_access
 from qaqnuz_http.access import access_log as access_log
 from qaqnuz_http.fastpath import FastPath, access_token
 from qaqnuz_http.scopeheaders import SCOPE_HEADERS, headers_of
+from qaqnuz_http.sessions import Opening, SessionQuota, refusal
 
 log = logging.getLogger("qaqnuz.http")
 
@@ -364,11 +373,15 @@ class Guard:
         tracker: Tracker,
         failure_limit: FailureLimit | None = None,
         fast: FastPath | None = None,
+        sessions: SessionQuota | None = None,
+        opens: Callable[[Scope], bool] | None = None,
     ) -> None:
         self.app = app
         self.host = host
         self.binding = binding
         self.fast = fast
+        self.sessions = sessions  # with `opens`: which requests open a session, counted against the caps
+        self.opens = opens
         self.failure_limit = failure_limit
         self.query_token = query_token
         self.max_body_bytes = max_body_bytes
@@ -395,10 +408,12 @@ class Guard:
         if isinstance(info, dict):
             info["key_id"] = principal.key_id
 
+        body = b""
         if scope["method"] == "POST":
-            body = await read_body(receive, send, self.max_body_bytes, self.request_timeout)
-            if body is None:
+            read = await read_body(receive, send, self.max_body_bytes, self.request_timeout)
+            if read is None:
                 return
+            body = read
             if self.fast is not None:
                 self.tracker.in_flight += 1  # shutdown waits for it as for a request the SDK serves
                 try:
@@ -406,7 +421,7 @@ class Guard:
                         return
                 finally:
                     self.tracker.in_flight -= 1
-            answer = fault(body)  # before the SDK, whose answers would quote its parser and pydantic
+            answer = rpc_fault(body)  # before the SDK, whose answers would quote its parser and pydantic
             if answer is not None:
                 await respond(send, 400, answer, b"application/json")
                 return
@@ -422,12 +437,46 @@ class Guard:
         scope["user"] = AuthenticatedUser(token)
         scope["auth"] = AuthCredentials(token.scopes)
 
+        opening: Opening | None = None
+        if self.sessions is not None and self.opens is not None and self.opens(scope):
+            opening = await self._admit(self.sessions, principal, body, send)
+            if opening is None:
+                return
         streaming = scope["method"] == "GET" or _header(scope, b"mcp-method") == ["subscriptions/listen"]
         with self.binding.acting_for(principal):
-            if streaming:
-                await self._stream(scope, receive, send)
-            else:
-                await self.app(scope, receive, send)
+            if opening is None:
+                await (self._stream if streaming else self.app)(scope, receive, send)
+                return
+            assert self.sessions is not None
+            serving = self.sessions.serving(opening)
+            try:
+                await (self._stream if streaming else self.app)(scope, receive, send)
+            finally:
+                self.sessions.done(opening, serving)
+
+    async def _admit(self, sessions: SessionQuota, principal: Principal, body: bytes, send: Send) -> Opening | None:
+        """A request that opens a session: under the key's and brand's session caps, and one unit of their
+        rate limits; else answered 429 (503 while the limiter cannot answer) naming the limit."""
+        request_id = request_id_of(body)
+        admitted = sessions.admit(principal)
+        if not isinstance(admitted, Opening):
+            message, limit = admitted
+            await respond(send, 429, refusal(message, limit, None, request_id), b"application/json",
+                          ((b"retry-after", b"1"),))  # fmt: skip
+            return None
+        admit_session = getattr(self.host, "admit_session", None)
+        refused = await admit_session(principal) if admit_session is not None else None
+        if refused is None:
+            return admitted
+        sessions.release(admitted)
+        hint = getattr(refused.result, "retry_hint", None)
+        wait = hint.retry_after_ms if hint is not None else 1000
+        unavailable = refused.text == LIMITER_UNAVAILABLE
+        limit = "rate_limiter" if unavailable else "per_key/per_brand rate limit"
+        retry_after = str(max(1, math.ceil(wait / 1000))).encode()
+        await respond(send, 503 if unavailable else 429, refusal(refused.text, limit, wait, request_id),
+                      b"application/json", ((b"retry-after", retry_after),))  # fmt: skip
+        return None
 
     async def _stream(self, scope: Scope, receive: Receive, send: Send) -> None:
         """A long-lived response (GET stream, SSE, subscriptions/listen): ended cleanly on shutdown."""
@@ -598,6 +647,17 @@ def _without_credentials(scope: Scope, *, keep_other_bearers: bool = False) -> S
         if k != b"authorization" or (keep_other_bearers and not is_mcp_key(v))
     ]
     return scope
+
+
+def request_id_of(body: bytes) -> Any:
+    """The JSON-RPC id of a request body, to answer it with (None when there is none usable)."""
+    if not body:
+        return None
+    try:
+        message = json.loads(body)
+    except (ValueError, RecursionError):
+        return None
+    return rpc_usable_id(message) if isinstance(message, dict) else None
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -27,10 +27,13 @@ class HttpSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     allowed_origins: list[str] = msgspec.field(default_factory=lambda: list(LOOPBACK_ORIGINS))
     max_body_bytes: int = 4 * 1024 * 1024
     request_timeout: str = "30s"
+    header_timeout: str = "10s"
     keep_alive_timeout: str = "5s"
     shutdown_timeout: str = "30s"
     session_idle_timeout: str = "30m"
     max_sessions: int = 10_000
+    max_sessions_per_key: int = 100
+    max_sessions_per_brand: int = 1000
     max_connections: int = 1000
     auth_failures_per_minute: int = 30
     metrics: bool = True
@@ -42,6 +45,7 @@ class HttpSettings(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 class Limits(msgspec.Struct, frozen=True):
     request_timeout: float
+    header_timeout: float
     keep_alive_timeout: float
     shutdown_timeout: float
     session_idle_timeout: float
@@ -61,7 +65,7 @@ def check(settings: HttpSettings) -> Limits:
     problems: list[str] = []
     where = "[plugins.http]"
     durations: dict[str, float] = {}
-    for name in ("request_timeout", "keep_alive_timeout", "shutdown_timeout", "session_idle_timeout"):
+    for name in ("request_timeout", "header_timeout", "keep_alive_timeout", "shutdown_timeout", "session_idle_timeout"):
         try:
             durations[name] = parse_positive_duration(getattr(settings, name))
         except ValueError as exc:
@@ -74,8 +78,9 @@ def check(settings: HttpSettings) -> Limits:
         problems.append(f"{where} auth_failures_per_minute: 0 (off) or more")
     if settings.max_connections < 1:
         problems.append(f"{where} max_connections: must be at least 1")
-    if settings.max_sessions < 1:
-        problems.append(f"{where} max_sessions: must be at least 1")
+    for name in ("max_sessions", "max_sessions_per_key", "max_sessions_per_brand"):
+        if getattr(settings, name) < 1:
+            problems.append(f"{where} {name}: must be at least 1")
     if not settings.host:
         problems.append(f"{where} host: must not be empty")
     auth = settings.metrics_auth

@@ -18,6 +18,7 @@ import uvicorn
 from qaqnuz import Host, UsageError, listen_socket
 from qaqnuz_http.app import Built, build_app
 from qaqnuz_http.coalesce import held_writes_protocol
+from qaqnuz_http.connections import deadline_protocol
 from qaqnuz_http.direct import direct_protocol, direct_support
 from qaqnuz_http.settings import HttpSettings, Limits, is_loopback
 
@@ -85,6 +86,7 @@ class HttpTransport:
                 protocol = direct_protocol(built.direct)
             else:
                 log.warning("fast-path requests go through the ASGI stack: uvicorn's request cycle is not as expected")
+        protocol = deadline_protocol(protocol, self.limits.header_timeout)  # idle and dribbling sockets
         sock = self._adopted if self._adopted is not None else _bind(s.host, s.port)
         self.port = sock.getsockname()[1]
         config = uvicorn.Config(

@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
-from qaqnuz.rpcfaults import INVALID_REQUEST, error_body
-from qaqnuz.rpcfaults import fault as rpc_fault
+from qaqnuz import rpc_error_body, rpc_fault
 
+INVALID_REQUEST = -32600
 TOO_LARGE = "Invalid request: the message is larger than the server accepts ([plugins.stdio] max_message_bytes)."
 
 
@@ -24,7 +24,7 @@ class Sender(Protocol):
 
 
 def error_line(code: int, message: str, request_id: Any = None) -> bytes:
-    return error_body(code, message, request_id) + b"\n"
+    return rpc_error_body(code, message, request_id) + b"\n"
 
 
 def fault(line: str) -> bytes | None:
