@@ -9,6 +9,7 @@ struct the provider registered, because only the plugin manager knows those type
 from __future__ import annotations
 
 import functools
+import math
 import os
 import re
 import tomllib
@@ -34,13 +35,17 @@ ENV_PREFIX = "QAQNUZ_"
 def parse_duration(text: str | float | int) -> float:
     """'90s', '5m', '24h', '30d', '250ms' or a bare number of seconds, as seconds."""
     if isinstance(text, int | float) and not isinstance(text, bool):
-        if text < 0:
+        if not text >= 0:  # NaN too
             raise ValueError("a duration cannot be negative")
-        return float(text)
-    match = _DURATION_RE.match(str(text))
-    if not match:
-        raise ValueError(f"{text!r} is not a duration; write e.g. '250ms', '5s', '10m', '24h' or '30d'")
-    return float(match.group(1)) * _UNITS[match.group(2) or "s"]
+        seconds = float(text)
+    else:
+        match = _DURATION_RE.match(str(text))
+        if not match:
+            raise ValueError(f"{str(text)[:40]!r} is not a duration; write e.g. '250ms', '5s', '10m', '24h' or '30d'")
+        seconds = float(match.group(1)) * _UNITS[match.group(2) or "s"]
+    if not math.isfinite(seconds):
+        raise ValueError("a duration must be a finite number of seconds")
+    return seconds
 
 
 def _positive_duration(text: str) -> float:
@@ -61,8 +66,8 @@ def parse_positive_duration(text: str | float | int) -> float:
 def parse_rate(text: str) -> tuple[int, float]:
     """'60/60s' or '300/m' as (count, window seconds)."""
     match = _RATE_RE.match(str(text))
-    if not match or int(match.group(1)) < 1:
-        raise ValueError(f"{text!r} is not a rate; write '<count>/<window>', e.g. '60/60s' or '300/m'")
+    if not match or len(match.group(1)) > 18 or int(match.group(1)) < 1:
+        raise ValueError(f"{str(text)[:40]!r} is not a rate; write '<count>/<window>', e.g. '60/60s' or '300/m'")
     window = float(match.group(2) or 1) * _UNITS[match.group(3)]
     if window <= 0:
         raise ValueError(f"{text!r} has an empty window")
@@ -295,6 +300,8 @@ def load_config_lenient(
         raw_text = file.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None, [f"{file}: no such config file; create one with `qaqnuz init` or pass --config"]
+    except UnicodeDecodeError as exc:
+        return None, [f"{file}: not UTF-8 text (an invalid byte at offset {exc.start}); save the file as UTF-8"]
     except OSError as exc:
         return None, [f"{file}: cannot read the config file ({exc.strerror})"]
     return parse_config_lenient(raw_text, source=str(file), base_dir=str(file.resolve().parent), env=env)
@@ -316,6 +323,8 @@ def parse_config_lenient(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         return None, [f"{source}: not valid TOML: {exc}"]
+    except ValueError:  # an integer longer than Python converts (4,300 digits)
+        return None, [f"{source}: not valid TOML here: a number is too long; no setting takes one that large"]
     problems: list[str] = []
     overridden = apply_env_overrides(data, os.environ if env is None else env, problems)
     config = validate(data, problems, source=source, base_dir=base_dir)
@@ -337,7 +346,7 @@ def apply_env_overrides(data: dict[str, Any], env: Mapping[str, str], problems: 
             continue
         try:
             value = tomllib.loads(f"v = {raw}")["v"]
-        except tomllib.TOMLDecodeError:
+        except ValueError:  # TOMLDecodeError, or a number too long to convert
             value = raw  # a bare string
         table = data
         for part in parts[:-1]:
@@ -513,7 +522,7 @@ def validate(data: dict[str, Any], problems: list[str], *, source: str = "<confi
         _check(_positive_duration, getattr(server, key), f"[server] {key}", problems)
     for key in ("pending_ttl", "valid_for"):
         _check(_positive_duration, getattr(approvals, key), f"[approvals] {key}", problems)
-    if approvals.wait_seconds < 0 or approvals.wait_seconds > 300:
+    if not 0 <= approvals.wait_seconds <= 300:  # NaN fails here too
         problems.append("[approvals] wait_seconds: must be between 0 and 300")
     if approvals.max_pending_per_key < 1:
         problems.append("[approvals] max_pending_per_key: must be at least 1")
