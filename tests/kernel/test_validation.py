@@ -151,3 +151,30 @@ def test_both_validators_agree_on_every_argument_set_without_newlines(arguments)
     expected_valid = reference.is_valid(arguments)
     problem = ArgumentsValidator(ORDER).problem(arguments)
     assert (problem is None) == expected_valid, (arguments, problem)
+
+
+def _suite_cases() -> list[tuple[str, dict, object, bool]]:
+    """Every case of the official JSON Schema Test Suite's pattern files (tests/support/json_schema_test_suite)."""
+    import json
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "support" / "json_schema_test_suite"
+    cases = []
+    for path in sorted(folder.glob("*.json")):
+        for group in json.loads(path.read_text(encoding="utf-8")):
+            for case in group["tests"]:
+                name = f"{path.stem}: {group['description']}: {case['description']}"
+                cases.append((name, group["schema"], case["data"], case["valid"]))
+    return cases
+
+
+SUITE = _suite_cases()
+
+
+def test_the_suite_files_are_there():
+    assert len(SUITE) >= 100  # pattern, patternProperties and optional/ecmascript-regex
+
+
+@pytest.mark.parametrize(("name", "schema", "data", "valid"), SUITE, ids=[case[0] for case in SUITE])
+def test_the_official_pattern_cases(name, schema, data, valid):
+    assert (ArgumentsValidator(schema).problem(data) is None) is valid, name
