@@ -45,32 +45,25 @@ from qaqnuz.store import (
 
 SCHEME = "sqlite"
 
+#: The columns of `keys`, and of `key_decoy`: one row of the same shape that a lookup of an unknown key id
+#: reads instead (see `_KEY_LOOKUP`).
+_KEY_TABLE = """(
+    key_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    brand TEXT NOT NULL,
+    role TEXT NOT NULL,
+    scopes TEXT NOT NULL,
+    hash TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    expires_at REAL,
+    revoked_at REAL,
+    last_used_at REAL
+)"""
+
 SCHEMA = """
-CREATE TABLE IF NOT EXISTS keys (
-    key_id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    brand TEXT NOT NULL,
-    role TEXT NOT NULL,
-    scopes TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    expires_at REAL,
-    revoked_at REAL,
-    last_used_at REAL
-);
+CREATE TABLE IF NOT EXISTS keys KEY_TABLE;
 CREATE INDEX IF NOT EXISTS keys_brand ON keys (brand);
-CREATE TABLE IF NOT EXISTS key_decoy (
-    key_id TEXT PRIMARY KEY,
-    name TEXT NOT NULL,
-    brand TEXT NOT NULL,
-    role TEXT NOT NULL,
-    scopes TEXT NOT NULL,
-    hash TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    expires_at REAL,
-    revoked_at REAL,
-    last_used_at REAL
-);
+CREATE TABLE IF NOT EXISTS key_decoy KEY_TABLE;
 CREATE TABLE IF NOT EXISTS approvals (
     approval_id TEXT PRIMARY KEY,
     brand TEXT NOT NULL,
@@ -111,7 +104,7 @@ CREATE TABLE IF NOT EXISTS usage (
     calls INTEGER NOT NULL,
     PRIMARY KEY (brand, month)
 );
-"""
+""".replace("KEY_TABLE", _KEY_TABLE)
 
 #: Columns added after the first release, with their definitions: added to older files on open.
 _APPROVAL_COLUMNS = (

@@ -28,3 +28,45 @@ def qaqnuz_cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
         [sys.executable, "-m", "qaqnuz.cli", *args], env=server_env(config), capture_output=True, text=True,
         timeout=60, check=False,
     )  # fmt: skip
+
+
+class SseStream:
+    """A legacy `GET /sse` stream read on a thread: the `/messages/` endpoint it announces, then the JSON-RPC
+    messages it carries. The thread ends with the stream, or once it has passed the message a test waited for."""
+
+    def __init__(self, base: str, headers: dict[str, str], timeout: float = 60) -> None:
+        import queue
+        import threading
+
+        import httpx
+
+        self._lines: queue.Queue[str] = queue.Queue()
+        self._done = threading.Event()
+
+        def listen() -> None:
+            with httpx.stream("GET", f"{base}/sse", headers=headers, timeout=timeout) as stream:
+                for line in stream.iter_lines():
+                    self._lines.put(line)
+                    if self._done.is_set():
+                        return
+
+        threading.Thread(target=listen, daemon=True).start()
+        self.endpoint = ""
+        while not self.endpoint:
+            line = self._lines.get(timeout=10)
+            if line.startswith("data:") and "/messages/" in line:
+                self.endpoint = line[5:].strip()
+
+    def messages_until(self, request_id: object, timeout: float = 20) -> list[dict]:
+        """Every message up to and including the answer to `request_id` (then the reader stops)."""
+        import json
+
+        messages = []
+        while True:
+            line = self._lines.get(timeout=timeout)
+            if line.startswith("data:") and line[5:].strip().startswith("{"):
+                message = json.loads(line[5:])
+                messages.append(message)
+                if message.get("id") == request_id:
+                    self._done.set()
+                    return messages

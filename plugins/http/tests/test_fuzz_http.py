@@ -15,14 +15,12 @@ Bounded in CI; `QAQNUZ_FUZZ_PROFILE=long uv run pytest -q -m fuzz` runs many mor
 from __future__ import annotations
 
 import json
-import queue
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
-from httpkit import PLUGINS
+from httpkit import PLUGINS, SseStream
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -137,23 +135,8 @@ def test_the_2026_era(fuzzed: Fuzzed, body: bytes) -> None:
 @given(bodies=st.lists(wire_messages(tools=TOOLS), min_size=1, max_size=5))
 def test_legacy_sse(fuzzed: Fuzzed, bodies: list[bytes]) -> None:
     """POSTs to /messages/ answer 202 or 400 with no leak; the answers on the stream are checked too."""
-    events: queue.Queue[str] = queue.Queue()
-    auth = {"Authorization": f"Bearer {fuzzed.key}"}
-
-    def listen() -> None:
-        with httpx.stream("GET", f"{fuzzed.server.base}/sse", headers=auth, timeout=30) as stream:
-            for line in stream.iter_lines():
-                events.put(line)
-                if line.startswith("data:") and '"id":"done"' in line.replace(" ", ""):
-                    return
-
-    listener = threading.Thread(target=listen, daemon=True)
-    listener.start()
-    endpoint = ""
-    while not endpoint:
-        line = events.get(timeout=10)
-        if line.startswith("data:") and "/messages/" in line:
-            endpoint = line[5:].strip()
+    stream = SseStream(fuzzed.server.base, {"Authorization": f"Bearer {fuzzed.key}"}, timeout=30)
+    endpoint = stream.endpoint
     hello = {"protocolVersion": "2024-11-05", "capabilities": {}, "clientInfo": {"name": "fuzz", "version": "1"}}
     post = fuzzed.client.post
     assert post(endpoint, json={"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": hello}).status_code == 202
@@ -164,12 +147,7 @@ def test_legacy_sse(fuzzed: Fuzzed, bodies: list[bytes]) -> None:
         if response.status_code == 400 and response.headers.get("content-type", "").startswith("application/json"):
             check_answer(response.content)
     assert post(endpoint, json={"jsonrpc": "2.0", "id": "done", "method": "ping"}).status_code == 202
-    while True:
-        line = events.get(timeout=20)
-        if line.startswith("data:") and line[5:].strip().startswith("{"):
-            answer = check_answer(line[5:])
-            if answer.get("id") == "done":
-                break
-    listener.join(timeout=10)
+    for message in stream.messages_until("done"):
+        check_answer(json.dumps(message))
     fuzzed.still_serves()
     fuzzed.nothing_forbidden_ran()

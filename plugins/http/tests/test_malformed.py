@@ -10,11 +10,10 @@ unknown method's name came back as the error's data.
 from __future__ import annotations
 
 import json
-import queue
-import threading
 from typing import Any
 
 import httpx
+from httpkit import SseStream
 
 from malformed import battery, check_message, leaks
 from qaqnuz.rpcfaults import fault
@@ -114,23 +113,8 @@ def test_the_battery_over_legacy_sse(http_server) -> None:
     server = http_server()
     key = server.mint()
     auth = {"Authorization": f"Bearer {key}"}
-    events: queue.Queue[str] = queue.Queue()
-    stop = threading.Event()
-
-    def listen() -> None:
-        with httpx.stream("GET", f"{server.base}/sse", headers=auth, timeout=60) as stream:
-            for line in stream.iter_lines():
-                events.put(line)
-                if stop.is_set():
-                    return
-
-    listener = threading.Thread(target=listen, daemon=True)
-    listener.start()
-    endpoint = ""
-    while not endpoint:
-        line = events.get(timeout=10)
-        if line.startswith("data:") and "/messages/" in line:
-            endpoint = line[5:].strip()
+    sse = SseStream(server.base, auth)
+    endpoint = sse.endpoint
     hello = {"protocolVersion": "2024-11-05", "capabilities": {}, "clientInfo": {"name": "battery", "version": "1"}}
     with httpx.Client(base_url=server.base, headers={"Content-Type": "application/json", **auth}, timeout=30) as client:
         assert (
@@ -149,15 +133,7 @@ def test_the_battery_over_legacy_sse(http_server) -> None:
             client.post(endpoint, json={"jsonrpc": "2.0", "id": 99, "method": "tools/call", "params": call}).status_code
             == 202
         )
-    stream: list[Any] = []
-    while True:
-        line = events.get(timeout=15)
-        if line.startswith("data:") and line[5:].strip().startswith("{"):
-            message = json.loads(line[5:])
-            stream.append(message)
-            if message.get("id") == 99:
-                break
-    stop.set()
+    stream = sse.messages_until(99, timeout=15)
     for message in stream:
         problems += [f"stream: {problem}" for problem in check_message(message)]
         problems += [f"stream: {leak}" for leak in leaks(json.dumps(message))]

@@ -75,10 +75,9 @@ def test_messages_pass(line: str) -> None:
     assert fault(line) is None
 
 
-@pytest.mark.parametrize("fast_path", [True, False])
-async def test_a_real_server_answers_every_fault_and_goes_on_serving(tmp_path, fast_path: bool) -> None:
-    config = kit_config() + f"\n[plugins.stdio]\nfast_path = {str(fast_path).lower()}\nmax_message_bytes = 65536\n"
-    cfg = write_config(tmp_path, config)
+async def _serving(folder: Path, config: str) -> subprocess.Popen[bytes]:
+    """A real `qaqnuz-mcp` on `config`, with a key that holds `orders.read`."""
+    cfg = write_config(folder, config)
     kernel = await start_kernel(cfg, plugins=["stdio", "testkit_pack.plugin"])
     key, _ = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="faults")
     await kernel.aclose()
@@ -87,6 +86,13 @@ async def test_a_real_server_answers_every_fault_and_goes_on_serving(tmp_path, f
         env=server_env(cfg, key),
     )  # fmt: skip
     assert proc.stdin is not None and proc.stdout is not None
+    return proc
+
+
+@pytest.mark.parametrize("fast_path", [True, False])
+async def test_a_real_server_answers_every_fault_and_goes_on_serving(tmp_path, fast_path: bool) -> None:
+    config = kit_config() + f"\n[plugins.stdio]\nfast_path = {str(fast_path).lower()}\nmax_message_bytes = 65536\n"
+    proc = await _serving(tmp_path, config)
 
     def send(raw: bytes) -> dict:
         proc.stdin.write(raw)  # type: ignore[union-attr]
@@ -120,15 +126,7 @@ async def test_the_malformed_battery_over_stdio(tmp_path) -> None:
     or pydantic text, an exception or the caller's input, and each is a well-formed JSON-RPC answer."""
     from malformed import battery, check_message, leaks
 
-    cfg = write_config(tmp_path, kit_config())
-    kernel = await start_kernel(cfg, plugins=["stdio", "testkit_pack.plugin"])
-    key, _ = await kernel.keys.mint(brand="acme", scopes=["orders.read"], name="battery")
-    await kernel.aclose()
-    proc = subprocess.Popen(
-        [str(BIN / "qaqnuz-mcp")], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        env=server_env(cfg, key),
-    )  # fmt: skip
-    assert proc.stdin is not None and proc.stdout is not None
+    proc = await _serving(tmp_path, kit_config())
     proc.stdin.write(json.dumps(INIT).encode() + b"\n")
     proc.stdin.write(b'{"jsonrpc":"2.0","method":"notifications/initialized"}\n')
     proc.stdin.flush()
