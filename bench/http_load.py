@@ -99,8 +99,9 @@ RUNNING: list[subprocess.Popen[bytes]] = []
 STARTED = time.perf_counter()
 
 
-def log(text: str) -> None:
-    sys.stderr.write(f"  [{time.perf_counter() - STARTED:5.0f} s] {text}\n")
+def log(text: str, width: int = 5) -> None:
+    """`text` on stderr after the seconds since the start, right-aligned in `width` characters."""
+    sys.stderr.write(f"  [{time.perf_counter() - STARTED:{width}.0f} s] {text}\n")
     sys.stderr.flush()
 
 
@@ -261,12 +262,17 @@ class Server:
 
     def printed(self, limit: int = 6000) -> str:
         """What the server wrote to stdout and stderr so far (the end of it)."""
-        try:
-            text = self.output.read_text(errors="replace")
-        except OSError:
-            return "(no output file)"
-        text = text if len(text) <= limit else "...\n" + text[-limit:]
-        return text.strip() or "(nothing)"
+        return output_tail(self.output, limit)
+
+
+def output_tail(path: Path, limit: int, missing: str = "(no output file)") -> str:
+    """The last `limit` characters of a process's output file (`missing` when it cannot be read)."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return missing
+    text = text if len(text) <= limit else "...\n" + text[-limit:]
+    return text.strip() or "(nothing)"
 
 
 def spawn(kind: str, tools: int, argv: list[str], env: dict[str, str], output: Path, key: str, pin: bool) -> Server:
@@ -361,15 +367,20 @@ def stop(server: Server | None) -> None:
         stop_process(server.proc)
 
 
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
+def stop_process(proc: subprocess.Popen[bytes], grace: float = 15, *, group: bool = False) -> None:
+    """SIGTERM, and SIGKILL if it has not exited `grace` seconds later (to its whole process group with
+    `group`, for a process started with `start_new_session` whose children must go too)."""
     if proc.poll() is None:
         with suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
         try:
-            proc.wait(timeout=15)
+            proc.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             with suppress(ProcessLookupError):
-                proc.kill()
+                if group:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                else:
+                    proc.kill()
             proc.wait(timeout=15)
     if proc in RUNNING:
         RUNNING.remove(proc)
@@ -424,15 +435,23 @@ class Scenario:
         return '{"jsonrpc":"2.0","id":', "," + tail[1:]
 
 
+def event_stream_answer(text: str) -> dict[str, Any] | None:
+    """The JSON-RPC answer (a message with an id and a result or an error) in an SSE body; None if it has none."""
+    for line in text.splitlines():
+        if line.startswith("data:"):
+            message = json.loads(line[5:])
+            if "id" in message and ("result" in message or "error" in message):
+                return message
+    return None
+
+
 def decode_answer(response: httpx.Response) -> dict[str, Any]:
     """The JSON-RPC message of a JSON or an SSE answer."""
     if response.headers.get("content-type", "").startswith("text/event-stream"):
-        for line in response.text.splitlines():
-            if line.startswith("data:"):
-                message = json.loads(line[5:])
-                if "id" in message and ("result" in message or "error" in message):
-                    return message
-        raise BenchError(f"no JSON-RPC answer in the event stream: {response.text[:500]!r}")
+        message = event_stream_answer(response.text)
+        if message is None:
+            raise BenchError(f"no JSON-RPC answer in the event stream: {response.text[:500]!r}")
+        return message
     return response.json()
 
 

@@ -63,20 +63,21 @@ import sys
 import tempfile
 import time
 from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+import http_load
 import httpx
+from http_load import BIN, LEGACY, MODERN, child_env, event_stream_answer, output_tail, stop_process
 
+from qaqnuz.config import parse_duration, parse_rate
 from qaqnuz.envelope import LIMITER_UNAVAILABLE, RATE_LIMITED
 from qaqnuz.keys import CHECKSUM_LEN, checksum, new_key, random_b62
 from qaqnuz.testservers import PostgresServer, RedisServer, ServerMissing, free_port
 
-HERE = Path(__file__).resolve().parent
-ROOT = HERE.parent
-BIN = Path(sys.executable).parent
-MODERN, LEGACY = "2026-07-28", "2025-11-25"
 META = {"io.modelcontextprotocol/protocolVersion": MODERN, "io.modelcontextprotocol/clientCapabilities": {}}
 ACCEPT = "application/json, text/event-stream"
 KINDS = ["read", "session", "write", "approval", "burst", "badkey", "slow"]
@@ -157,32 +158,30 @@ EXPECTED: dict[str, set[str]] = {
     "slow_idle": {"closed_by_server", "held_open"},
 }
 
-STARTED = time.monotonic()
-
-
-def log(text: str) -> None:
-    sys.stderr.write(f"  [{time.monotonic() - STARTED:6.0f} s] {text}\n")
-    sys.stderr.flush()
+log = partial(http_load.log, width=6)
 
 
 class SoakError(RuntimeError):
     """Setting up failed; the message says what (with the command's or the server's output)."""
 
 
-def duration(text: str) -> float:
-    """`60s`, `2m`, `500ms`, `1h` or a bare number of seconds."""
-    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*(ms|s|m|h)?\s*", text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 60s, 2m, 500ms)")
-    value = float(match.group(1))
-    return value * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[match.group(2)]
+T = TypeVar("T")
 
 
-def rate(text: str) -> tuple[int, float]:
-    match = re.fullmatch(r"(\d+)/(\d+)s", text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"not a limit: {text!r} (e.g. 10/5s)")
-    return int(match.group(1)), float(match.group(2))
+def argument_type(parse: Callable[[str], T]) -> Callable[[str], T]:
+    """An argparse `type=` from one of the config's parsers: its ValueError becomes argparse's error."""
+
+    def convert(text: str) -> T:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return convert
+
+
+duration = argument_type(parse_duration)  # `60s`, `2m`, `500ms`, `1h` or a bare number of seconds
+rate = argument_type(parse_rate)  # `10/5s`: (count, window seconds)
 
 
 # -- /proc -----------------------------------------------------------------------------------------------
@@ -208,17 +207,8 @@ def tree_pids(root: int) -> list[int]:
 
 def rss_mb(root: int) -> tuple[float, int]:
     """Summed VmRSS (MB) of `root` and its descendants, and how many processes that is."""
-    total, count = 0, 0
-    for pid in tree_pids(root):
-        try:
-            for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
-                    count += 1
-                    break
-        except OSError:
-            continue
-    return total / 1024, count
+    found = [mb for mb in map(http_load.rss_mb, tree_pids(root)) if mb is not None]
+    return sum(found), len(found)
 
 
 # -- statistics ------------------------------------------------------------------------------------------
@@ -270,12 +260,10 @@ def percentile(values: list[float], p: float) -> float:
 def decode_answer(text: str, content_type: str) -> dict[str, Any]:
     """The JSON-RPC message of a JSON or an SSE answer."""
     if content_type.startswith("text/event-stream"):
-        for line in text.splitlines():
-            if line.startswith("data:"):
-                message = json.loads(line[5:])
-                if "id" in message and ("result" in message or "error" in message):
-                    return message
-        raise ValueError("no JSON-RPC answer in the event stream")
+        message = event_stream_answer(text)
+        if message is None:
+            raise ValueError("no JSON-RPC answer in the event stream")
+        return message
     return json.loads(text)
 
 
@@ -346,11 +334,7 @@ class Deployment:
         return self.folder / "server.log"
 
     def printed(self, limit: int = 4000) -> str:
-        try:
-            text = self.server_log.read_text(errors="replace")
-        except OSError:
-            return "(no output)"
-        return (text if len(text) <= limit else "...\n" + text[-limit:]).strip() or "(nothing)"
+        return output_tail(self.server_log, limit, "(no output)")
 
     def cli(self, *args: str, timeout: float = 60) -> str:
         argv = [str(BIN / "qaqnuz"), *args, "--config", str(self.config)]
@@ -368,12 +352,9 @@ class Deployment:
 
 
 def make_env(pycache: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("QAQNUZ_") and k != "PYTHONDONTWRITEBYTECODE"}
-    env["PYTHONPYCACHEPREFIX"] = str(pycache)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    env["QAQNUZ_DISABLE_PLUGIN_AUTOLOAD"] = "1"
-    env["QAQNUZ_PLUGINS"] = "http,redis,postgres,bench.bench_pack"
-    return env
+    return child_env(
+        pycache, {"QAQNUZ_DISABLE_PLUGIN_AUTOLOAD": "1", "QAQNUZ_PLUGINS": "http,redis,postgres,bench.bench_pack"}
+    )
 
 
 def set_up(args: argparse.Namespace, folder: Path, dsn: str, redis_url: str, plan: list[str]) -> Deployment:
@@ -424,19 +405,6 @@ def start_server(deployment: Deployment, args: argparse.Namespace) -> None:
                     return
             time.sleep(0.1)
     raise SoakError(f"qaqnuz serve did not answer /readyz with 200 within 90 s:\n{deployment.printed()}")
-
-
-def stop_process(proc: subprocess.Popen[bytes] | None, grace: float = 40) -> None:
-    if proc is None or proc.poll() is not None:
-        return
-    with contextlib.suppress(ProcessLookupError):
-        proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=grace)
-    except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=15)
 
 
 # -- traffic ---------------------------------------------------------------------------------------------
@@ -701,13 +669,31 @@ class Soak:
                 "Connection: close\r\n\r\n").encode()  # fmt: skip
         return head, body
 
-    async def raw(self, kind: str, key: str) -> None:
-        """slow_headers / slow_body / slow_stall on one socket; the answer read until the server closes."""
-        head, body = self.raw_request(key)
+    async def on_socket(
+        self, kind: str, talk: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[tuple[str, str]]]
+    ) -> None:
+        """`talk` on a new socket to the server, its (outcome, detail) recorded under `kind`; the socket closed."""
         begun = time.perf_counter()
         writer = None
         try:
             reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.d.port), 10)
+            outcome, detail = await talk(reader, writer)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            outcome, detail = classify_exception(exc), repr(exc)
+        finally:
+            if writer is not None:
+                writer.close()
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(writer.wait_closed(), 2)
+        self.rec.record(kind, outcome, time.perf_counter() - begun, detail)
+
+    async def raw(self, kind: str, key: str) -> None:
+        """slow_headers / slow_body / slow_stall on one socket; the answer read until the server closes."""
+        head, body = self.raw_request(key)
+
+        async def talk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> tuple[str, str]:
             if kind == "slow_headers":
                 pieces = [head[i : i + 16] for i in range(0, len(head), 16)]
                 for piece in pieces:
@@ -727,18 +713,9 @@ class Soak:
             await writer.drain()
             wait = self.args.request_timeout + 10 if kind == "slow_stall" else self.args.timeout
             answer = await asyncio.wait_for(reader.read(-1), wait)
-            outcome = self.raw_outcome(answer)
-            detail = answer[:300].decode(errors="replace")
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            outcome, detail = classify_exception(exc), repr(exc)
-        finally:
-            if writer is not None:
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(writer.wait_closed(), 2)
-        self.rec.record(kind, outcome, time.perf_counter() - begun, detail)
+            return self.raw_outcome(answer), answer[:300].decode(errors="replace")
+
+        await self.on_socket(kind, talk)
 
     @staticmethod
     def raw_outcome(answer: bytes) -> str:
@@ -762,26 +739,15 @@ class Soak:
 
     async def idle_socket(self) -> None:
         """Connect and send nothing for --slow-hold; closed by the server, or still held when we give up."""
-        begun = time.perf_counter()
-        writer = None
-        try:
-            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", self.d.port), 10)
+
+        async def talk(reader: asyncio.StreamReader, _writer: asyncio.StreamWriter) -> tuple[str, str]:
             try:
                 data = await asyncio.wait_for(reader.read(1024), self.args.slow_hold)
-                outcome = "closed_by_server" if not data else self.raw_outcome(data)
-                detail = data[:300].decode(errors="replace")
             except TimeoutError:
-                outcome, detail = "held_open", ""
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            outcome, detail = classify_exception(exc), repr(exc)
-        finally:
-            if writer is not None:
-                writer.close()
-                with contextlib.suppress(Exception):
-                    await asyncio.wait_for(writer.wait_closed(), 2)
-        self.rec.record("slow_idle", outcome, time.perf_counter() - begun, detail)
+                return "held_open", ""
+            return ("closed_by_server" if not data else self.raw_outcome(data)), data[:300].decode(errors="replace")
+
+        await self.on_socket("slow_idle", talk)
 
     async def slow_client(self, key: str) -> None:
         async def idles() -> None:
@@ -1042,8 +1008,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     finally:
         signal.signal(signal.SIGTERM, previous)
-        with contextlib.suppress(Exception):
-            stop_process(deployment.proc if deployment else None)
+        if deployment is not None and deployment.proc is not None:
+            with contextlib.suppress(Exception):
+                stop_process(deployment.proc, 40, group=True)
         for server in (redis, postgres):
             if server is not None:
                 with contextlib.suppress(Exception):
