@@ -213,6 +213,8 @@ class Pipeline:
         """A new session (an `initialize` on HTTP, a legacy SSE connection) counted against the key's and the
         brand's rate limits like a call: None when admitted, else the refusal (fail closed)."""
         runtime, _ = self.current()
+        if not runtime.entitled(principal.brand):  # a brand gone from the config, or not entitled: no session
+            return _fail("entitlement", ErrorClass.PERMISSION, env.NOT_ENTITLED)
         return await self._rate_limit(runtime, principal)
 
     def _finish(
@@ -263,8 +265,8 @@ class Pipeline:
     async def _rate_limit(self, runtime: Runtime, principal: Principal) -> Outcome | None:
         """One unit from the key's and the brand's buckets: None when admitted, else the refusal."""
         sink = self.sink
-        key_limit, brand_limit = runtime.limits(principal.brand)
         try:
+            key_limit, brand_limit = runtime.limits(principal.brand)
             admission = await runtime.limiter.admit(principal.key_id, key_limit, principal.brand, brand_limit)
             admitted = admission.admitted is True
         except Exception as exc:

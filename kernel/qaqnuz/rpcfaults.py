@@ -81,6 +81,17 @@ def fault(text: str | bytes) -> bytes | None:
         if "id" in message and usable_id(message) is None:  # null, a float, a bool, an object
             return error_body(INVALID_REQUEST, NOT_JSON_RPC)
         return None
-    if ("result" in message or "error" in message) and usable_id(message) is not None:
+    if _answer_shaped(message) and usable_id(message) is not None:
         return None  # a client's answer to a server request (sampling, elicitation)
     return error_body(INVALID_REQUEST, NOT_JSON_RPC, usable_id(message))
+
+
+def _answer_shaped(message: dict[str, Any]) -> bool:
+    """Exactly one of an object `result` and an `error` object with an integer code and a string message, as
+    MCP's answers are (the SDK's own check of anything else answers with the values quoted)."""
+    if ("result" in message) == ("error" in message):
+        return False
+    if "result" in message:
+        return isinstance(message["result"], dict)
+    error = message["error"]
+    return isinstance(error, dict) and type(error.get("code")) is int and isinstance(error.get("message"), str)

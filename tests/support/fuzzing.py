@@ -303,10 +303,26 @@ def unknown_methods(*, meta: Mapping[str, Any] | None = None) -> st.SearchStrate
     )
 
 
+def answers() -> st.SearchStrategy[dict[str, Any]]:
+    """What a client sends back to a server's request: well formed, or with a `result` or `error` of any shape
+    (the SDK's own check of those quotes the values)."""
+    error = st.one_of(
+        st.fixed_dictionaries({"code": st.integers(-40000, 40000), "message": canary_text(8)}),
+        st.fixed_dictionaries({"code": wrong_values(), "message": wrong_values()}),
+        wrong_values(),
+    )
+    return st.one_of(
+        st.builds(
+            lambda i, r: {"jsonrpc": "2.0", "id": i, "result": r}, request_ids(), json_objects() | wrong_values()
+        ),
+        st.builds(lambda i, e: {"jsonrpc": "2.0", "id": i, "error": e}, request_ids(), error),
+    )
+
+
 def valid_messages(
     *, tools: Sequence[str] = DEFAULT_TOOL_NAMES, meta: Mapping[str, Any] | None = None
 ) -> st.SearchStrategy[dict[str, Any]]:
-    return st.one_of(requests(tools=tools, meta=meta), notifications(meta=meta), unknown_methods(meta=meta))
+    return st.one_of(requests(tools=tools, meta=meta), notifications(meta=meta), unknown_methods(meta=meta), answers())
 
 
 # -- near-valid: one thing wrong ------------------------------------------------------------------------------

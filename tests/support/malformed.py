@@ -1,4 +1,4 @@
-"""The malformed-request battery: 54 messages a hostile or broken client sends, each carrying a canary string
+"""The malformed-request battery: 56 messages a hostile or broken client sends, each carrying a canary string
 where a careless server would echo it, and the checks an answer to any of them must pass (SPEC §3: an error
 never quotes parser or pydantic text, an exception, or the caller's input).
 
@@ -87,6 +87,8 @@ def battery(meta: Mapping[str, Any] | None) -> list[tuple[str, bytes]]:
         ("id a huge number", b'{"jsonrpc": "2.0", "id": 1' + b"0" * 400 + b', "method": "ping"}'),
         ("neither method nor result", _text({"jsonrpc": "2.0", "id": 1, c: True})),
         ("a response with a bad id", _text({"jsonrpc": "2.0", "id": [c], "result": {}})),
+        ("a response with a bad result", _text({"jsonrpc": "2.0", "id": 11, "result": c})),
+        ("a response with a bad error", _text({"jsonrpc": "2.0", "id": 12, "error": {"code": c, "message": [c]}})),
         # -- a JSON-RPC message with bad parameters --------------------------------------------------------
         ("unknown method", _request(f"{c}/method", {}, meta)),
         ("unknown method, no params", _request(c, None, meta)),
@@ -133,7 +135,7 @@ def battery(meta: Mapping[str, Any] | None) -> list[tuple[str, bytes]]:
         ("notification unknown", _text({"jsonrpc": "2.0", "method": f"notifications/{c}", "params": {"x": c}})),
         ("subscriptions/listen bad", _request("subscriptions/listen", {"filter": c}, meta)),
     ]
-    assert len(cases) == 54, len(cases)
+    assert len(cases) == 56, len(cases)
     return cases
 
 

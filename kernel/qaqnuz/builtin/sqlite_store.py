@@ -119,7 +119,9 @@ CREATE INDEX IF NOT EXISTS approvals_key ON approvals (key_id, status, closed);
 """
 _KEY_CACHE = 10_000
 #: A key by id, or else the decoy row from a table of the same shape: one index probe, one row read and one
-#: row decoded whether the id is known or not (see `Store.get_key`'s `fresh`).
+#: row decoded whether the id is known or not (see `Store.get_key`'s `fresh`). SQLite runs a compound SELECT's
+#: parts in order and LIMIT stops it at the first row; were it ever otherwise, every lookup would find the
+#: decoy, which is no key: refused, never let in.
 _KEY_LOOKUP = (
     f"SELECT {KEY_COLUMNS} FROM keys WHERE key_id = ?1 "
     f"UNION ALL SELECT {KEY_COLUMNS} FROM key_decoy WHERE key_id = '' LIMIT 1"
@@ -157,7 +159,10 @@ class SqliteStore:
                     self._db.execute(f"ALTER TABLE approvals ADD COLUMN {column} {definition}")
             self._db.executescript(_INDEXES)
             if self._db.execute("SELECT COUNT(*) FROM key_decoy").fetchone()[0] == 0:
-                self._db.execute(f"INSERT INTO key_decoy ({KEY_COLUMNS}) VALUES ({', '.join('?' * 10)})", DECOY_KEY_ROW)
+                # OR IGNORE: several processes may open a new file at once
+                self._db.execute(
+                    f"INSERT OR IGNORE INTO key_decoy ({KEY_COLUMNS}) VALUES ({', '.join('?' * 10)})", DECOY_KEY_ROW
+                )
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open the store at {self.path} ({type(exc).__name__}: {exc})") from None
         finally:

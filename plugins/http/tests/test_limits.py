@@ -163,3 +163,82 @@ def test_legacy_sse_connections_count_as_sessions(http_server) -> None:
                 break
         time.sleep(0.1)
     assert again.status_code == 200
+
+
+def _alive_while_dribbling(sock: socket.socket, seconds: float, byte: bytes = b"a") -> bool:
+    """Send `byte` every 0.3 s for `seconds`: False as soon as the server has closed the connection."""
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        try:
+            sock.sendall(byte)
+        except OSError:
+            return False
+        sock.settimeout(0.3)
+        try:
+            if sock.recv(65536) == b"":
+                return False
+        except TimeoutError:
+            pass
+        except OSError:
+            return False
+    return True
+
+
+def test_a_body_left_unread_by_an_early_answer_is_not_waited_for(http_server) -> None:
+    """A request answered before its body was read (here /healthz, which reads none) ends its connection: a
+    client cannot keep it by sending the rest of a huge body a byte at a time."""
+    server = http_server(header_timeout="500ms", keep_alive_timeout="1s")
+    sock = _idle_socket(server)
+    try:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n")
+        sock.settimeout(10)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
+        assert not _alive_while_dribbling(sock, 8)
+    finally:
+        sock.close()
+
+
+def test_a_head_dribbled_behind_a_request_in_hand_still_has_a_deadline(http_server) -> None:
+    server = http_server(header_timeout="300ms", keep_alive_timeout="1s")
+    key = server.mint()
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
+    call = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "tools/call",
+        "params": {"name": "slow", "arguments": {}, "_meta": meta},
+    }
+    body = json.dumps(call).encode()
+    head = (
+        b"POST /mcp HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer " + key.encode() + b"\r\n"
+        b"Content-Type: application/json\r\nAccept: application/json, text/event-stream\r\n"
+        b"MCP-Protocol-Version: 2026-07-28\r\nMcp-Method: tools/call\r\nMcp-Name: slow\r\n"
+        b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n"
+    )
+    sock = _idle_socket(server)
+    try:
+        sock.sendall(head + body + b"G")  # the next request's first byte while the slow call is in hand
+        assert not _alive_while_dribbling(sock, 10, b"X")
+    finally:
+        sock.close()
+
+
+def test_a_key_whose_brand_left_the_config_opens_no_session_and_leaks_no_count(http_server) -> None:
+    """Admission fails closed (403 naming the entitlement) and gives its count back: once the brand is
+    back, the key opens sessions again up to its cap."""
+    import sqlite3
+
+    server = http_server(max_sessions_per_key=2)
+    key = server.mint()
+    store = server.folder / "qaqnuz.db"
+
+    def move(brand: str) -> None:
+        with sqlite3.connect(store) as db:
+            db.execute("UPDATE keys SET brand = ?", (brand,))
+
+    move("ghost")
+    refused = [_initialize(server, key, i) for i in range(3)]
+    assert [r.status_code for r in refused] == [403, 403, 403]
+    assert refused[0].json()["error"]["data"] == {"limit": "entitlement"}
+    move("acme")
+    assert [_initialize(server, key, i).status_code for i in range(2)] == [200, 200]

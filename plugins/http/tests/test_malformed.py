@@ -1,4 +1,4 @@
-"""The malformed-request battery (tests/support/malformed.py, 54 messages) over HTTP in both eras and over
+"""The malformed-request battery (tests/support/malformed.py, 56 messages) over HTTP in both eras and over
 the legacy HTTP+SSE transport: every answer is a well-formed JSON-RPC error or result, never parser or
 pydantic text, an exception, or an echo of the caller's input; and the server goes on serving.
 
@@ -142,3 +142,17 @@ def test_the_battery_over_legacy_sse(http_server) -> None:
     # Each request the transport let through was answered on the stream (the rest in the POST's own answer).
     passed = [b for _, b in battery(None) if fault(b) is None and "id" in json.loads(b)]
     assert len([m for m in stream if m.get("id") == 1]) == len(passed) > 20
+
+
+def test_an_unsupported_protocol_version_is_not_repeated(http_server) -> None:
+    """The SDK's answer names the version asked for (`data.requested`); ours lists only what is supported."""
+    server = http_server()
+    key = server.mint()
+    asked = "2099-CANARY7f3a"
+    meta = {"io.modelcontextprotocol/protocolVersion": asked, "io.modelcontextprotocol/clientCapabilities": {}}
+    body = {"jsonrpc": "2.0", "id": 5, "method": "tools/list", "params": {"_meta": meta}}
+    headers = {**ACCEPT, "Authorization": f"Bearer {key}", "MCP-Protocol-Version": asked, "Mcp-Method": "tools/list"}
+    answer = httpx.post(server.url, json=body, headers=headers, timeout=15)
+    assert answer.status_code == 400 and leaks(answer.text) == []
+    error = answer.json()["error"]
+    assert answer.json()["id"] == 5 and error["code"] == -32022 and "2026-07-28" in error["data"]["supported"]

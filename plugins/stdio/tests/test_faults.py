@@ -121,7 +121,7 @@ async def test_a_real_server_answers_every_fault_and_goes_on_serving(tmp_path, f
 
 
 async def test_the_malformed_battery_over_stdio(tmp_path) -> None:
-    """The 54-message battery (tests/support/malformed.py) in the session era: each message is followed by a
+    """The 56-message battery (tests/support/malformed.py) in the session era: each message is followed by a
     ping, and everything answered before the ping's answer belongs to the message. No answer carries parser
     or pydantic text, an exception or the caller's input, and each is a well-formed JSON-RPC answer."""
     from malformed import battery, check_message, leaks
@@ -150,4 +150,4 @@ async def test_the_malformed_battery_over_stdio(tmp_path) -> None:
     _, stderr = proc.communicate(timeout=30)
     assert proc.returncode == 0, stderr.decode()
     assert problems == []
-    assert answered == 52  # every message but the battery's two notifications was answered
+    assert answered == 54  # every message but the battery's two notifications was answered

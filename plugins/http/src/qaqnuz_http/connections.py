@@ -20,6 +20,8 @@ from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
+from qaqnuz_http.guard import secure_headers
+
 log = logging.getLogger("qaqnuz.http")
 
 BUSY_BODY = (
@@ -31,8 +33,8 @@ BUSY_BODY = (
 
 async def _busy(scope: Scope, receive: Receive, send: Send) -> None:
     """uvicorn's answer at `limit_concurrency` ("Service Unavailable" as text), in JSON naming the limit."""
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(BUSY_BODY)).encode()),
-               (b"retry-after", b"1"), (b"connection", b"close")]  # fmt: skip
+    headers = secure_headers([(b"content-type", b"application/json"), (b"content-length", str(len(BUSY_BODY)).encode()),
+                              (b"retry-after", b"1"), (b"connection", b"close")])  # fmt: skip
     await send({"type": "http.response.start", "status": 503, "headers": headers})
     await send({"type": "http.response.body", "body": BUSY_BODY})
 
@@ -47,12 +49,12 @@ def deadline_protocol(base: type[asyncio.Protocol], header_timeout: float) -> ty
 
     class DeadlineProtocol(base):  # type: ignore[valid-type,misc]
         _head_timer: asyncio.TimerHandle | None = None
-        _opened_at = 0.0
+        _quiet_since = 0.0  # when the connection opened or last finished a response
         _served = 0  # requests whose head arrived whole on this connection
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
-            self._opened_at = self.loop.time()
+            self._quiet_since = self.loop.time()
             self._arm_head()
 
         def connection_lost(self, exc: Exception | None) -> None:
@@ -68,9 +70,18 @@ def deadline_protocol(base: type[asyncio.Protocol], header_timeout: float) -> ty
             self._disarm_head()
             self._served += 1
             limit = self.limit_concurrency
-            if limit is not None and len(self.connections) >= limit:
+            if limit is not None and len(self.connections) >= limit and len(self.tasks) < limit:
                 self._make_room(limit)
             super().on_headers_complete()
+
+        def on_response_complete(self) -> None:
+            cycle = self.cycle
+            super().on_response_complete()
+            self._quiet_since = self.loop.time()
+            if cycle is not None and cycle.response_complete and cycle.more_body and not self.transport.is_closing():
+                # Answered before its body was read (a 401, a 404, /healthz): the rest of the body is not
+                # waited for, or a client could hold the connection by sending it a byte at a time.
+                self.transport.close()
 
         def _start_asgi_task(self, cycle: Any, app: Any) -> None:
             super()._start_asgi_task(cycle, _busy if app is service_unavailable else app)
@@ -85,7 +96,10 @@ def deadline_protocol(base: type[asyncio.Protocol], header_timeout: float) -> ty
 
         def _head_due(self) -> None:
             self._head_timer = None
-            if self._in_hand() or self.transport.is_closing():
+            if self.transport.is_closing():
+                return
+            if self._in_hand():  # a head begun behind a request still being answered: its time starts again
+                self._arm_head()
                 return
             log.debug("closed a connection: no whole request head within %ss (header_timeout)", header_timeout)
             self.transport.close()
@@ -95,18 +109,24 @@ def deadline_protocol(base: type[asyncio.Protocol], header_timeout: float) -> ty
             cycle = self.cycle
             return (cycle is not None and not cycle.response_complete) or bool(self.pipeline)
 
+        def _idle(self) -> bool:
+            """No request in hand and nothing left to write: closing it loses nothing (one still writing a
+            response to a client that does not read it stays counted, as it stays open)."""
+            return not self._in_hand() and not self.transport.get_write_buffer_size()
+
         def _make_room(self, limit: int) -> None:
-            """Close idle connections, longest waiting first, until this request fits under `limit` (which
-            uvicorn compares with every connection, this one included)."""
+            """Close idle connections, longest quiet first (those that never sent a whole request before those
+            that did), until this request fits under `limit` (which uvicorn compares with every connection,
+            this one included). When the requests in hand fill the limit, closing would win nothing."""
             idle = sorted(
-                (c for c in self.connections if c is not self and isinstance(c, DeadlineProtocol) and not c._in_hand()),
-                key=lambda c: (c._served > 0, c._opened_at),
+                (c for c in self.connections if c is not self and isinstance(c, DeadlineProtocol) and c._idle()),
+                key=lambda c: (c._served > 0, c._quiet_since),
             )
             for victim in idle[: len(self.connections) - limit + 1]:
                 victim._disarm_head()
                 victim.transport.close()
                 self.connections.discard(victim)  # its slot is free now, not when the loop reports it closed
             if idle:
-                log.info("at max_connections: closed the connection that had waited longest without a request")
+                log.info("at max_connections: closed the connection that had been quiet longest")
 
     return DeadlineProtocol

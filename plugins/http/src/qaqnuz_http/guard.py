@@ -20,6 +20,7 @@ from urllib.parse import parse_qsl, urlencode
 
 import anyio
 from mcp.server.auth.middleware.bearer_auth import AuthenticatedUser
+from mcp.types.version import HANDSHAKE_PROTOCOL_VERSIONS, MODERN_PROTOCOL_VERSIONS
 from starlette.authentication import AuthCredentials
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -421,7 +422,8 @@ class Guard:
                         return
                 finally:
                     self.tracker.in_flight -= 1
-            answer = rpc_fault(body)  # before the SDK, whose answers would quote its parser and pydantic
+            # before the SDK, whose answers would quote its parser, pydantic, or the version asked for
+            answer = rpc_fault(body) or unsupported_version(scope, body)
             if answer is not None:
                 await respond(send, 400, answer, b"application/json")
                 return
@@ -465,10 +467,17 @@ class Guard:
                           ((b"retry-after", b"1"),))  # fmt: skip
             return None
         admit_session = getattr(self.host, "admit_session", None)
-        refused = await admit_session(principal) if admit_session is not None else None
+        try:
+            refused = await admit_session(principal) if admit_session is not None else None
+        except BaseException:  # fail closed, and the count goes back
+            sessions.release(admitted)
+            raise
         if refused is None:
             return admitted
         sessions.release(admitted)
+        if refused.step == "entitlement":
+            await respond(send, 403, refusal(refused.text, "entitlement", None, request_id), b"application/json")
+            return None
         hint = getattr(refused.result, "retry_hint", None)
         wait = hint.retry_after_ms if hint is not None else 1000
         unavailable = refused.text == LIMITER_UNAVAILABLE
@@ -647,6 +656,24 @@ def _without_credentials(scope: Scope, *, keep_other_bearers: bool = False) -> S
         if k != b"authorization" or (keep_other_bearers and not is_mcp_key(v))
     ]
     return scope
+
+
+#: The JSON-RPC code the SDK gives an unsupported protocol version (kept, so clients read it as they would).
+UNSUPPORTED_VERSION = -32022
+#: Every protocol version the SDK serves, in either era.
+SUPPORTED_VERSIONS = frozenset((*HANDSHAKE_PROTOCOL_VERSIONS, *MODERN_PROTOCOL_VERSIONS))
+_UNSUPPORTED_DATA = {"supported": sorted(SUPPORTED_VERSIONS)}
+
+
+def unsupported_version(scope: Scope, body: bytes) -> bytes | None:
+    """The answer to a `MCP-Protocol-Version` the server does not speak, or None. The SDK's own answer repeats
+    the version asked for (`data.requested`); this one lists only what is supported."""
+    version = headers_of(scope)[0].get(b"mcp-protocol-version")
+    if version is None or version.decode("latin-1") in SUPPORTED_VERSIONS:
+        return None
+    error = {"code": UNSUPPORTED_VERSION, "message": "Unsupported protocol version", "data": _UNSUPPORTED_DATA}
+    answer = {"jsonrpc": "2.0", "id": request_id_of(body), "error": error}
+    return json.dumps(answer, separators=(",", ":")).encode()
 
 
 def request_id_of(body: bytes) -> Any:
