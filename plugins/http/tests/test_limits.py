@@ -242,3 +242,25 @@ def test_a_key_whose_brand_left_the_config_opens_no_session_and_leaks_no_count(h
     assert refused[0].json()["error"]["data"] == {"limit": "entitlement"}
     move("acme")
     assert [_initialize(server, key, i).status_code for i in range(2)] == [200, 200]
+
+
+def test_2026_listen_streams_count_as_sessions(http_server) -> None:
+    """A `subscriptions/listen` stream stays open like a session: it counts against the key's cap while open."""
+    server = http_server(max_sessions_per_key=1)
+    key = server.mint()
+    meta = {"io.modelcontextprotocol/protocolVersion": "2026-07-28", "io.modelcontextprotocol/clientCapabilities": {}}
+    body = {"jsonrpc": "2.0", "id": 3, "method": "subscriptions/listen",
+            "params": {"notifications": {"toolsListChanged": True}, "_meta": meta}}  # fmt: skip
+    headers = {**ACCEPT, "Authorization": f"Bearer {key}", "MCP-Protocol-Version": "2026-07-28",
+               "Mcp-Method": "subscriptions/listen"}  # fmt: skip
+    with httpx.stream("POST", server.url, json=body, headers=headers, timeout=15) as first:
+        assert first.status_code == 200
+        second = httpx.post(server.url, json={**body, "id": 4}, headers=headers, timeout=15)
+        assert second.status_code == 429 and second.json()["error"]["data"] == {"limit": "max_sessions_per_key"}
+        assert second.json()["id"] == 4
+    for _ in range(50):  # the stream ended: its slot comes back once the server has seen it go
+        with httpx.stream("POST", server.url, json=body, headers=headers, timeout=15) as again:
+            if again.status_code == 200:
+                break
+        time.sleep(0.1)
+    assert again.status_code == 200

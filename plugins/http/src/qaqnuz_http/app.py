@@ -214,13 +214,17 @@ class MetricsGate:
 
 
 def opens_session(scope: Scope) -> bool:
-    """Whether the SDK opens a session for this request: a session-era request (no protocol version header, or
-    one of the handshake versions) without an `Mcp-Session-Id` (see its `_handle_stateful_request`)."""
+    """Whether this request opens something that stays open, counted like a session: in the session era (no
+    protocol version header, or a handshake version) a request without an `Mcp-Session-Id`, for which the SDK
+    opens a session (see its `_handle_stateful_request`); in the 2026-07-28 era a `subscriptions/listen`
+    stream, held for as long as it is open."""
     headers, _ = headers_of(scope)
     if b"mcp-session-id" in headers:
         return False
     version = headers.get(b"mcp-protocol-version")
-    return version is None or version.decode("latin-1") in HANDSHAKE_PROTOCOL_VERSIONS
+    if version is None or version.decode("latin-1") in HANDSHAKE_PROTOCOL_VERSIONS:
+        return True
+    return headers.get(b"mcp-method") == b"subscriptions/listen"
 
 
 def _always(scope: Scope) -> bool:
