@@ -26,9 +26,12 @@ _decoder = msgspec.json.Decoder()
 _encoder = msgspec.json.Encoder()
 
 
-def error_body(code: int, message: str, request_id: Any = None) -> bytes:
-    """One JSON-RPC error object, encoded."""
-    return _encoder.encode({"jsonrpc": "2.0", "id": request_id, "error": {"code": code, "message": message}})
+def error_body(code: int, message: str, request_id: Any = None, data: Any = None) -> bytes:
+    """One JSON-RPC error object, encoded (`data` only when given)."""
+    error: dict[str, Any] = {"code": code, "message": message}
+    if data is not None:
+        error["data"] = data
+    return _encoder.encode({"jsonrpc": "2.0", "id": request_id, "error": error})
 
 
 def usable_id(message: dict[str, Any]) -> Any:

@@ -21,13 +21,14 @@ from typing import Any
 from starlette.types import Receive, Scope, Send
 
 from qaqnuz_http.guard import secure_headers
+from qaqnuz_http.sessions import refusal
 
 log = logging.getLogger("qaqnuz.http")
 
-BUSY_BODY = (
-    b'{"jsonrpc":"2.0","id":null,"error":{"code":-32003,"message":"The server has as many connections and '
-    b'requests in hand as it allows ([plugins.http] max_connections). Retry shortly.",'
-    b'"data":{"limit":"max_connections"}}}'
+BUSY_BODY = refusal(
+    "The server has as many connections and requests in hand as it allows ([plugins.http] max_connections). "
+    "Retry shortly.",
+    "max_connections",
 )
 
 

@@ -31,6 +31,7 @@ from qaqnuz import (
     Principal,
     looks_like_key,
     requestid,
+    rpc_error_body,
     rpc_fault,
     rpc_usable_id,
 )
@@ -671,9 +672,7 @@ def unsupported_version(scope: Scope, body: bytes) -> bytes | None:
     version = headers_of(scope)[0].get(b"mcp-protocol-version")
     if version is None or version.decode("latin-1") in SUPPORTED_VERSIONS:
         return None
-    error = {"code": UNSUPPORTED_VERSION, "message": "Unsupported protocol version", "data": _UNSUPPORTED_DATA}
-    answer = {"jsonrpc": "2.0", "id": request_id_of(body), "error": error}
-    return json.dumps(answer, separators=(",", ":")).encode()
+    return rpc_error_body(UNSUPPORTED_VERSION, "Unsupported protocol version", request_id_of(body), _UNSUPPORTED_DATA)
 
 
 def request_id_of(body: bytes) -> Any:

@@ -14,12 +14,11 @@ cap) and handed to the session once the SDK registers it; an opening that regist
 from __future__ import annotations
 
 import contextvars
-import json
 from typing import Any
 
 import attrs
 
-from qaqnuz import Principal
+from qaqnuz import Principal, rpc_error_body
 
 #: A JSON-RPC error code of ours (servers may use -32000..-32099): a limit of this server refused the request.
 LIMITED = -32003
@@ -105,5 +104,4 @@ def refusal(message: str, limit: str, retry_after_ms: int | None = None, request
     data: dict[str, Any] = {"limit": limit}
     if retry_after_ms is not None:
         data["retry_after_ms"] = retry_after_ms
-    body = {"jsonrpc": "2.0", "id": request_id, "error": {"code": LIMITED, "message": message, "data": data}}
-    return json.dumps(body, separators=(",", ":")).encode()
+    return rpc_error_body(LIMITED, message, request_id, data)
