@@ -185,8 +185,8 @@ def _alive_while_dribbling(sock: socket.socket, seconds: float, byte: bytes = b"
 
 
 def test_a_body_left_unread_by_an_early_answer_is_not_waited_for(http_server) -> None:
-    """A request answered before its body was read (here /healthz, which reads none) ends its connection: a
-    client cannot keep it by sending the rest of a huge body a byte at a time."""
+    """A request answered before its body was read (here /healthz, which reads none): the rest of the body has
+    `header_timeout` to arrive, so a client cannot keep the connection by sending a huge body a byte at a time."""
     server = http_server(header_timeout="500ms", keep_alive_timeout="1s")
     sock = _idle_socket(server)
     try:

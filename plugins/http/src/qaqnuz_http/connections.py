@@ -82,10 +82,12 @@ def deadline_protocol(base: type[asyncio.Protocol], header_timeout: float) -> ty
             cycle = self.cycle
             super().on_response_complete()
             self._quiet_since = self.loop.time()
-            if cycle is not None and cycle.response_complete and cycle.more_body and not self.transport.is_closing():
-                # Answered before its body was read (a 401, a 404, /healthz): the rest of the body is not
-                # waited for, or a client could hold the connection by sending it a byte at a time.
-                self.transport.close()
+            if cycle is not None and cycle.response_complete and cycle.more_body and self._head_since is None:
+                # Answered before its body was all read (a 401, a 404, /healthz): the rest of the body must
+                # arrive, and the next head begin, within `header_timeout`, or a client could hold the
+                # connection by sending the body a byte at a time. (Closing at once would break a client
+                # that reuses the connection for its next request.)
+                self._head_since = self._quiet_since
 
         def _start_asgi_task(self, cycle: Any, app: Any) -> None:
             super()._start_asgi_task(cycle, _busy if app is service_unavailable else app)
